@@ -1,0 +1,404 @@
+//! One news item: its front matter read into a typed [`Item`]. Pure: the caller supplies the
+//! bytes, the path to name in errors and the site settings.
+
+use chrono::{DateTime, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, TimeZone};
+use serde::{Deserialize, Deserializer};
+use url::Url;
+
+use super::front::{self, Syntax};
+use super::markdown;
+use super::slug::slugify;
+use super::text::{one_line, strip_controls};
+use super::Problem;
+
+/// The site settings an item needs to be read. Built once from the configuration.
+#[derive(Debug, Clone)]
+pub struct SiteContext {
+    pub timezone: chrono_tz::Tz,
+    /// The host of `site.base_url`, the tagging authority of `tag:` ids.
+    pub tag_authority: String,
+    /// `site.item_url`, with `{slug}`, `{year}`, `{month}`, `{day}`.
+    pub item_url: String,
+    pub default_author: String,
+}
+
+impl SiteContext {
+    pub fn from_config(config: &crate::config::Config) -> SiteContext {
+        SiteContext {
+            timezone: config.site.timezone,
+            tag_authority: config.site.base_url.host_str().unwrap_or("localhost").to_string(),
+            item_url: config.item_url_template(),
+            default_author: config.site_author().to_string(),
+        }
+    }
+}
+
+/// A parsed news item. Text fields are clean: no control characters, titles on one line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    /// The file, relative to the content directory, with `/` separators.
+    pub path: String,
+    /// The stable identifier: Atom `id`, RSS `guid`, JSON Feed `id`.
+    pub id: String,
+    pub slug: String,
+    pub title: String,
+    /// In the site's time zone.
+    pub date: DateTime<FixedOffset>,
+    pub updated: DateTime<FixedOffset>,
+    /// Plain text.
+    pub summary: String,
+    pub category: Option<String>,
+    /// Distinct by slug, in the order written.
+    pub tags: Vec<String>,
+    pub author: String,
+    pub draft: bool,
+    /// Absolute URL of the teaser image.
+    pub image: Option<String>,
+    /// Absolute URL of the item's page.
+    pub link: String,
+    /// Markdown source of the body.
+    pub body: String,
+    /// Whether the id derives from the file name (renaming the file would change it).
+    pub id_from_file_name: bool,
+    /// The line of the `id` or `slug` key (or 1), for duplicate-id reports.
+    pub id_line: usize,
+}
+
+impl Item {
+    /// The body as sanitised HTML with absolute URLs.
+    pub fn render_html(&self) -> String {
+        match Url::parse(&self.link) {
+            Ok(base) => markdown::render_html(&self.body, &base),
+            // The link was validated when the item was parsed.
+            Err(_) => String::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FrontMatter {
+    title: Option<String>,
+    date: Option<DateText>,
+    updated: Option<DateText>,
+    summary: Option<String>,
+    category: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    author: Option<String>,
+    slug: Option<String>,
+    id: Option<String>,
+    #[serde(default)]
+    draft: bool,
+    image: Option<String>,
+    /// Free-form data for other tools; herold ignores it.
+    #[serde(default)]
+    #[allow(dead_code)]
+    extra: Option<serde::de::IgnoredAny>,
+}
+
+/// A date written as a string, or as a TOML date/datetime value.
+struct DateText(String);
+
+impl<'de> Deserialize<'de> for DateText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = DateText;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a date such as 2026-03-01 or 2026-03-01T09:30:00+01:00")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DateText, E> {
+                Ok(DateText(v.to_string()))
+            }
+            // TOML hands its native date values over as a one-entry map.
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<DateText, A::Error> {
+                let mut text = None;
+                while let Some((_, v)) = map.next_entry::<String, String>()? {
+                    text = Some(v);
+                }
+                text.map(DateText).ok_or_else(|| serde::de::Error::custom("empty date"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Reads one content file. `path` is relative to the content directory and names the file
+/// in problems. A file either gives an item or one problem; it never panics.
+pub fn parse_item(path: &str, bytes: &[u8], site: &SiteContext) -> Result<Item, Problem> {
+    let problem = |line: usize, message: String| Problem::error(path, line, message);
+    let text = front::decode(bytes).map_err(|e| problem(e.line, e.message))?;
+    let split = front::split(text).map_err(|e| problem(e.line, e.message))?;
+    let front_line = |line_in_front: usize| split.front_line + line_in_front - 1;
+    let key_line = |key: &str| key_line(split.front, key).map(front_line).unwrap_or(1);
+
+    let fm: FrontMatter = match split.syntax {
+        Syntax::Toml => toml::from_str(split.front).map_err(|e| {
+            let line = e.span().map(|s| crate::config::line_of(split.front, s.start)).unwrap_or(1);
+            problem(front_line(line), format!("front matter: {}", e.message().trim()))
+        })?,
+        Syntax::Yaml => {
+            if split.front.trim().is_empty() {
+                return Err(problem(1, "front matter: `title` is missing".into()));
+            }
+            serde_saphyr::from_str(split.front).map_err(|e| {
+                let line = e.location().map(|l| l.line() as usize).filter(|l| *l > 0).unwrap_or(1);
+                let msg = e.to_string();
+                let msg = msg.lines().next().unwrap_or("invalid YAML").trim().to_string();
+                problem(front_line(line), format!("front matter: {msg}"))
+            })?
+        }
+    };
+
+    let title = one_line(fm.title.as_deref().ok_or_else(|| problem(1, "front matter: `title` is missing".into()))?);
+    if title.is_empty() {
+        return Err(problem(key_line("title"), "`title` is empty".into()));
+    }
+    let date_text = fm.date.ok_or_else(|| problem(1, "front matter: `date` is missing".into()))?;
+    let date = parse_date(&date_text.0, site.timezone).map_err(|m| problem(key_line("date"), m))?;
+    let updated = match fm.updated {
+        Some(u) => parse_date(&u.0, site.timezone).map_err(|m| problem(key_line("updated"), m))?,
+        None => date,
+    };
+    if updated < date {
+        return Err(problem(key_line("updated"), "`updated` lies before `date`".into()));
+    }
+
+    let file_stem = file_slug(path);
+    let (slug, slug_explicit) = match &fm.slug {
+        Some(s) => (slugify(s), true),
+        None => (slugify(&file_stem), false),
+    };
+    if slug.is_empty() {
+        return Err(problem(
+            key_line("slug"),
+            "the slug is empty: give the file a name with letters or digits, or set `slug`".into(),
+        ));
+    }
+
+    let link = item_link(&site.item_url, &slug, &date).map_err(|m| problem(1, m))?;
+    let id = match fm.id.as_deref().map(str::trim) {
+        Some(id) => {
+            let ok = Url::parse(id).is_ok() && !id.chars().any(char::is_whitespace);
+            if !ok {
+                return Err(problem(
+                    key_line("id"),
+                    format!("`id` must be an absolute URI such as tag:… or urn:uuid:…, not `{id}`"),
+                ));
+            }
+            id.to_string()
+        }
+        None => format!("tag:{},{}:{}", site.tag_authority, date.format("%Y-%m-%d"), slug),
+    };
+    let id_line = if fm.id.is_some() { key_line("id") } else if slug_explicit { key_line("slug") } else { 1 };
+
+    let image = match fm.image.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(img) => Some(
+            Url::parse(&link)
+                .and_then(|base| base.join(img))
+                .map_err(|e| problem(key_line("image"), format!("`image` is not a URL or path: {e}")))?
+                .to_string(),
+        ),
+        None => None,
+    };
+
+    let body = strip_controls(split.body).into_owned();
+    let summary = match fm.summary.as_deref().map(one_line).filter(|s| !s.is_empty()) {
+        Some(s) => s,
+        None => markdown::first_paragraph_text(&body),
+    };
+
+    let mut tags: Vec<String> = Vec::with_capacity(fm.tags.len());
+    let mut seen = Vec::with_capacity(fm.tags.len());
+    for t in fm.tags.iter().map(|t| one_line(t)).filter(|t| !t.is_empty()) {
+        let s = slugify(&t);
+        if !seen.contains(&s) {
+            seen.push(s);
+            tags.push(t);
+        }
+    }
+
+    Ok(Item {
+        path: path.to_string(),
+        id,
+        slug,
+        title,
+        date,
+        updated,
+        summary,
+        category: fm.category.as_deref().map(one_line).filter(|c| !c.is_empty()),
+        tags,
+        author: fm.author.as_deref().map(one_line).filter(|a| !a.is_empty()).unwrap_or_else(|| site.default_author.clone()),
+        draft: fm.draft,
+        image,
+        link,
+        body,
+        id_from_file_name: fm.id.is_none() && !slug_explicit,
+        id_line,
+    })
+}
+
+/// Parses `YYYY-MM-DD` (midnight), `YYYY-MM-DDTHH:MM[:SS]` (local time in `tz`) or RFC 3339,
+/// and gives the instant with the offset `tz` has at that moment.
+///
+/// A local time that does not exist (the hour skipped when clocks go forward) is an error;
+/// one that exists twice (the hour repeated in autumn) means the first of the two.
+pub fn parse_date(s: &str, tz: chrono_tz::Tz) -> Result<DateTime<FixedOffset>, String> {
+    let s = s.trim();
+    if let Ok(dt) = DateTime::parse_from_rfc3339(s).or_else(|_| DateTime::parse_from_rfc3339(&s.replacen(' ', "T", 1))) {
+        return Ok(dt.with_timezone(&tz).fixed_offset());
+    }
+    let naive = if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        d.and_hms_opt(0, 0, 0).expect("midnight exists")
+    } else {
+        ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M"]
+            .iter()
+            .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+            .ok_or_else(|| {
+                format!("`{s}` is not a date: write 2026-03-01, 2026-03-01T09:30:00 or 2026-03-01T09:30:00+01:00")
+            })?
+    };
+    match tz.from_local_datetime(&naive) {
+        LocalResult::Single(dt) => Ok(dt.fixed_offset()),
+        LocalResult::Ambiguous(first, _) => Ok(first.fixed_offset()),
+        LocalResult::None => Err(format!(
+            "`{s}` does not exist in {tz}: the clocks skip that hour; write the time with its offset or pick another"
+        )),
+    }
+}
+
+/// The file name without extension and without a leading `YYYY-MM-DD-`.
+fn file_slug(path: &str) -> String {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let stem = name.strip_suffix(".md").unwrap_or(name);
+    let b = stem.as_bytes();
+    let dated = b.len() > 11
+        && b[..10].iter().enumerate().all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() })
+        && b[10] == b'-';
+    if dated { stem[11..].to_string() } else { stem.to_string() }
+}
+
+fn item_link(template: &str, slug: &str, date: &DateTime<FixedOffset>) -> Result<String, String> {
+    let link = template
+        .replace("{slug}", slug)
+        .replace("{year}", &date.format("%Y").to_string())
+        .replace("{month}", &date.format("%m").to_string())
+        .replace("{day}", &date.format("%d").to_string());
+    Url::parse(&link).map(|u| u.to_string()).map_err(|e| format!("the item link `{link}` is not a URL: {e}"))
+}
+
+/// The 1-based line (within `front`) where `key` is set, in TOML (`key =`) or YAML (`key:`).
+fn key_line(front: &str, key: &str) -> Option<usize> {
+    front.lines().position(|l| {
+        l.strip_prefix(key).is_some_and(|r| {
+            let r = r.trim_start();
+            r.starts_with('=') || r.starts_with(':')
+        })
+    })
+    .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn site() -> SiteContext {
+        SiteContext {
+            timezone: chrono_tz::Europe::Berlin,
+            tag_authority: "www.fitko.de".into(),
+            item_url: "https://www.fitko.de/aktuelles/{year}/{slug}".into(),
+            default_author: "FITKO".into(),
+        }
+    }
+
+    fn parse(path: &str, text: &str) -> Result<Item, Problem> {
+        parse_item(path, text.as_bytes(), &site())
+    }
+
+    #[test]
+    fn toml_item() {
+        let item = parse(
+            "2020/2020-09-08-auftakt-kommunalgremium.md",
+            "+++\ntitle = \"Auftakt für Kommunalgremium\"\ndate = 2020-09-08\ntags = [\"OZG\", \"ozg\", \" IT-Planungsrat \"]\ncategory = \"Pressemitteilung\"\n+++\nDas neue *Kommunalgremium* hat getagt.\n\nMehr.\n",
+        )
+        .unwrap();
+        assert_eq!(item.id, "tag:www.fitko.de,2020-09-08:auftakt-kommunalgremium");
+        assert_eq!(item.link, "https://www.fitko.de/aktuelles/2020/auftakt-kommunalgremium");
+        assert_eq!(item.date.to_rfc3339(), "2020-09-08T00:00:00+02:00");
+        assert_eq!(item.summary, "Das neue Kommunalgremium hat getagt.");
+        assert_eq!(item.tags, vec!["OZG", "IT-Planungsrat"]);
+        assert_eq!(item.author, "FITKO");
+        assert!(item.id_from_file_name);
+    }
+
+    #[test]
+    fn yaml_item_with_explicit_slug() {
+        let item = parse(
+            "x.md",
+            "---\ntitle: \"OZG 2.0\"\ndate: 2026-01-15T10:30:00+01:00\nslug: ozg-zwei\nauthor: Pressestelle\nsummary: Kurz.\nimage: /bilder/ozg.png\n---\nText\n",
+        )
+        .unwrap();
+        assert_eq!(item.id, "tag:www.fitko.de,2026-01-15:ozg-zwei");
+        assert_eq!(item.image.as_deref(), Some("https://www.fitko.de/bilder/ozg.png"));
+        assert_eq!((item.summary.as_str(), item.author.as_str()), ("Kurz.", "Pressestelle"));
+        assert!(!item.id_from_file_name);
+    }
+
+    #[test]
+    fn title_edit_keeps_id() {
+        let a = parse("n.md", "+++\ntitle = \"A\"\ndate = \"2026-02-01\"\n+++\n").unwrap();
+        let b = parse("n.md", "+++\ntitle = \"B\"\ndate = \"2026-02-01\"\nupdated = \"2026-02-03T08:00:00Z\"\n+++\nneu").unwrap();
+        assert_eq!(a.id, b.id);
+    }
+
+    #[test]
+    fn problems_name_the_line() {
+        let cases = [
+            ("+++\ntitle = \"a\"\ndate = \"gestern\"\n+++\n", 3, "not a date"),
+            ("+++\ndate = \"2026-01-01\"\n+++\n", 1, "`title` is missing"),
+            ("+++\ntitle = \"a\"\ndate = \"2026-01-01\"\ntitel = \"b\"\n+++\n", 4, "titel"),
+            ("---\ntitle: a\ndate: 2026-01-01\ntags: [a\n---\n", 4, "front matter"),
+            ("+++\ntitle = \"a\"\ndate = \"2026-03-29T02:30:00\"\n+++\n", 3, "does not exist"),
+            ("+++\ntitle = \"a\"\ndate = \"2026-01-01\"\nid = \"keine uri\"\n+++\n", 4, "absolute URI"),
+            ("+++\ntitle = \"  \"\ndate = \"2026-01-01\"\n+++\n", 2, "empty"),
+        ];
+        for (text, line, needle) in cases {
+            let p = parse("a.md", text).unwrap_err();
+            assert_eq!(p.line, line, "{p}");
+            assert!(p.message.contains(needle), "{p}");
+        }
+    }
+
+    #[test]
+    fn dst_changes_resolve_predictably() {
+        let tz = chrono_tz::Europe::Berlin;
+        // Autumn: 02:30 happens twice; the first (summer time) is meant.
+        assert_eq!(parse_date("2026-10-25T02:30", tz).unwrap().to_rfc3339(), "2026-10-25T02:30:00+02:00");
+        assert_eq!(parse_date("2026-01-05", tz).unwrap().to_rfc3339(), "2026-01-05T00:00:00+01:00");
+        assert_eq!(parse_date("2026-07-05T12:00:00Z", tz).unwrap().to_rfc3339(), "2026-07-05T14:00:00+02:00");
+        assert!(parse_date("2026-03-29T02:30:00", tz).is_err());
+    }
+
+    #[test]
+    fn file_slugs() {
+        assert_eq!(file_slug("a/2026-01-02-ozg-news.md"), "ozg-news");
+        assert_eq!(file_slug("2026-01-02.md"), "2026-01-02");
+        assert_eq!(file_slug("Über uns.md"), "Über uns");
+    }
+
+    proptest! {
+        #[test]
+        fn parse_item_never_panics(body in "(\\+\\+\\+\n|---\n|title = \"[^\"]{0,8}\"\n|date = [0-9T:+-]{0,25}\n|title: .{0,10}\n|date: .{0,25}\n|tags = \\[.{0,10}\\]\n|.{0,20}\n){0,8}") {
+            let _ = parse("p.md", &body);
+        }
+
+        #[test]
+        fn parse_item_never_panics_on_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut input = b"+++\ntitle = \"x\"\ndate = 2026-01-01\n".to_vec();
+            input.extend_from_slice(&bytes);
+            let _ = parse_item("p.md", &input, &site());
+        }
+    }
+}

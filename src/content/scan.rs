@@ -1,0 +1,71 @@
+//! Reading the content directory: the only file IO of the content module.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use super::{is_content_file, parse_item, Corpus, Item, Problem, SiteContext};
+
+/// Every content file under `dir`, as (`/`-separated path relative to `dir`, full path), sorted.
+/// A missing directory is an error; unreadable subdirectories are skipped.
+pub fn list_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![(String::new(), std::fs::read_dir(dir)?)];
+    while let Some((prefix, mut entries)) = stack.pop() {
+        while let Some(entry) = entries.next() {
+            let Ok(entry) = entry else { continue };
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || name.starts_with('_') {
+                continue;
+            }
+            let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            let Ok(ft) = entry.file_type() else { continue };
+            // Follow symbolic links to files; never follow them into directories (no loops).
+            if ft.is_dir() {
+                if let Ok(sub) = std::fs::read_dir(entry.path()) {
+                    stack.push((rel, sub));
+                }
+            } else if is_content_file(&rel) && entry.path().is_file() {
+                out.push((rel, entry.path()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads and parses one file; problems name it by `rel`.
+pub fn read_item(rel: &str, full: &Path, site: &SiteContext) -> Result<Item, Problem> {
+    let bytes = std::fs::read(full).map_err(|e| Problem::error(rel, 1, format!("cannot read: {e}")))?;
+    parse_item(rel, &bytes, site)
+}
+
+/// How problems name a file: the content directory joined with the relative path, shown
+/// relative to the working directory when it lies below it.
+pub fn display_path(dir: &Path, rel: &str) -> String {
+    let full = dir.join(rel);
+    let shown = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| full.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or(full);
+    shown.to_string_lossy().into_owned()
+}
+
+/// Reads every content file under `dir` in parallel and forms the corpus.
+/// `progress` is called once per file read.
+pub fn scan(dir: &Path, site: &SiteContext, progress: &(dyn Fn() + Sync)) -> std::io::Result<Corpus> {
+    let files = list_files(dir)?;
+    let results: Vec<Result<Item, Problem>> = files
+        .par_iter()
+        .map(|(rel, full)| {
+            let r = read_item(rel, full, site);
+            progress();
+            r
+        })
+        .collect();
+    let mut corpus = Corpus::assemble(results);
+    for p in &mut corpus.problems {
+        p.path = display_path(dir, &p.path);
+    }
+    Ok(corpus)
+}

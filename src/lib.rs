@@ -1,0 +1,7 @@
+//! herold publishes an organisation's news as RSS 2.0, Atom 1.0 and JSON Feed 1.1.
+//!
+//! The pure core ([`content`], [`feed`]) decides; the shell ([`output`], [`build`], [`cli`])
+//! reads and writes. See `ARCHITECTURE.md` for the map.
+
+pub mod config;
+pub mod content;
