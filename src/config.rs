@@ -92,7 +92,10 @@ pub struct ContentSection {
 
 impl Default for ContentSection {
     fn default() -> Self {
-        ContentSection { dir: "content".into(), poll_interval: Duration::from_secs(30) }
+        ContentSection {
+            dir: "content".into(),
+            poll_interval: Duration::from_secs(30),
+        }
     }
 }
 
@@ -187,7 +190,9 @@ pub struct Database {
 
 impl Default for Database {
     fn default() -> Self {
-        Database { path: "data/herold.sqlite3".into() }
+        Database {
+            path: "data/herold.sqlite3".into(),
+        }
     }
 }
 
@@ -323,8 +328,10 @@ impl Cidr {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: std::net::IpAddr =
-            addr.trim().parse().map_err(|_| format!("`{s}` is not an IP address or CIDR"))?;
+        let addr: std::net::IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IP address or CIDR"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             Some(p) => p
@@ -346,11 +353,15 @@ impl Cidr {
         };
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -367,11 +378,18 @@ impl Config {
             location: path.display().to_string(),
             message: format!("cannot read the configuration: {e}"),
         })?;
-        let env: Vec<(String, String)> =
-            std::env::vars().filter(|(k, _)| k.starts_with("HEROLD_")).collect();
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("HEROLD_"))
+            .collect();
         let base_dir = path
             .parent()
-            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
             .unwrap_or(Path::new("."));
         let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
         Config::parse(&text, &path.display().to_string(), &env, &base_dir)
@@ -389,8 +407,9 @@ impl Config {
         let mut config: Config = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
         let overrides = env_overrides(env)?;
         if !overrides.is_empty() {
-            let table: toml::Table =
-                text.parse().map_err(|e: toml::de::Error| toml_error(file, text, &e))?;
+            let table: toml::Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| toml_error(file, text, &e))?;
             config = apply_overrides(&table, &overrides)?;
         }
         config.base_dir = base_dir.to_path_buf();
@@ -413,10 +432,20 @@ impl Config {
         if let Some(p) = self.server.secret_file.as_mut() {
             abs(p);
         }
-        if let Some(p) = self.mail.smtp.as_mut().and_then(|s| s.password_file.as_mut()) {
+        if let Some(p) = self
+            .mail
+            .smtp
+            .as_mut()
+            .and_then(|s| s.password_file.as_mut())
+        {
             abs(p);
         }
-        if let Some(p) = self.mail.dkim.as_mut().and_then(|d| d.private_key_file.as_mut()) {
+        if let Some(p) = self
+            .mail
+            .dkim
+            .as_mut()
+            .and_then(|d| d.private_key_file.as_mut())
+        {
             abs(p);
         }
     }
@@ -452,29 +481,50 @@ impl Config {
             return Err(err("limit", "feeds.limit must be at least 1".into()));
         }
         if self.feeds.formats.is_empty() {
-            return Err(err("formats", "feeds.formats must name at least one format".into()));
+            return Err(err(
+                "formats",
+                "feeds.formats must name at least one format".into(),
+            ));
         }
         if self.mail.concurrency == 0 {
-            return Err(err("concurrency", "mail.concurrency must be at least 1".into()));
+            return Err(err(
+                "concurrency",
+                "mail.concurrency must be at least 1".into(),
+            ));
         }
         if !(self.mail.rate_per_second > 0.0 && self.mail.rate_per_second.is_finite()) {
-            return Err(err("rate_per_second", "mail.rate_per_second must be positive".into()));
+            return Err(err(
+                "rate_per_second",
+                "mail.rate_per_second must be positive".into(),
+            ));
         }
         if self.mail.transport == Transport::Smtp && self.mail.smtp.is_none() {
-            return Err(err("transport", "mail.transport = \"smtp\" needs a [mail.smtp] section".into()));
+            return Err(err(
+                "transport",
+                "mail.transport = \"smtp\" needs a [mail.smtp] section".into(),
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for d in &self.digest {
             if d.name.is_empty()
-                || !d.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                || !d
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
                 return Err(err(
                     "name",
-                    format!("digest name `{}` may only use letters, digits, - and _", d.name),
+                    format!(
+                        "digest name `{}` may only use letters, digits, - and _",
+                        d.name
+                    ),
                 ));
             }
             if !names.insert(d.name.as_str()) {
-                return Err(err("name", format!("two [[digest]] sections are named `{}`", d.name)));
+                return Err(err(
+                    "name",
+                    format!("two [[digest]] sections are named `{}`", d.name),
+                ));
             }
         }
         Ok(())
@@ -509,14 +559,19 @@ impl Config {
     pub fn item_url_template(&self) -> String {
         match &self.site.item_url {
             Some(t) => t.clone(),
-            None => format!("{}/{{slug}}", self.site_link().as_str().trim_end_matches('/')),
+            None => format!(
+                "{}/{{slug}}",
+                self.site_link().as_str().trim_end_matches('/')
+            ),
         }
     }
 }
 
 /// Parses `"5s"`, `"10m"`, `"48h"`, `"7d"`, `"2w"`, `"3y"`, `"1h30m"`, `"250ms"`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("`{s}` is not a duration (write e.g. \"30s\", \"10m\", \"48h\", \"7d\", \"3y\")");
+    let bad = || {
+        format!("`{s}` is not a duration (write e.g. \"30s\", \"10m\", \"48h\", \"7d\", \"3y\")")
+    };
     let s_trim = s.trim();
     if s_trim.is_empty() {
         return Err(bad());
@@ -524,13 +579,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let mut total: u64 = 0;
     let mut rest = s_trim;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(bad());
         }
         let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = rest[..unit_len].trim();
         rest = &rest[unit_len..];
         let millis: u64 = match unit {
@@ -543,7 +602,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "y" => YEAR * 1000,
             _ => return Err(bad()),
         };
-        total = n.checked_mul(millis).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
+        total = n
+            .checked_mul(millis)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
     }
     Ok(Duration::from_millis(total))
 }
@@ -581,7 +643,9 @@ fn de_opt_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Url>, D::Error> 
 
 fn de_urls<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Url>, D::Error> {
     let v = Vec::<String>::deserialize(d)?;
-    v.iter().map(|s| parse_http_url(s).map_err(serde::de::Error::custom)).collect()
+    v.iter()
+        .map(|s| parse_http_url(s).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 fn parse_http_url(s: &str) -> Result<Url, String> {
@@ -599,8 +663,11 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 
 fn de_tz<'de, D: Deserializer<'de>>(d: D) -> Result<chrono_tz::Tz, D::Error> {
     let s = String::deserialize(d)?;
-    s.parse::<chrono_tz::Tz>()
-        .map_err(|_| serde::de::Error::custom(format!("`{s}` is not an IANA time zone such as \"Europe/Berlin\"")))
+    s.parse::<chrono_tz::Tz>().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{s}` is not an IANA time zone such as \"Europe/Berlin\""
+        ))
+    })
 }
 
 fn de_opt_tz<'de, D: Deserializer<'de>>(d: D) -> Result<Option<chrono_tz::Tz>, D::Error> {
@@ -610,24 +677,35 @@ fn de_opt_tz<'de, D: Deserializer<'de>>(d: D) -> Result<Option<chrono_tz::Tz>, D
 fn de_socket<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
     let s = String::deserialize(d)?;
     s.parse().map_err(|_| {
-        serde::de::Error::custom(format!("`{s}` is not an address with port such as \"127.0.0.1:8080\""))
+        serde::de::Error::custom(format!(
+            "`{s}` is not an address with port such as \"127.0.0.1:8080\""
+        ))
     })
 }
 
 fn de_cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Cidr>, D::Error> {
     let v = Vec::<String>::deserialize(d)?;
-    v.iter().map(|s| Cidr::parse(s).map_err(serde::de::Error::custom)).collect()
+    v.iter()
+        .map(|s| Cidr::parse(s).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> ConfigError {
     let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
-    ConfigError { location: format!("{file}:{line}"), message: e.message().trim().to_string() }
+    ConfigError {
+        location: format!("{file}:{line}"),
+        message: e.message().trim().to_string(),
+    }
 }
 
 /// The 1-based line of byte offset `pos` in `text`.
 pub fn line_of(text: &str, pos: usize) -> usize {
     let pos = pos.min(text.len());
-    text.as_bytes()[..pos].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..pos]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// The line where `key = …` is first written, for errors found after parsing.
@@ -635,7 +713,8 @@ fn key_line(text: &str, key: &str) -> usize {
     text.lines()
         .position(|l| {
             let l = l.trim_start();
-            l.strip_prefix(key).is_some_and(|r| r.trim_start().starts_with('='))
+            l.strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='))
         })
         .map(|i| i + 1)
         .unwrap_or(1)
@@ -667,16 +746,26 @@ fn env_overrides(env: &[(String, String)]) -> Result<Vec<Override>, ConfigError>
     let mut sorted: Vec<&(String, String)> = env.iter().collect();
     sorted.sort();
     for (var, value) in sorted {
-        let Some(rest) = var.strip_prefix("HEROLD_") else { continue };
+        let Some(rest) = var.strip_prefix("HEROLD_") else {
+            continue;
+        };
         // HEROLD_SECRET and the like are not configuration keys.
         let Some((prefix, path)) = ENV_SECTIONS.iter().find(|(p, _)| rest.starts_with(p)) else {
             continue;
         };
         let key = rest[prefix.len()..].to_ascii_lowercase();
         if key.is_empty() {
-            return Err(ConfigError { location: var.clone(), message: "names a section but no key".into() });
+            return Err(ConfigError {
+                location: var.clone(),
+                message: "names a section but no key".into(),
+            });
         }
-        out.push(Override { var: var.clone(), path, key, value: value.clone() });
+        out.push(Override {
+            var: var.clone(),
+            path,
+            key,
+            value: value.clone(),
+        });
     }
     Ok(out)
 }
@@ -688,14 +777,19 @@ fn apply_overrides(table: &toml::Table, overrides: &[Override]) -> Result<Config
         for (o, text) in overrides.iter().zip(&as_text) {
             let mut t: &mut toml::Table = &mut table;
             for section in o.path {
-                let entry =
-                    t.entry(section.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+                let entry = t
+                    .entry(section.to_string())
+                    .or_insert_with(|| toml::Value::Table(Default::default()));
                 t = entry.as_table_mut().ok_or_else(|| ConfigError {
                     location: o.var.clone(),
                     message: format!("[{section}] is not a table in the file"),
                 })?;
             }
-            let value = if *text { toml::Value::String(o.value.clone()) } else { env_value(&o.value) };
+            let value = if *text {
+                toml::Value::String(o.value.clone())
+            } else {
+                env_value(&o.value)
+            };
             t.insert(o.key.clone(), value);
         }
         let err = match toml::Value::Table(table).try_into::<Config>() {
@@ -705,16 +799,28 @@ fn apply_overrides(table: &toml::Table, overrides: &[Override]) -> Result<Config
         // A value such as "2026" or "true" meant as text: the error quotes it; retry it as text.
         let message = err.message().trim().to_string();
         let retry = overrides.iter().zip(as_text.iter_mut()).find(|(o, text)| {
-            !**text && !matches!(env_value(&o.value), toml::Value::String(_)) && message.contains(&format!("`{}`", o.value))
+            !**text
+                && !matches!(env_value(&o.value), toml::Value::String(_))
+                && message.contains(&format!("`{}`", o.value))
         });
         match retry {
             Some((_, text)) => *text = true,
             None => {
-                let field = message.split('`').nth(1).unwrap_or_default().to_ascii_uppercase();
-                let culprit = overrides.iter().find(|o| !field.is_empty() && o.var.ends_with(&field));
+                let field = message
+                    .split('`')
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_ascii_uppercase();
+                let culprit = overrides
+                    .iter()
+                    .find(|o| !field.is_empty() && o.var.ends_with(&field));
                 let location = match culprit {
                     Some(o) => o.var.clone(),
-                    None => overrides.iter().map(|o| o.var.as_str()).collect::<Vec<_>>().join(", "),
+                    None => overrides
+                        .iter()
+                        .map(|o| o.var.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 };
                 return Err(ConfigError { location, message });
             }
@@ -726,7 +832,12 @@ fn apply_overrides(table: &toml::Table, overrides: &[Override]) -> Result<Config
 fn env_value(raw: &str) -> toml::Value {
     let parsed: Result<BTreeMap<String, toml::Value>, _> = toml::from_str(&format!("v = {raw}"));
     match parsed.ok().and_then(|mut m| m.remove("v")) {
-        Some(v @ (toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) | toml::Value::Array(_))) => v,
+        Some(
+            v @ (toml::Value::Integer(_)
+            | toml::Value::Float(_)
+            | toml::Value::Boolean(_)
+            | toml::Value::Array(_)),
+        ) => v,
         _ => toml::Value::String(raw.to_string()),
     }
 }
@@ -735,10 +846,14 @@ fn env_value(raw: &str) -> toml::Value {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = "[site]\ntitle = \"FITKO – Aktuelles\"\nbase_url = \"https://www.fitko.de\"\n";
+    const MINIMAL: &str =
+        "[site]\ntitle = \"FITKO – Aktuelles\"\nbase_url = \"https://www.fitko.de\"\n";
 
     fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
         Config::parse(text, "config.toml", &env, Path::new("/srv/herold"))
     }
 
@@ -747,7 +862,10 @@ mod tests {
         let c = parse(MINIMAL, &[]).unwrap();
         assert_eq!(c.feeds.limit, 50);
         assert_eq!(c.content.dir, Path::new("/srv/herold/content"));
-        assert_eq!(c.database.path, Path::new("/srv/herold/data/herold.sqlite3"));
+        assert_eq!(
+            c.database.path,
+            Path::new("/srv/herold/data/herold.sqlite3")
+        );
         assert_eq!(c.public_url(), "http://127.0.0.1:8080");
         assert_eq!(c.feeds_base_url(), "http://127.0.0.1:8080/feeds");
         assert_eq!(c.item_url_template(), "https://www.fitko.de/{slug}");
@@ -763,7 +881,11 @@ mod tests {
 
     #[test]
     fn bad_duration_names_line() {
-        let e = parse(&format!("{MINIMAL}[content]\npoll_interval = \"5 parsecs\"\n"), &[]).unwrap_err();
+        let e = parse(
+            &format!("{MINIMAL}[content]\npoll_interval = \"5 parsecs\"\n"),
+            &[],
+        )
+        .unwrap_err();
         assert_eq!(e.location, "config.toml:5");
         assert!(e.message.contains("not a duration"), "{e}");
     }
@@ -813,16 +935,29 @@ mod tests {
         assert!(!c.contains("11.0.0.1".parse().unwrap()));
         assert!(Cidr::parse("::1").unwrap().contains("::1".parse().unwrap()));
         assert!(Cidr::parse("10.0.0.0/33").is_err());
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
     }
 
     #[test]
     fn bad_values_are_errors() {
         for (snippet, needle) in [
             ("[site]\ntitle = \"x\"\nbase_url = \"ftp://x\"\n", "http"),
-            ("[site]\ntitle = \"x\"\nbase_url = \"https://x\"\ntimezone = \"Mars/Olympus\"\n", "time zone"),
-            ("[site]\ntitle = \"x\"\nbase_url = \"https://x\"\nitem_url = \"https://x/news\"\n", "{slug}"),
-            ("[site]\ntitle = \"x\"\nbase_url = \"https://x\"\n[mail]\ntransport = \"pigeon\"\n", "pigeon"),
+            (
+                "[site]\ntitle = \"x\"\nbase_url = \"https://x\"\ntimezone = \"Mars/Olympus\"\n",
+                "time zone",
+            ),
+            (
+                "[site]\ntitle = \"x\"\nbase_url = \"https://x\"\nitem_url = \"https://x/news\"\n",
+                "{slug}",
+            ),
+            (
+                "[site]\ntitle = \"x\"\nbase_url = \"https://x\"\n[mail]\ntransport = \"pigeon\"\n",
+                "pigeon",
+            ),
         ] {
             let e = parse(snippet, &[]).unwrap_err();
             assert!(e.to_string().contains(needle), "{e}");

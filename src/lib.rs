@@ -3,5 +3,10 @@
 //! The pure core ([`content`], [`feed`]) decides; the shell ([`output`], [`build`], [`cli`])
 //! reads and writes. See `ARCHITECTURE.md` for the map.
 
+pub mod build;
+pub mod cli;
 pub mod config;
 pub mod content;
+pub mod feed;
+pub mod logging;
+pub mod output;

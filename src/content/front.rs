@@ -36,7 +36,13 @@ pub fn decode(bytes: &[u8]) -> Result<&str, SplitError> {
     std::str::from_utf8(bytes).map_err(|e| {
         let at = e.valid_up_to();
         let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-        SplitError { line, message: format!("not valid UTF-8 (byte {} of the file); save it as UTF-8", at + 1) }
+        SplitError {
+            line,
+            message: format!(
+                "not valid UTF-8 (byte {} of the file); save it as UTF-8",
+                at + 1
+            ),
+        }
     })
 }
 
@@ -44,7 +50,10 @@ pub fn decode(bytes: &[u8]) -> Result<&str, SplitError> {
 pub fn split(text: &str) -> Result<Split<'_>, SplitError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim().is_empty() {
-        return Err(SplitError { line: 1, message: "the file is empty".into() });
+        return Err(SplitError {
+            line: 1,
+            message: "the file is empty".into(),
+        });
     }
     let (first, after_first) = next_line(text);
     let syntax = match first.trim_end() {
@@ -53,7 +62,9 @@ pub fn split(text: &str) -> Result<Split<'_>, SplitError> {
         _ => {
             return Err(SplitError {
                 line: 1,
-                message: "no front matter: the file must start with a `+++` (TOML) or `---` (YAML) line".into(),
+                message:
+                    "no front matter: the file must start with a `+++` (TOML) or `---` (YAML) line"
+                        .into(),
             });
         }
     };
@@ -76,7 +87,10 @@ pub fn split(text: &str) -> Result<Split<'_>, SplitError> {
         rest = after;
         line += 1;
     }
-    Err(SplitError { line: 1, message: format!("the front matter opened here is never closed with a `{delimiter}` line") })
+    Err(SplitError {
+        line: 1,
+        message: format!("the front matter opened here is never closed with a `{delimiter}` line"),
+    })
 }
 
 /// The first line of `s` (without its line break) and everything after it.
@@ -95,9 +109,15 @@ mod tests {
     #[test]
     fn toml_and_yaml() {
         let s = split("+++\ntitle = \"a\"\n+++\nBody\n").unwrap();
-        assert_eq!((s.syntax, s.front, s.body, s.body_line), (Syntax::Toml, "title = \"a\"\n", "Body\n", 4));
+        assert_eq!(
+            (s.syntax, s.front, s.body, s.body_line),
+            (Syntax::Toml, "title = \"a\"\n", "Body\n", 4)
+        );
         let s = split("\u{feff}---\r\ntitle: a\r\n---\r\nBody").unwrap();
-        assert_eq!((s.syntax, s.front, s.body), (Syntax::Yaml, "title: a\r\n", "Body"));
+        assert_eq!(
+            (s.syntax, s.front, s.body),
+            (Syntax::Yaml, "title: a\r\n", "Body")
+        );
         let s = split("+++\n+++").unwrap();
         assert_eq!((s.front, s.body), ("", ""));
     }
@@ -105,9 +125,24 @@ mod tests {
     #[test]
     fn errors_with_lines() {
         assert_eq!(split("").unwrap_err().line, 1);
-        assert!(split("# Title\n").unwrap_err().message.contains("no front matter"));
-        assert!(split("+++\ntitle = 1\n").unwrap_err().message.contains("never closed"));
-        assert!(split("+++\ntitle = 1\n---\n").unwrap_err().message.contains("never closed"));
+        assert!(
+            split("# Title\n")
+                .unwrap_err()
+                .message
+                .contains("no front matter")
+        );
+        assert!(
+            split("+++\ntitle = 1\n")
+                .unwrap_err()
+                .message
+                .contains("never closed")
+        );
+        assert!(
+            split("+++\ntitle = 1\n---\n")
+                .unwrap_err()
+                .message
+                .contains("never closed")
+        );
         let e = decode(b"+++\ntitle = \"\xff\"\n+++\n").unwrap_err();
         assert_eq!(e.line, 2);
     }

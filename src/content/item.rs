@@ -5,11 +5,11 @@ use chrono::{DateTime, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, TimeZ
 use serde::{Deserialize, Deserializer};
 use url::Url;
 
+use super::Problem;
 use super::front::{self, Syntax};
 use super::markdown;
 use super::slug::slugify;
-use super::text::{one_line, strip_controls};
-use super::Problem;
+use super::text::{one_line, strip_controls, strip_tags};
 
 /// The site settings an item needs to be read. Built once from the configuration.
 #[derive(Debug, Clone)]
@@ -26,7 +26,12 @@ impl SiteContext {
     pub fn from_config(config: &crate::config::Config) -> SiteContext {
         SiteContext {
             timezone: config.site.timezone,
-            tag_authority: config.site.base_url.host_str().unwrap_or("localhost").to_string(),
+            tag_authority: config
+                .site
+                .base_url
+                .host_str()
+                .unwrap_or("localhost")
+                .to_string(),
             item_url: config.item_url_template(),
             default_author: config.site_author().to_string(),
         }
@@ -112,12 +117,16 @@ impl<'de> Deserialize<'de> for DateText {
                 Ok(DateText(v.to_string()))
             }
             // TOML hands its native date values over as a one-entry map.
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<DateText, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<DateText, A::Error> {
                 let mut text = None;
                 while let Some((_, v)) = map.next_entry::<String, String>()? {
                     text = Some(v);
                 }
-                text.map(DateText).ok_or_else(|| serde::de::Error::custom("empty date"))
+                text.map(DateText)
+                    .ok_or_else(|| serde::de::Error::custom("empty date"))
             }
         }
         d.deserialize_any(V)
@@ -129,40 +138,61 @@ impl<'de> Deserialize<'de> for DateText {
 pub fn parse_item(path: &str, bytes: &[u8], site: &SiteContext) -> Result<Item, Problem> {
     let problem = |line: usize, message: String| Problem::error(path, line, message);
     let text = front::decode(bytes).map_err(|e| problem(e.line, e.message))?;
-    let split = front::split(text).map_err(|e| problem(e.line, e.message))?;
+    // Stray control characters (pasted from word processors) would break TOML strings and
+    // every feed; they go before anything reads the text. Line breaks stay, so lines hold.
+    let text = strip_controls(text);
+    let split = front::split(&text).map_err(|e| problem(e.line, e.message))?;
     let front_line = |line_in_front: usize| split.front_line + line_in_front - 1;
     let key_line = |key: &str| key_line(split.front, key).map(front_line).unwrap_or(1);
 
     let fm: FrontMatter = match split.syntax {
         Syntax::Toml => toml::from_str(split.front).map_err(|e| {
-            let line = e.span().map(|s| crate::config::line_of(split.front, s.start)).unwrap_or(1);
-            problem(front_line(line), format!("front matter: {}", e.message().trim()))
+            let line = e
+                .span()
+                .map(|s| crate::config::line_of(split.front, s.start))
+                .unwrap_or(1);
+            problem(
+                front_line(line),
+                format!("front matter: {}", e.message().trim()),
+            )
         })?,
         Syntax::Yaml => {
             if split.front.trim().is_empty() {
                 return Err(problem(1, "front matter: `title` is missing".into()));
             }
             serde_saphyr::from_str(split.front).map_err(|e| {
-                let line = e.location().map(|l| l.line() as usize).filter(|l| *l > 0).unwrap_or(1);
-                let msg = e.to_string();
-                let msg = msg.lines().next().unwrap_or("invalid YAML").trim().to_string();
+                let line = e
+                    .location()
+                    .map(|l| l.line() as usize)
+                    .filter(|l| *l > 0)
+                    .unwrap_or(1);
+                let msg = yaml_message(&e.to_string());
                 problem(front_line(line), format!("front matter: {msg}"))
             })?
         }
     };
 
-    let title = one_line(fm.title.as_deref().ok_or_else(|| problem(1, "front matter: `title` is missing".into()))?);
+    let title = fm
+        .title
+        .as_deref()
+        .ok_or_else(|| problem(1, "front matter: `title` is missing".into()))?;
+    let title = one_line(&strip_tags(title));
     if title.is_empty() {
         return Err(problem(key_line("title"), "`title` is empty".into()));
     }
-    let date_text = fm.date.ok_or_else(|| problem(1, "front matter: `date` is missing".into()))?;
+    let date_text = fm
+        .date
+        .ok_or_else(|| problem(1, "front matter: `date` is missing".into()))?;
     let date = parse_date(&date_text.0, site.timezone).map_err(|m| problem(key_line("date"), m))?;
     let updated = match fm.updated {
         Some(u) => parse_date(&u.0, site.timezone).map_err(|m| problem(key_line("updated"), m))?,
         None => date,
     };
     if updated < date {
-        return Err(problem(key_line("updated"), "`updated` lies before `date`".into()));
+        return Err(problem(
+            key_line("updated"),
+            "`updated` lies before `date`".into(),
+        ));
     }
 
     let file_stem = file_slug(path);
@@ -189,29 +219,55 @@ pub fn parse_item(path: &str, bytes: &[u8], site: &SiteContext) -> Result<Item, 
             }
             id.to_string()
         }
-        None => format!("tag:{},{}:{}", site.tag_authority, date.format("%Y-%m-%d"), slug),
+        None => format!(
+            "tag:{},{}:{}",
+            site.tag_authority,
+            date.format("%Y-%m-%d"),
+            slug
+        ),
     };
-    let id_line = if fm.id.is_some() { key_line("id") } else if slug_explicit { key_line("slug") } else { 1 };
+    let id_line = if fm.id.is_some() {
+        key_line("id")
+    } else if slug_explicit {
+        key_line("slug")
+    } else {
+        1
+    };
 
     let image = match fm.image.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         Some(img) => Some(
             Url::parse(&link)
                 .and_then(|base| base.join(img))
-                .map_err(|e| problem(key_line("image"), format!("`image` is not a URL or path: {e}")))?
+                .map_err(|e| {
+                    problem(
+                        key_line("image"),
+                        format!("`image` is not a URL or path: {e}"),
+                    )
+                })?
                 .to_string(),
         ),
         None => None,
     };
 
-    let body = strip_controls(split.body).into_owned();
-    let summary = match fm.summary.as_deref().map(one_line).filter(|s| !s.is_empty()) {
+    let body = split.body.to_string();
+    let summary = match fm
+        .summary
+        .as_deref()
+        .map(one_line)
+        .filter(|s| !s.is_empty())
+    {
         Some(s) => s,
         None => markdown::first_paragraph_text(&body),
     };
 
     let mut tags: Vec<String> = Vec::with_capacity(fm.tags.len());
     let mut seen = Vec::with_capacity(fm.tags.len());
-    for t in fm.tags.iter().map(|t| one_line(t)).filter(|t| !t.is_empty()) {
+    for t in fm
+        .tags
+        .iter()
+        .map(|t| one_line(t))
+        .filter(|t| !t.is_empty())
+    {
         let s = slugify(&t);
         if !seen.contains(&s) {
             seen.push(s);
@@ -227,9 +283,18 @@ pub fn parse_item(path: &str, bytes: &[u8], site: &SiteContext) -> Result<Item, 
         date,
         updated,
         summary,
-        category: fm.category.as_deref().map(one_line).filter(|c| !c.is_empty()),
+        category: fm
+            .category
+            .as_deref()
+            .map(one_line)
+            .filter(|c| !c.is_empty()),
         tags,
-        author: fm.author.as_deref().map(one_line).filter(|a| !a.is_empty()).unwrap_or_else(|| site.default_author.clone()),
+        author: fm
+            .author
+            .as_deref()
+            .map(one_line)
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| site.default_author.clone()),
         draft: fm.draft,
         image,
         link,
@@ -246,7 +311,9 @@ pub fn parse_item(path: &str, bytes: &[u8], site: &SiteContext) -> Result<Item, 
 /// one that exists twice (the hour repeated in autumn) means the first of the two.
 pub fn parse_date(s: &str, tz: chrono_tz::Tz) -> Result<DateTime<FixedOffset>, String> {
     let s = s.trim();
-    if let Ok(dt) = DateTime::parse_from_rfc3339(s).or_else(|_| DateTime::parse_from_rfc3339(&s.replacen(' ', "T", 1))) {
+    if let Ok(dt) = DateTime::parse_from_rfc3339(s)
+        .or_else(|_| DateTime::parse_from_rfc3339(&s.replacen(' ', "T", 1)))
+    {
         return Ok(dt.with_timezone(&tz).fixed_offset());
     }
     let naive = if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
@@ -268,15 +335,37 @@ pub fn parse_date(s: &str, tz: chrono_tz::Tz) -> Result<DateTime<FixedOffset>, S
     }
 }
 
+/// The first line of a YAML error without the location serde-saphyr puts in front (herold
+/// names the line of the file itself).
+fn yaml_message(raw: &str) -> String {
+    let first = raw.lines().next().unwrap_or("invalid YAML").trim();
+    let rest = first.strip_prefix("error: ").unwrap_or(first);
+    let rest = match rest.strip_prefix("line ") {
+        Some(r) => r.split_once(": ").map(|(_, m)| m).unwrap_or(r),
+        None => rest,
+    };
+    rest.trim().to_string()
+}
+
 /// The file name without extension and without a leading `YYYY-MM-DD-`.
 fn file_slug(path: &str) -> String {
     let name = path.rsplit('/').next().unwrap_or(path);
     let stem = name.strip_suffix(".md").unwrap_or(name);
     let b = stem.as_bytes();
     let dated = b.len() > 11
-        && b[..10].iter().enumerate().all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() })
+        && b[..10].iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
         && b[10] == b'-';
-    if dated { stem[11..].to_string() } else { stem.to_string() }
+    if dated {
+        stem[11..].to_string()
+    } else {
+        stem.to_string()
+    }
 }
 
 fn item_link(template: &str, slug: &str, date: &DateTime<FixedOffset>) -> Result<String, String> {
@@ -285,18 +374,22 @@ fn item_link(template: &str, slug: &str, date: &DateTime<FixedOffset>) -> Result
         .replace("{year}", &date.format("%Y").to_string())
         .replace("{month}", &date.format("%m").to_string())
         .replace("{day}", &date.format("%d").to_string());
-    Url::parse(&link).map(|u| u.to_string()).map_err(|e| format!("the item link `{link}` is not a URL: {e}"))
+    Url::parse(&link)
+        .map(|u| u.to_string())
+        .map_err(|e| format!("the item link `{link}` is not a URL: {e}"))
 }
 
 /// The 1-based line (within `front`) where `key` is set, in TOML (`key =`) or YAML (`key:`).
 fn key_line(front: &str, key: &str) -> Option<usize> {
-    front.lines().position(|l| {
-        l.strip_prefix(key).is_some_and(|r| {
-            let r = r.trim_start();
-            r.starts_with('=') || r.starts_with(':')
+    front
+        .lines()
+        .position(|l| {
+            l.strip_prefix(key).is_some_and(|r| {
+                let r = r.trim_start();
+                r.starts_with('=') || r.starts_with(':')
+            })
         })
-    })
-    .map(|i| i + 1)
+        .map(|i| i + 1)
 }
 
 #[cfg(test)]
@@ -324,8 +417,14 @@ mod tests {
             "+++\ntitle = \"Auftakt für Kommunalgremium\"\ndate = 2020-09-08\ntags = [\"OZG\", \"ozg\", \" IT-Planungsrat \"]\ncategory = \"Pressemitteilung\"\n+++\nDas neue *Kommunalgremium* hat getagt.\n\nMehr.\n",
         )
         .unwrap();
-        assert_eq!(item.id, "tag:www.fitko.de,2020-09-08:auftakt-kommunalgremium");
-        assert_eq!(item.link, "https://www.fitko.de/aktuelles/2020/auftakt-kommunalgremium");
+        assert_eq!(
+            item.id,
+            "tag:www.fitko.de,2020-09-08:auftakt-kommunalgremium"
+        );
+        assert_eq!(
+            item.link,
+            "https://www.fitko.de/aktuelles/2020/auftakt-kommunalgremium"
+        );
         assert_eq!(item.date.to_rfc3339(), "2020-09-08T00:00:00+02:00");
         assert_eq!(item.summary, "Das neue Kommunalgremium hat getagt.");
         assert_eq!(item.tags, vec!["OZG", "IT-Planungsrat"]);
@@ -341,8 +440,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(item.id, "tag:www.fitko.de,2026-01-15:ozg-zwei");
-        assert_eq!(item.image.as_deref(), Some("https://www.fitko.de/bilder/ozg.png"));
-        assert_eq!((item.summary.as_str(), item.author.as_str()), ("Kurz.", "Pressestelle"));
+        assert_eq!(
+            item.image.as_deref(),
+            Some("https://www.fitko.de/bilder/ozg.png")
+        );
+        assert_eq!(
+            (item.summary.as_str(), item.author.as_str()),
+            ("Kurz.", "Pressestelle")
+        );
         assert!(!item.id_from_file_name);
     }
 
@@ -356,13 +461,37 @@ mod tests {
     #[test]
     fn problems_name_the_line() {
         let cases = [
-            ("+++\ntitle = \"a\"\ndate = \"gestern\"\n+++\n", 3, "not a date"),
+            (
+                "+++\ntitle = \"a\"\ndate = \"gestern\"\n+++\n",
+                3,
+                "not a date",
+            ),
             ("+++\ndate = \"2026-01-01\"\n+++\n", 1, "`title` is missing"),
-            ("+++\ntitle = \"a\"\ndate = \"2026-01-01\"\ntitel = \"b\"\n+++\n", 4, "titel"),
-            ("---\ntitle: a\ndate: 2026-01-01\ntags: [a\n---\n", 4, "front matter"),
-            ("+++\ntitle = \"a\"\ndate = \"2026-03-29T02:30:00\"\n+++\n", 3, "does not exist"),
-            ("+++\ntitle = \"a\"\ndate = \"2026-01-01\"\nid = \"keine uri\"\n+++\n", 4, "absolute URI"),
-            ("+++\ntitle = \"  \"\ndate = \"2026-01-01\"\n+++\n", 2, "empty"),
+            (
+                "+++\ntitle = \"a\"\ndate = \"2026-01-01\"\ntitel = \"b\"\n+++\n",
+                4,
+                "titel",
+            ),
+            (
+                "---\ntitle: a\ndate: 2026-01-01\ntags: [a\n---\n",
+                4,
+                "front matter",
+            ),
+            (
+                "+++\ntitle = \"a\"\ndate = \"2026-03-29T02:30:00\"\n+++\n",
+                3,
+                "does not exist",
+            ),
+            (
+                "+++\ntitle = \"a\"\ndate = \"2026-01-01\"\nid = \"keine uri\"\n+++\n",
+                4,
+                "absolute URI",
+            ),
+            (
+                "+++\ntitle = \"  \"\ndate = \"2026-01-01\"\n+++\n",
+                2,
+                "empty",
+            ),
         ];
         for (text, line, needle) in cases {
             let p = parse("a.md", text).unwrap_err();
@@ -375,9 +504,18 @@ mod tests {
     fn dst_changes_resolve_predictably() {
         let tz = chrono_tz::Europe::Berlin;
         // Autumn: 02:30 happens twice; the first (summer time) is meant.
-        assert_eq!(parse_date("2026-10-25T02:30", tz).unwrap().to_rfc3339(), "2026-10-25T02:30:00+02:00");
-        assert_eq!(parse_date("2026-01-05", tz).unwrap().to_rfc3339(), "2026-01-05T00:00:00+01:00");
-        assert_eq!(parse_date("2026-07-05T12:00:00Z", tz).unwrap().to_rfc3339(), "2026-07-05T14:00:00+02:00");
+        assert_eq!(
+            parse_date("2026-10-25T02:30", tz).unwrap().to_rfc3339(),
+            "2026-10-25T02:30:00+02:00"
+        );
+        assert_eq!(
+            parse_date("2026-01-05", tz).unwrap().to_rfc3339(),
+            "2026-01-05T00:00:00+01:00"
+        );
+        assert_eq!(
+            parse_date("2026-07-05T12:00:00Z", tz).unwrap().to_rfc3339(),
+            "2026-07-05T14:00:00+02:00"
+        );
         assert!(parse_date("2026-03-29T02:30:00", tz).is_err());
     }
 

@@ -63,9 +63,15 @@ mod tests {
 
     #[test]
     fn links_become_absolute() {
-        let html = render_html("[OZG](../ozg) ![Bild](/bilder/a.png \"t\") [ext](https://x.de/)", &base());
+        let html = render_html(
+            "[OZG](../ozg) ![Bild](/bilder/a.png \"t\") [ext](https://x.de/)",
+            &base(),
+        );
         assert!(html.contains("href=\"https://www.fitko.de/ozg\""), "{html}");
-        assert!(html.contains("src=\"https://www.fitko.de/bilder/a.png\""), "{html}");
+        assert!(
+            html.contains("src=\"https://www.fitko.de/bilder/a.png\""),
+            "{html}"
+        );
         assert!(html.contains("href=\"https://x.de/\""), "{html}");
     }
 
@@ -82,14 +88,26 @@ mod tests {
 
     #[test]
     fn gfm_features() {
-        let html = render_html("| a | b |\n|---|---|\n| 1 | 2 |\n\n~~alt~~ https://www.fitko.de", &base());
-        assert!(html.contains("<table>") && html.contains("<del>alt</del>"), "{html}");
+        let html = render_html(
+            "| a | b |\n|---|---|\n| 1 | 2 |\n\n~~alt~~ https://www.fitko.de",
+            &base(),
+        );
+        assert!(
+            html.contains("<table>") && html.contains("<del>alt</del>"),
+            "{html}"
+        );
     }
 
     #[test]
     fn lead_is_first_real_paragraph() {
-        assert_eq!(first_paragraph_text("# Titel\n\nDer *erste*\nAbsatz mit `Code`.\n\nZweiter."), "Der erste Absatz mit Code.");
-        assert_eq!(first_paragraph_text("<div>x</div>\n\n![](a.png)\n\nText"), "Text");
+        assert_eq!(
+            first_paragraph_text("# Titel\n\nDer *erste*\nAbsatz mit `Code`.\n\nZweiter."),
+            "Der erste Absatz mit Code."
+        );
+        assert_eq!(
+            first_paragraph_text("<div>x</div>\n\n![](a.png)\n\nText"),
+            "Text"
+        );
         assert_eq!(first_paragraph_text(""), "");
     }
 }

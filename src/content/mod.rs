@@ -13,7 +13,7 @@ pub mod text;
 use std::collections::HashMap;
 use std::fmt;
 
-pub use item::{parse_item, Item, SiteContext};
+pub use item::{Item, SiteContext, parse_item};
 
 /// How bad a problem is: errors skip the file, warnings only inform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -33,17 +33,31 @@ pub struct Problem {
 
 impl Problem {
     pub fn error(path: &str, line: usize, message: impl Into<String>) -> Problem {
-        Problem { path: path.to_string(), line, message: message.into(), severity: Severity::Error }
+        Problem {
+            path: path.to_string(),
+            line,
+            message: message.into(),
+            severity: Severity::Error,
+        }
     }
 
     pub fn warning(path: &str, line: usize, message: impl Into<String>) -> Problem {
-        Problem { path: path.to_string(), line, message: message.into(), severity: Severity::Warning }
+        Problem {
+            path: path.to_string(),
+            line,
+            message: message.into(),
+            severity: Severity::Warning,
+        }
     }
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = if self.severity == Severity::Warning { "warning: " } else { "" };
+        let kind = if self.severity == Severity::Warning {
+            "warning: "
+        } else {
+            ""
+        };
         write!(f, "{}:{}: {kind}{}", self.path, self.line, self.message)
     }
 }
@@ -90,13 +104,20 @@ impl Corpus {
                 }
             }
         }
-        corpus.items.sort_by(|a, b| b.date.cmp(&a.date).then_with(|| a.id.cmp(&b.id)));
-        corpus.problems.sort_by(|a, b| a.path.cmp(&b.path).then(a.line.cmp(&b.line)));
+        corpus
+            .items
+            .sort_by(|a, b| b.date.cmp(&a.date).then_with(|| a.id.cmp(&b.id)));
+        corpus
+            .problems
+            .sort_by(|a, b| a.path.cmp(&b.path).then(a.line.cmp(&b.line)));
         corpus
     }
 
     pub fn errors(&self) -> usize {
-        self.problems.iter().filter(|p| p.severity == Severity::Error).count()
+        self.problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .count()
     }
 }
 
@@ -128,7 +149,18 @@ mod tests {
         for yes in ["a.md", "2026/01/a.md", "ä ö.md"] {
             assert!(is_content_file(yes), "{yes}");
         }
-        for no in [".a.md", "_index.md", "a.md~", "#a.md#", "a.md.swp", ".git/a.md", "_drafts/a.md", "a.txt", ".md", "a/.#a.md"] {
+        for no in [
+            ".a.md",
+            "_index.md",
+            "a.md~",
+            "#a.md#",
+            "a.md.swp",
+            ".git/a.md",
+            "_drafts/a.md",
+            "a.txt",
+            ".md",
+            "a/.#a.md",
+        ] {
             assert!(!is_content_file(no), "{no}");
         }
     }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use super::{is_content_file, parse_item, Corpus, Item, Problem, SiteContext};
+use super::{Corpus, Item, Problem, SiteContext, is_content_file, parse_item};
 
 /// Every content file under `dir`, as (`/`-separated path relative to `dir`, full path), sorted.
 /// A missing directory is an error; unreadable subdirectories are skipped.
@@ -12,13 +12,17 @@ pub fn list_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     let mut stack = vec![(String::new(), std::fs::read_dir(dir)?)];
     while let Some((prefix, mut entries)) = stack.pop() {
-        while let Some(entry) = entries.next() {
+        for entry in entries.by_ref() {
             let Ok(entry) = entry else { continue };
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') || name.starts_with('_') {
                 continue;
             }
-            let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
             let Ok(ft) = entry.file_type() else { continue };
             // Follow symbolic links to files; never follow them into directories (no loops).
             if ft.is_dir() {
@@ -36,7 +40,8 @@ pub fn list_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
 
 /// Reads and parses one file; problems name it by `rel`.
 pub fn read_item(rel: &str, full: &Path, site: &SiteContext) -> Result<Item, Problem> {
-    let bytes = std::fs::read(full).map_err(|e| Problem::error(rel, 1, format!("cannot read: {e}")))?;
+    let bytes =
+        std::fs::read(full).map_err(|e| Problem::error(rel, 1, format!("cannot read: {e}")))?;
     parse_item(rel, &bytes, site)
 }
 
@@ -51,15 +56,24 @@ pub fn display_path(dir: &Path, rel: &str) -> String {
     shown.to_string_lossy().into_owned()
 }
 
+/// Told how a long scan goes, for a progress bar.
+pub trait Progress: Sync {
+    fn start(&self, _files: usize) {}
+    fn file_done(&self) {}
+}
+
+/// No progress shown.
+impl Progress for () {}
+
 /// Reads every content file under `dir` in parallel and forms the corpus.
-/// `progress` is called once per file read.
-pub fn scan(dir: &Path, site: &SiteContext, progress: &(dyn Fn() + Sync)) -> std::io::Result<Corpus> {
+pub fn scan(dir: &Path, site: &SiteContext, progress: &dyn Progress) -> std::io::Result<Corpus> {
     let files = list_files(dir)?;
+    progress.start(files.len());
     let results: Vec<Result<Item, Problem>> = files
         .par_iter()
         .map(|(rel, full)| {
             let r = read_item(rel, full, site);
-            progress();
+            progress.file_done();
             r
         })
         .collect();

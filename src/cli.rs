@@ -1,0 +1,337 @@
+//! The command line: arguments, dispatch, and the mapping of outcomes to exit codes
+//! (0 success, 1 problems found or work failed, 2 bad usage or configuration).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError};
+use crate::content::{Corpus, Problem, Severity, SiteContext, scan};
+use crate::logging::{self, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herold",
+    version,
+    about = "Publishes news items as RSS, Atom and JSON Feed, and mails digest newsletters",
+    long_about = "herold reads Markdown news items from a content directory and writes RSS 2.0, \
+                  Atom 1.0 and JSON Feed 1.1 files: one feed for the site, one per tag and one \
+                  per category.\n\nExit codes: 0 success, 1 problems found or work failed, \
+                  2 bad usage or configuration."
+)]
+pub struct Cli {
+    /// The configuration file; relative paths in it are relative to its directory.
+    #[arg(
+        long,
+        global = true,
+        default_value = "config.toml",
+        env = "HEROLD_CONFIG"
+    )]
+    pub config: PathBuf,
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less log output (-q warnings only, -qq errors only).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build all feeds once, report every skipped item, and exit.
+    Build {
+        /// Write nothing and exit 1 if any item has a problem.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Validate the configuration and every content file; exit 1 on any error.
+    Check {
+        /// Exit 1 on warnings too.
+        #[arg(long)]
+        deny_warnings: bool,
+    },
+    /// Write a new item file with its front matter filled in, and print its path.
+    New {
+        /// The title of the item.
+        title: String,
+        /// Date and time (2026-03-01 or 2026-03-01T09:30); default now. A future date schedules the item.
+        #[arg(long)]
+        date: Option<String>,
+        /// Tags (repeat the option for several).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[arg(long)]
+        category: Option<String>,
+        /// Mark the item as a draft (never published until the line is removed).
+        #[arg(long)]
+        draft: bool,
+    },
+}
+
+/// Runs the command line and gives the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format, cli.verbose as i8 - cli.quiet as i8);
+    match run(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(ce) = e.downcast_ref::<ConfigError>() {
+                tracing::error!("configuration: {ce}");
+                return ExitCode::from(2);
+            }
+            tracing::error!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&cli.config)?;
+    match &cli.command {
+        Command::Build { strict } => build(cli, &config, *strict),
+        Command::Check { deny_warnings } => check(cli, &config, *deny_warnings),
+        Command::New {
+            title,
+            date,
+            tags,
+            category,
+            draft,
+        } => new_item(
+            &config,
+            title,
+            date.as_deref(),
+            tags,
+            category.as_deref(),
+            *draft,
+        ),
+    }
+}
+
+/// The wall clock in the site's time zone. The one place commands read it.
+pub fn now(config: &Config) -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::Utc::now()
+        .with_timezone(&config.site.timezone)
+        .fixed_offset()
+}
+
+fn build(cli: &Cli, config: &Config, strict: bool) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let corpus = read_corpus(config)?;
+    report(cli, &corpus.problems, false);
+    let errors = corpus.errors();
+    if strict && errors > 0 {
+        tracing::error!(
+            skipped = errors,
+            "build --strict: {errors} item file(s) have problems; nothing written"
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let meta = crate::feed::FeedMeta::from_config(config);
+    let mut cache = crate::build::HtmlCache::default();
+    let rendered = crate::build::render_feeds(&corpus, now(config), &meta, &mut cache);
+    report(cli, &rendered.warnings, false);
+    let stats = crate::build::write_feeds(&config.feeds.dir, &rendered.files)
+        .with_context(|| format!("cannot write the feeds in {}", config.feeds.dir.display()))?;
+    tracing::info!(
+        dir = %config.feeds.dir.display(),
+        items = rendered.published,
+        scheduled = rendered.scheduled,
+        drafts = corpus.drafts,
+        skipped = errors,
+        feeds = rendered.feeds,
+        files_changed = stats.changed.len(),
+        files_unchanged = stats.unchanged,
+        files_removed = stats.removed.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "build finished"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(cli: &Cli, config: &Config, deny_warnings: bool) -> anyhow::Result<ExitCode> {
+    let mut corpus = read_corpus(config)?;
+    for item in &corpus.items {
+        if item.id_from_file_name {
+            corpus.problems.push(Problem::warning(
+                &scan::display_path(&config.content.dir, &item.path),
+                1,
+                format!("the id comes from the file name; add `slug = \"{}\"` so that renaming the file keeps the id", item.slug),
+            ));
+        }
+    }
+    let meta = crate::feed::FeedMeta::from_config(config);
+    let (_, warnings) = crate::feed::plan(&corpus.items, now(config), &meta);
+    corpus.problems.extend(warnings);
+    corpus
+        .problems
+        .sort_by(|a, b| a.path.cmp(&b.path).then(a.line.cmp(&b.line)));
+    report(cli, &corpus.problems, true);
+    let errors = corpus.errors();
+    let warnings = corpus.problems.len() - errors;
+    tracing::info!(
+        items = corpus.items.len(),
+        drafts = corpus.drafts,
+        errors,
+        warnings,
+        "check finished"
+    );
+    Ok(if errors > 0 || (deny_warnings && warnings > 0) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Scans the content directory, with a progress bar on a terminal.
+pub fn read_corpus(config: &Config) -> anyhow::Result<Corpus> {
+    let site = SiteContext::from_config(config);
+    let bar = TerminalProgress::new();
+    let corpus = scan::scan(&config.content.dir, &site, &bar).with_context(|| {
+        format!(
+            "cannot read the content directory {}",
+            config.content.dir.display()
+        )
+    })?;
+    bar.finish();
+    Ok(corpus)
+}
+
+/// Prints problems: as `PATH:LINE: reason` lines in text mode (for editors and quickfix
+/// lists), as log events with fields in JSON mode.
+fn report(cli: &Cli, problems: &[Problem], with_warnings: bool) {
+    for p in problems
+        .iter()
+        .filter(|p| with_warnings || p.severity == Severity::Error)
+    {
+        match cli.log_format {
+            LogFormat::Text => eprintln!("{p}"),
+            LogFormat::Json => {
+                tracing::warn!(file = %p.path, line = p.line, severity = ?p.severity, "{}", p.message)
+            }
+        }
+    }
+}
+
+/// A progress bar on a terminal for scans of many files; nothing otherwise.
+#[derive(Default)]
+struct TerminalProgress(std::sync::OnceLock<indicatif::ProgressBar>);
+
+impl TerminalProgress {
+    const THRESHOLD: usize = 1000;
+
+    fn new() -> Self {
+        Self::default()
+    }
+
+    fn finish(&self) {
+        if let Some(b) = self.0.get() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl scan::Progress for TerminalProgress {
+    fn start(&self, files: usize) {
+        if files >= Self::THRESHOLD && std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new(files as u64).with_style(
+                indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} files")
+                    .expect("valid template"),
+            );
+            bar.set_message("reading");
+            let _ = self.0.set(bar);
+        }
+    }
+
+    fn file_done(&self) {
+        if let Some(b) = self.0.get() {
+            b.inc(1);
+        }
+    }
+}
+
+fn new_item(
+    config: &Config,
+    title: &str,
+    date: Option<&str>,
+    tags: &[String],
+    category: Option<&str>,
+    draft: bool,
+) -> anyhow::Result<ExitCode> {
+    let title = crate::content::text::one_line(title);
+    let slug = crate::content::slug::slugify(&title);
+    anyhow::ensure!(
+        !slug.is_empty(),
+        "the title needs letters or digits to make a file name from"
+    );
+    let date = match date {
+        Some(d) => {
+            crate::content::item::parse_date(d, config.site.timezone).map_err(anyhow::Error::msg)?
+        }
+        None => {
+            let n = now(config);
+            chrono::DurationRound::duration_trunc(n, chrono::TimeDelta::minutes(1)).unwrap_or(n)
+        }
+    };
+    let path = config
+        .content
+        .dir
+        .join(format!("{}-{slug}.md", date.format("%Y-%m-%d")));
+    let text = new_item_text(&title, &slug, &date, tags, category, draft);
+    write_new(&path, &text)?;
+    println!("{}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The text of a new item file: TOML front matter with `slug` (so renaming keeps the id).
+pub fn new_item_text(
+    title: &str,
+    slug: &str,
+    date: &chrono::DateTime<chrono::FixedOffset>,
+    tags: &[String],
+    category: Option<&str>,
+    draft: bool,
+) -> String {
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let mut t = format!(
+        "+++\ntitle = {}\ndate = {}\nslug = {}\n",
+        q(title),
+        date.to_rfc3339(),
+        q(slug)
+    );
+    let tags: Vec<String> = tags.iter().map(|t| q(t)).collect();
+    t.push_str(&format!("tags = [{}]\n", tags.join(", ")));
+    match category {
+        Some(c) => t.push_str(&format!("category = {}\n", q(c))),
+        None => t.push_str("# category = \"Pressemitteilung\"\n"),
+    }
+    t.push_str("# summary = \"Ein Satz, der die Meldung zusammenfasst.\"\n");
+    if draft {
+        t.push_str("draft = true\n");
+    }
+    t.push_str("+++\n\nDer erste Absatz ist der Vorspann der Meldung.\n");
+    t
+}
+
+/// Creates `path` with `text`, refusing to overwrite anything.
+fn write_new(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

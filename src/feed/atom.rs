@@ -1,0 +1,84 @@
+//! Atom 1.0 (RFC 4287) with `xml:lang`, a feed author and `rel="self"`.
+
+use atom_syndication::{
+    Category, Content, Entry, Feed, Generator, Link, Person, Text, WriteConfig,
+};
+
+use super::{FeedView, XML_DECL, image_type};
+
+pub(super) fn render(v: &FeedView) -> Vec<u8> {
+    let link = |rel: &str, href: &str, mime: Option<&str>| Link {
+        rel: rel.into(),
+        href: href.into(),
+        mime_type: mime.map(Into::into),
+        ..Default::default()
+    };
+    let mut links = vec![
+        link("self", &v.self_url, Some("application/atom+xml")),
+        link("alternate", &v.meta.link, Some("text/html")),
+    ];
+    links.extend(v.meta.hubs.iter().map(|h| link("hub", h, None)));
+    let entries = v
+        .entries
+        .iter()
+        .map(|(item, html)| {
+            let mut links = vec![link("alternate", &item.link, Some("text/html"))];
+            if let Some(img) = &item.image {
+                links.push(link("enclosure", img, Some(image_type(img))));
+            }
+            Entry {
+                title: Text::plain(item.title.clone()),
+                id: item.id.clone(),
+                updated: item.updated,
+                published: Some(item.date),
+                authors: vec![Person {
+                    name: item.author.clone(),
+                    ..Default::default()
+                }],
+                categories: super::FeedView::categories(item)
+                    .into_iter()
+                    .map(|c| Category {
+                        term: c.to_string(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                links,
+                summary: (!item.summary.is_empty()).then(|| Text::plain(item.summary.clone())),
+                content: Some(Content {
+                    content_type: Some("html".into()),
+                    value: Some(html.to_string()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+        })
+        .collect();
+    let epoch = chrono::DateTime::UNIX_EPOCH.fixed_offset();
+    let feed = Feed {
+        title: Text::plain(v.title.clone()),
+        subtitle: (!v.meta.description.is_empty()).then(|| Text::plain(v.meta.description.clone())),
+        id: v.self_url.clone(),
+        updated: v.updated.unwrap_or(epoch),
+        authors: vec![Person {
+            name: v.meta.author.clone(),
+            ..Default::default()
+        }],
+        generator: Some(Generator {
+            value: "herold".into(),
+            uri: None,
+            version: Some(env!("CARGO_PKG_VERSION").into()),
+        }),
+        links,
+        lang: Some(v.meta.language.clone()),
+        entries,
+        ..Default::default()
+    };
+    let mut out = Vec::with_capacity(64 * 1024);
+    out.extend_from_slice(XML_DECL);
+    let config = WriteConfig {
+        write_document_declaration: false,
+        indent_size: Some(2),
+    };
+    feed.write_with_config(out, config)
+        .expect("writing to a Vec cannot fail")
+}

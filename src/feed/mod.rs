@@ -1,0 +1,269 @@
+//! Feeds: which feeds exist with which items ([`plan`]), and their rendering as RSS 2.0,
+//! Atom 1.0 and JSON Feed 1.1. Pure: rendering returns bytes, the shell writes them.
+
+mod atom;
+mod json;
+mod rss;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, FixedOffset};
+
+use crate::config::{Config, Format};
+use crate::content::slug::slugify;
+use crate::content::{Item, Problem};
+
+/// What a feed collects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedKind {
+    Site,
+    Tag { slug: String, name: String },
+    Category { slug: String, name: String },
+}
+
+/// One feed (in every configured format): where it lives and which items it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedSpec {
+    pub kind: FeedKind,
+    /// Indexes into the corpus items, newest first, at most `feeds.limit`.
+    pub items: Vec<usize>,
+}
+
+impl FeedSpec {
+    /// The directory of this feed below `feeds.dir`: `""`, `tags/{slug}`, `categories/{slug}`.
+    pub fn dir(&self) -> String {
+        match &self.kind {
+            FeedKind::Site => String::new(),
+            FeedKind::Tag { slug, .. } => format!("tags/{slug}"),
+            FeedKind::Category { slug, .. } => format!("categories/{slug}"),
+        }
+    }
+
+    /// The path of one format's file below `feeds.dir`.
+    pub fn file(&self, format: Format) -> String {
+        match self.dir().as_str() {
+            "" => format.file_name().to_string(),
+            d => format!("{d}/{}", format.file_name()),
+        }
+    }
+}
+
+/// The site-wide settings every feed shows. Built once from the configuration.
+#[derive(Debug, Clone)]
+pub struct FeedMeta {
+    pub title: String,
+    pub description: String,
+    /// The news page.
+    pub link: String,
+    pub language: String,
+    pub author: String,
+    /// Public URL of `feeds.dir`, no trailing slash.
+    pub base_url: String,
+    pub hubs: Vec<String>,
+    pub limit: usize,
+    pub per_tag: bool,
+    pub per_category: bool,
+    pub formats: Vec<Format>,
+}
+
+impl FeedMeta {
+    pub fn from_config(c: &Config) -> FeedMeta {
+        let mut formats = c.feeds.formats.clone();
+        formats.sort();
+        formats.dedup();
+        FeedMeta {
+            title: crate::content::text::one_line(&c.site.title),
+            description: crate::content::text::one_line(&c.site.description),
+            link: c.site_link().to_string(),
+            language: c.site.language.clone(),
+            author: crate::content::text::one_line(c.site_author()),
+            base_url: c.feeds_base_url(),
+            hubs: c.feeds.websub_hubs.iter().map(|u| u.to_string()).collect(),
+            limit: c.feeds.limit,
+            per_tag: c.feeds.per_tag,
+            per_category: c.feeds.per_category,
+            formats,
+        }
+    }
+
+    /// The public URL of a feed file.
+    pub fn url(&self, spec: &FeedSpec, format: Format) -> String {
+        format!("{}/{}", self.base_url, spec.file(format))
+    }
+
+    fn title_of(&self, spec: &FeedSpec) -> String {
+        match &spec.kind {
+            FeedKind::Site => self.title.clone(),
+            FeedKind::Tag { name, .. } | FeedKind::Category { name, .. } => {
+                format!("{} – {name}", self.title)
+            }
+        }
+    }
+}
+
+/// The items of a corpus that are published at `now`: not scheduled for later.
+/// `items` is sorted newest first, so the scheduled ones lead.
+pub fn published_from(items: &[Item], now: DateTime<FixedOffset>) -> usize {
+    items.partition_point(|i| i.date > now)
+}
+
+/// Decides the feeds: the site feed, and one per tag and per category (by slug; spellings
+/// that give the same slug are one feed, named by the first spelling in sort order).
+/// `items` must be sorted newest first. Tags whose slug is empty get no feed and a warning.
+pub fn plan(
+    items: &[Item],
+    now: DateTime<FixedOffset>,
+    meta: &FeedMeta,
+) -> (Vec<FeedSpec>, Vec<Problem>) {
+    let start = published_from(items, now);
+    let limit = meta.limit;
+    let mut specs = vec![FeedSpec {
+        kind: FeedKind::Site,
+        items: (start..items.len()).take(limit).collect(),
+    }];
+    let mut warnings = Vec::new();
+    let mut tags: BTreeMap<String, (String, Vec<usize>)> = BTreeMap::new();
+    let mut cats: BTreeMap<String, (String, Vec<usize>)> = BTreeMap::new();
+    let add = |map: &mut BTreeMap<String, (String, Vec<usize>)>,
+               name: &str,
+               idx: usize,
+               warnings: &mut Vec<Problem>| {
+        let slug = slugify(name);
+        if slug.is_empty() {
+            warnings.push(Problem::warning(
+                &items[idx].path,
+                1,
+                format!("`{name}` has no letters or digits, so it gets no feed"),
+            ));
+            return;
+        }
+        let entry = map
+            .entry(slug)
+            .or_insert_with(|| (name.to_string(), Vec::new()));
+        if name < entry.0.as_str() {
+            entry.0 = name.to_string();
+        }
+        if entry.1.len() < limit {
+            entry.1.push(idx);
+        }
+    };
+    for (idx, item) in items.iter().enumerate().skip(start) {
+        if meta.per_tag {
+            for t in &item.tags {
+                add(&mut tags, t, idx, &mut warnings);
+            }
+        }
+        if meta.per_category {
+            if let Some(c) = &item.category {
+                add(&mut cats, c, idx, &mut warnings);
+            }
+        }
+    }
+    specs.extend(tags.into_iter().map(|(slug, (name, items))| FeedSpec {
+        kind: FeedKind::Tag { slug, name },
+        items,
+    }));
+    specs.extend(cats.into_iter().map(|(slug, (name, items))| FeedSpec {
+        kind: FeedKind::Category { slug, name },
+        items,
+    }));
+    (specs, warnings)
+}
+
+/// Renders one feed in one format. `bodies[i]` is the rendered body of item `i`.
+pub fn render<S: AsRef<str>>(
+    format: Format,
+    meta: &FeedMeta,
+    spec: &FeedSpec,
+    items: &[Item],
+    bodies: &[S],
+) -> Vec<u8> {
+    let view = FeedView {
+        meta,
+        title: meta.title_of(spec),
+        self_url: meta.url(spec, format),
+        updated: spec.items.iter().map(|&i| items[i].updated).max(),
+        entries: spec
+            .items
+            .iter()
+            .map(|&i| (&items[i], bodies[i].as_ref()))
+            .collect(),
+    };
+    match format {
+        Format::Rss => hex_escapes(rss::render(&view)),
+        Format::Atom => hex_escapes(atom::render(&view)),
+        Format::Json => json::render(&view),
+    }
+}
+
+/// Writes `&amp;` and `&lt;` as `&#x26;` and `&#x3C;`. The same characters to an XML parser,
+/// also inside CDATA sections (their HTML reads the references alike), but feed readers that
+/// treat RSS text as HTML no longer mistake an escaped `<` in a title for markup.
+fn hex_escapes(xml: Vec<u8>) -> Vec<u8> {
+    let text = String::from_utf8(xml).expect("the XML writers emit UTF-8");
+    text.replace("&amp;", "&#x26;")
+        .replace("&lt;", "&#x3C;")
+        .into_bytes()
+}
+
+/// Everything a renderer needs for one feed.
+struct FeedView<'a> {
+    meta: &'a FeedMeta,
+    title: String,
+    self_url: String,
+    /// The newest `updated` of the feed's items; `None` for an empty feed.
+    updated: Option<DateTime<FixedOffset>>,
+    entries: Vec<(&'a Item, &'a str)>,
+}
+
+impl FeedView<'_> {
+    /// The item's category first, then its tags, without repeats.
+    fn categories(item: &Item) -> Vec<&str> {
+        let mut out: Vec<&str> = item.category.iter().map(String::as_str).collect();
+        for t in &item.tags {
+            if !out.contains(&t.as_str()) {
+                out.push(t);
+            }
+        }
+        out
+    }
+}
+
+/// RFC 822 date with English names and the numeric offset: `Tue, 08 Sep 2020 00:00:00 +0200`.
+pub fn rfc822(dt: &DateTime<FixedOffset>) -> String {
+    dt.format("%a, %d %b %Y %H:%M:%S %z").to_string()
+}
+
+/// The MIME type of an image URL, from its extension.
+fn image_type(url: &str) -> &'static str {
+    let path = url
+        .split(['?', '#'])
+        .next()
+        .unwrap_or(url)
+        .to_ascii_lowercase();
+    match path.rsplit('.').next() {
+        Some("png") => "image/png",
+        Some("gif") => "image/gif",
+        Some("webp") => "image/webp",
+        Some("svg") => "image/svg+xml",
+        Some("avif") => "image/avif",
+        _ => "image/jpeg",
+    }
+}
+
+/// The XML declaration herold writes on top of every XML feed.
+const XML_DECL: &[u8] = b"<?xml version=\"1.0\" encoding=\"utf-8\"?>\n";
+
+/// The generator's name and version.
+pub const GENERATOR: &str = concat!("herold ", env!("CARGO_PKG_VERSION"));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc822_uses_english_names_and_padded_day() {
+        let dt = DateTime::parse_from_rfc3339("2020-09-08T00:00:00+02:00").unwrap();
+        assert_eq!(rfc822(&dt), "Tue, 08 Sep 2020 00:00:00 +0200");
+    }
+}
