@@ -169,7 +169,10 @@ fn check(cli: &Cli, config: &Config, deny_warnings: bool) -> anyhow::Result<Exit
     }
     let meta = crate::feed::FeedMeta::from_config(config);
     let (_, warnings) = crate::feed::plan(&corpus.items, now(config), &meta);
-    corpus.problems.extend(warnings);
+    corpus.problems.extend(warnings.into_iter().map(|mut w| {
+        w.path = scan::display_path(&config.content.dir, &w.path);
+        w
+    }));
     corpus
         .problems
         .sort_by(|a, b| a.path.cmp(&b.path).then(a.line.cmp(&b.line)));

@@ -9,7 +9,7 @@ use super::Problem;
 use super::front::{self, Syntax};
 use super::markdown;
 use super::slug::slugify;
-use super::text::{one_line, strip_controls, strip_tags};
+use super::text::{plain, strip_controls};
 
 /// The site settings an item needs to be read. Built once from the configuration.
 #[derive(Debug, Clone)]
@@ -176,7 +176,7 @@ pub fn parse_item(path: &str, bytes: &[u8], site: &SiteContext) -> Result<Item, 
         .title
         .as_deref()
         .ok_or_else(|| problem(1, "front matter: `title` is missing".into()))?;
-    let title = one_line(&strip_tags(title));
+    let title = plain(title);
     if title.is_empty() {
         return Err(problem(key_line("title"), "`title` is empty".into()));
     }
@@ -253,7 +253,7 @@ pub fn parse_item(path: &str, bytes: &[u8], site: &SiteContext) -> Result<Item, 
     let summary = match fm
         .summary
         .as_deref()
-        .map(one_line)
+        .map(plain)
         .filter(|s| !s.is_empty())
     {
         Some(s) => s,
@@ -265,7 +265,7 @@ pub fn parse_item(path: &str, bytes: &[u8], site: &SiteContext) -> Result<Item, 
     for t in fm
         .tags
         .iter()
-        .map(|t| one_line(t))
+        .map(|t| plain(t))
         .filter(|t| !t.is_empty())
     {
         let s = slugify(&t);
@@ -286,13 +286,13 @@ pub fn parse_item(path: &str, bytes: &[u8], site: &SiteContext) -> Result<Item, 
         category: fm
             .category
             .as_deref()
-            .map(one_line)
+            .map(plain)
             .filter(|c| !c.is_empty()),
         tags,
         author: fm
             .author
             .as_deref()
-            .map(one_line)
+            .map(plain)
             .filter(|a| !a.is_empty())
             .unwrap_or_else(|| site.default_author.clone()),
         draft: fm.draft,

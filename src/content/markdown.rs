@@ -30,28 +30,49 @@ pub fn sanitize(html: &str, base: &Url) -> String {
         .to_string()
 }
 
-/// The first paragraph of `markdown` as plain text, white space collapsed; empty if none.
+/// The first paragraph of `markdown` as plain text, white space collapsed. A body without a
+/// text paragraph gives its first text of any kind (a heading, a list), cut to about
+/// [`LEAD_FALLBACK_CHARS`]; a body without text gives an empty string.
 pub fn first_paragraph_text(markdown: &str) -> String {
-    let mut out = String::new();
+    let mut para = String::new();
+    let mut any = String::new();
     let mut in_para = false;
     for event in Parser::new_ext(markdown, options()) {
         match event {
             Event::Start(Tag::Paragraph) => in_para = true,
             Event::End(TagEnd::Paragraph) if in_para => {
-                let text = super::text::one_line(&out);
+                let text = super::text::plain(&para);
                 if !text.is_empty() {
                     return text;
                 }
-                out.clear();
+                para.clear();
                 in_para = false;
             }
-            Event::Text(t) | Event::Code(t) if in_para => out.push_str(&t),
-            Event::SoftBreak | Event::HardBreak if in_para => out.push(' '),
+            Event::Text(t) | Event::Code(t) => {
+                if in_para {
+                    para.push_str(&t);
+                } else if any.len() < LEAD_FALLBACK_CHARS * 4 {
+                    any.push_str(&t);
+                    any.push(' ');
+                }
+            }
+            Event::SoftBreak | Event::HardBreak if in_para => para.push(' '),
             _ => {}
         }
     }
-    String::new()
+    let any = super::text::plain(&any);
+    match any.char_indices().nth(LEAD_FALLBACK_CHARS) {
+        Some((cut, _)) => {
+            let head = &any[..cut];
+            let head = head.rsplit_once(' ').map(|(h, _)| h).unwrap_or(head);
+            format!("{head} …")
+        }
+        None => any,
+    }
 }
+
+/// How long a lead taken from other text than a paragraph may get, in characters.
+pub const LEAD_FALLBACK_CHARS: usize = 280;
 
 #[cfg(test)]
 mod tests {
@@ -109,5 +130,7 @@ mod tests {
             "Text"
         );
         assert_eq!(first_paragraph_text(""), "");
+        assert_eq!(first_paragraph_text("# Nur Überschrift\n\n- Punkt &amp; Liste"), "Nur Überschrift Punkt & Liste");
+        assert_eq!(first_paragraph_text("<div>nur html</div>"), "");
     }
 }

@@ -29,7 +29,7 @@ pub(super) fn render(v: &FeedView) -> Vec<u8> {
             Entry {
                 title: Text::plain(item.title.clone()),
                 id: item.id.clone(),
-                updated: item.updated,
+                updated: distinct_updated(item),
                 published: Some(item.date),
                 authors: vec![Person {
                     name: item.author.clone(),
@@ -43,8 +43,14 @@ pub(super) fn render(v: &FeedView) -> Vec<u8> {
                     })
                     .collect(),
                 links,
-                summary: (!item.summary.is_empty()).then(|| Text::plain(item.summary.clone())),
-                content: Some(Content {
+                // An entry without content needs a summary; the title stands in for a missing one.
+                summary: match (item.summary.is_empty(), html.is_empty()) {
+                    (false, _) => Some(Text::plain(item.summary.clone())),
+                    (true, true) => Some(Text::plain(item.title.clone())),
+                    (true, false) => None,
+                },
+                // A blank <content> is invalid; an empty body leaves the summary and the link.
+                content: (!html.is_empty()).then(|| Content {
                     content_type: Some("html".into()),
                     value: Some(html.to_string()),
                     ..Default::default()
@@ -58,7 +64,7 @@ pub(super) fn render(v: &FeedView) -> Vec<u8> {
         title: Text::plain(v.title.clone()),
         subtitle: (!v.meta.description.is_empty()).then(|| Text::plain(v.meta.description.clone())),
         id: v.self_url.clone(),
-        updated: v.updated.unwrap_or(epoch),
+        updated: v.entries.iter().map(|(i, _)| distinct_updated(i)).max().unwrap_or(epoch),
         authors: vec![Person {
             name: v.meta.author.clone(),
             ..Default::default()
@@ -81,4 +87,21 @@ pub(super) fn render(v: &FeedView) -> Vec<u8> {
     };
     feed.write_with_config(out, config)
         .expect("writing to a Vec cannot fail")
+}
+
+/// The entry's `updated` with a sub-second part fixed by its id.
+///
+/// Atom readers and the W3C validator take two entries with the same `updated` for a
+/// generator bug, yet items dated by day share midnight. A tiebreak that depends on other
+/// items would change an entry's `updated` whenever a neighbour comes or goes, and readers
+/// would show it as changed; this one depends on the item alone, so it never moves, and no
+/// one sees microseconds. Times that already carry fractions are left as written.
+fn distinct_updated(item: &crate::content::Item) -> chrono::DateTime<chrono::FixedOffset> {
+    use sha2::Digest;
+    if item.updated.timestamp_subsec_nanos() != 0 {
+        return item.updated;
+    }
+    let h = sha2::Sha256::digest(item.id.as_bytes());
+    let micros = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) % 1_000_000;
+    item.updated + chrono::TimeDelta::microseconds(i64::from(micros.max(1)))
 }

@@ -36,7 +36,11 @@ struct JsonItem<'a> {
     id: &'a str,
     url: &'a str,
     title: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
     content_html: &'a str,
+    /// JSON Feed needs content_html or content_text; a body without text gives the summary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_text: Option<&'a str>,
     #[serde(skip_serializing_if = "str::is_empty")]
     summary: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -76,6 +80,7 @@ pub(super) fn render(v: &FeedView) -> Vec<u8> {
                 url: &item.link,
                 title: &item.title,
                 content_html: html,
+                content_text: html.is_empty().then_some(if item.summary.is_empty() { &item.title } else { &item.summary }),
                 summary: &item.summary,
                 image: item.image.as_deref(),
                 date_published: item.date.to_rfc3339(),

@@ -72,11 +72,11 @@ impl FeedMeta {
         formats.sort();
         formats.dedup();
         FeedMeta {
-            title: crate::content::text::one_line(&c.site.title),
-            description: crate::content::text::one_line(&c.site.description),
+            title: crate::content::text::plain(&c.site.title),
+            description: crate::content::text::plain(&c.site.description),
             link: c.site_link().to_string(),
             language: c.site.language.clone(),
-            author: crate::content::text::one_line(c.site_author()),
+            author: crate::content::text::plain(c.site_author()),
             base_url: c.feeds_base_url(),
             hubs: c.feeds.websub_hubs.iter().map(|u| u.to_string()).collect(),
             limit: c.feeds.limit,
@@ -191,14 +191,15 @@ pub fn render<S: AsRef<str>>(
     };
     match format {
         Format::Rss => hex_escapes(rss::render(&view)),
-        Format::Atom => hex_escapes(atom::render(&view)),
+        Format::Atom => atom::render(&view),
         Format::Json => json::render(&view),
     }
 }
 
-/// Writes `&amp;` and `&lt;` as `&#x26;` and `&#x3C;`. The same characters to an XML parser,
-/// also inside CDATA sections (their HTML reads the references alike), but feed readers that
-/// treat RSS text as HTML no longer mistake an escaped `<` in a title for markup.
+/// Writes `&amp;` and `&lt;` as `&#x26;` and `&#x3C;` in RSS, as the RSS Best Practices
+/// Profile asks. The same characters to an XML parser, also inside CDATA sections (their HTML
+/// reads the references alike), but readers that treat RSS text as HTML no longer mistake an
+/// escaped `<` in a title for markup.
 fn hex_escapes(xml: Vec<u8>) -> Vec<u8> {
     let text = String::from_utf8(xml).expect("the XML writers emit UTF-8");
     text.replace("&amp;", "&#x26;")

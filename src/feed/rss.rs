@@ -24,8 +24,9 @@ pub(super) fn render(v: &FeedView) -> Vec<u8> {
         .map(|(item, html)| rss::Item {
             title: Some(item.title.clone()),
             link: Some(item.link.clone()),
-            // RSS descriptions are HTML; the summary is text.
-            description: (!item.summary.is_empty()).then(|| escape_html(&item.summary)),
+            // RSS descriptions are HTML; the summary is text. Readers and validators expect a
+            // description beside content:encoded, so a body without text lead gives the title.
+            description: Some(escape_html(if item.summary.is_empty() { &item.title } else { &item.summary })),
             guid: Some(rss::Guid {
                 value: item.id.clone(),
                 permalink: false,
@@ -43,7 +44,7 @@ pub(super) fn render(v: &FeedView) -> Vec<u8> {
                 length: "0".into(),
                 mime_type: image_type(url).into(),
             }),
-            content: Some(html.to_string()),
+            content: (!html.is_empty()).then(|| html.to_string()),
             dublin_core_ext: Some(DublinCoreExtension {
                 creators: vec![item.author.clone()],
                 ..Default::default()

@@ -1,0 +1,7 @@
+//! herold's integration tests: one binary, a module per area.
+
+mod build;
+mod cli;
+mod helpers;
+mod nasty;
+mod snapshots;
