@@ -1,7 +1,11 @@
-//! A build: corpus in, feed files out. [`render_feeds`] decides every byte (pure but for the
-//! body cache); [`write_feeds`] puts them on disk. `herold build` and the daemon share both.
+//! A build: corpus in, feed files out. [`prepare`] decides which files exist and renders the
+//! bodies they show; [`write_feeds`] renders each file and writes it. `herold build` and the
+//! daemon share both.
+//!
+//! Files are rendered by the thread that writes them, so a build of thousands of items holds
+//! only the files in flight in memory, not every feed at once.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::Arc;
@@ -10,66 +14,71 @@ use chrono::{DateTime, FixedOffset};
 use rayon::prelude::*;
 
 use crate::config::Format;
-use crate::content::{Corpus, Item, Problem};
-use crate::feed::{self, FeedMeta};
-use crate::output::{Written, write_if_changed};
+use crate::content::{Corpus, Item, Problem, Rendition};
+use crate::feed::{self, FeedMeta, FeedSpec};
+use crate::output::{Written, write_all_if_changed};
 
 /// Rendered bodies, kept between builds so that only new or edited items are rendered again.
 #[derive(Default)]
 pub struct HtmlCache {
-    entries: HashMap<String, (u64, Arc<str>)>,
+    entries: HashMap<String, (u64, Arc<Rendition>)>,
 }
 
 impl HtmlCache {
     fn fingerprint(item: &Item) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (&item.link, &item.body).hash(&mut h);
+        (&item.link, &item.body, &item.summary).hash(&mut h);
         h.finish()
     }
 
-    fn get(&self, item: &Item) -> Option<Arc<str>> {
+    fn get(&self, item: &Item) -> Option<Arc<Rendition>> {
         self.entries
             .get(&item.id)
             .filter(|(f, _)| *f == Self::fingerprint(item))
             .map(|(_, h)| h.clone())
     }
 
-    /// Renders the bodies of `wanted` items that are not cached (in parallel) and forgets
-    /// the bodies of items not wanted any more.
-    fn fill(&mut self, items: &[Item], wanted: &BTreeSet<usize>) -> Vec<Arc<str>> {
+    /// Renders the bodies of `wanted` items that are not cached (in parallel), forgets the
+    /// bodies of items not wanted any more, and gives a rendition per corpus position
+    /// (empty for the items not wanted).
+    pub fn fill(&mut self, items: &[Item], wanted: &BTreeSet<usize>) -> Vec<Arc<Rendition>> {
         let missing: Vec<usize> = wanted
             .iter()
             .copied()
             .filter(|&i| self.get(&items[i]).is_none())
             .collect();
-        let rendered: Vec<(usize, Arc<str>)> = missing
+        let rendered: Vec<(usize, Arc<Rendition>)> = missing
             .par_iter()
-            .map(|&i| (i, Arc::from(items[i].render_html())))
+            .map(|&i| (i, Arc::new(items[i].render())))
             .collect();
-        for (i, html) in rendered {
+        for (i, r) in rendered {
             self.entries
-                .insert(items[i].id.clone(), (Self::fingerprint(&items[i]), html));
+                .insert(items[i].id.clone(), (Self::fingerprint(&items[i]), r));
         }
-        let keep: std::collections::HashSet<&str> =
-            wanted.iter().map(|&i| items[i].id.as_str()).collect();
+        let keep: HashSet<&str> = wanted.iter().map(|&i| items[i].id.as_str()).collect();
         self.entries.retain(|id, _| keep.contains(id.as_str()));
-        // Indexed by corpus position; unwanted positions hold an empty body.
-        let empty: Arc<str> = Arc::from("");
+        let empty = Arc::new(Rendition::default());
         (0..items.len())
             .map(|i| {
                 if wanted.contains(&i) {
-                    self.get(&items[i]).unwrap_or_else(|| empty.clone())
+                    self.get(&items[i])
                 } else {
-                    empty.clone()
+                    None
                 }
+                .unwrap_or_else(|| empty.clone())
             })
             .collect()
     }
 }
 
-/// The files of one build, each a path below `feeds.dir` with its bytes.
-pub struct Rendered {
-    pub files: Vec<(String, Vec<u8>)>,
+/// A decided build: the feeds, their formats, and the rendered bodies they show.
+pub struct Build<'a> {
+    items: &'a [Item],
+    meta: &'a FeedMeta,
+    specs: Vec<FeedSpec>,
+    bodies: Vec<Arc<Rendition>>,
+    /// One per file: (feed, format).
+    jobs: Vec<(usize, Format)>,
     /// Warnings from planning (tags without a slug).
     pub warnings: Vec<Problem>,
     /// Items in some feed now.
@@ -78,39 +87,69 @@ pub struct Rendered {
     pub scheduled: usize,
     /// When the next scheduled item is due.
     pub next_due: Option<DateTime<FixedOffset>>,
-    pub feeds: usize,
 }
 
-/// Renders every feed of `corpus` as it stands at `now`.
-pub fn render_feeds(
-    corpus: &Corpus,
+/// Decides every feed of `corpus` as it stands at `now` and renders the bodies they show.
+pub fn prepare<'a>(
+    corpus: &'a Corpus,
     now: DateTime<FixedOffset>,
-    meta: &FeedMeta,
+    meta: &'a FeedMeta,
     cache: &mut HtmlCache,
-) -> Rendered {
+) -> Build<'a> {
     let items = &corpus.items;
     let (specs, warnings) = feed::plan(items, now, meta);
     let wanted: BTreeSet<usize> = specs.iter().flat_map(|s| s.items.iter().copied()).collect();
     let bodies = cache.fill(items, &wanted);
-    let jobs: Vec<(usize, Format)> = (0..specs.len())
+    let jobs = (0..specs.len())
         .flat_map(|s| meta.formats.iter().map(move |&f| (s, f)))
         .collect();
-    let files = jobs
-        .par_iter()
-        .map(|&(s, f)| {
-            let spec = &specs[s];
-            (spec.file(f), feed::render(f, meta, spec, items, &bodies))
-        })
-        .collect();
     let scheduled = feed::published_from(items, now);
-    Rendered {
-        files,
+    Build {
+        items,
+        meta,
+        specs,
+        bodies,
+        jobs,
         warnings,
         published: items.len() - scheduled,
         scheduled,
         // Items are newest first, so the last scheduled one is due first.
         next_due: scheduled.checked_sub(1).map(|i| items[i].date),
-        feeds: specs.len(),
+    }
+}
+
+impl Build<'_> {
+    /// How many feeds (each in every configured format).
+    pub fn feeds(&self) -> usize {
+        self.specs.len()
+    }
+
+    /// How many files.
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// The path of file `i` below `feeds.dir`.
+    pub fn path(&self, i: usize) -> String {
+        let (s, f) = self.jobs[i];
+        self.specs[s].file(f)
+    }
+
+    /// The bytes of file `i`.
+    pub fn render(&self, i: usize) -> Vec<u8> {
+        let (s, f) = self.jobs[i];
+        feed::render(f, self.meta, &self.specs[s], self.items, &self.bodies)
+    }
+
+    /// Every file with its bytes, in memory at once (for tests and small sites).
+    pub fn files(&self) -> Vec<(String, Vec<u8>)> {
+        (0..self.len())
+            .map(|i| (self.path(i), self.render(i)))
+            .collect()
     }
 }
 
@@ -122,23 +161,22 @@ pub struct WriteStats {
     pub removed: Vec<String>,
 }
 
-/// Writes the files below `dir` (each atomically, only if its bytes change) and removes the
-/// feed files herold wrote earlier that are no longer part of the build (a tag that went away).
-pub fn write_feeds(dir: &Path, files: &[(String, Vec<u8>)]) -> std::io::Result<WriteStats> {
+/// Renders and writes every file of `build` below `dir` (each atomically, only if its bytes
+/// change) and removes the feed files herold wrote earlier that are no longer part of the
+/// build (a tag that went away).
+pub fn write_feeds(dir: &Path, build: &Build) -> std::io::Result<WriteStats> {
     let mut stats = WriteStats::default();
-    let results: Vec<std::io::Result<(String, Written)>> = files
-        .par_iter()
-        .map(|(rel, bytes)| write_if_changed(&dir.join(rel), bytes).map(|w| (rel.clone(), w)))
-        .collect();
-    for r in results {
-        match r? {
-            (rel, Written::Changed) => stats.changed.push(rel),
-            (_, Written::Unchanged) => stats.unchanged += 1,
+    let written =
+        write_all_if_changed(build.len(), |i| (dir.join(build.path(i)), build.render(i)))?;
+    for (i, w) in written.into_iter().enumerate() {
+        match w {
+            Written::Changed => stats.changed.push(build.path(i)),
+            Written::Unchanged => stats.unchanged += 1,
         }
     }
-    let expected: BTreeSet<&str> = files.iter().map(|(r, _)| r.as_str()).collect();
+    let expected: BTreeSet<String> = (0..build.len()).map(|i| build.path(i)).collect();
     for rel in existing_feed_files(dir) {
-        if !expected.contains(rel.as_str()) {
+        if !expected.contains(&rel) {
             std::fs::remove_file(dir.join(&rel))?;
             if let Some((parent, _)) = rel.rsplit_once('/') {
                 // Only succeeds when the directory is empty, which is what we want.

@@ -136,9 +136,9 @@ fn build(cli: &Cli, config: &Config, strict: bool) -> anyhow::Result<ExitCode> {
     }
     let meta = crate::feed::FeedMeta::from_config(config);
     let mut cache = crate::build::HtmlCache::default();
-    let rendered = crate::build::render_feeds(&corpus, now(config), &meta, &mut cache);
+    let rendered = crate::build::prepare(&corpus, now(config), &meta, &mut cache);
     report(cli, &rendered.warnings, false);
-    let stats = crate::build::write_feeds(&config.feeds.dir, &rendered.files)
+    let stats = crate::build::write_feeds(&config.feeds.dir, &rendered)
         .with_context(|| format!("cannot write the feeds in {}", config.feeds.dir.display()))?;
     tracing::info!(
         dir = %config.feeds.dir.display(),
@@ -146,7 +146,7 @@ fn build(cli: &Cli, config: &Config, strict: bool) -> anyhow::Result<ExitCode> {
         scheduled = rendered.scheduled,
         drafts = corpus.drafts,
         skipped = errors,
-        feeds = rendered.feeds,
+        feeds = rendered.feeds(),
         files_changed = stats.changed.len(),
         files_unchanged = stats.unchanged,
         files_removed = stats.removed.len(),

@@ -1,7 +1,8 @@
 //! Writing output files: atomically, and only when the bytes change.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What [`write_if_changed`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,22 +14,84 @@ pub enum Written {
 /// Writes `bytes` to `path` unless the file already holds exactly these bytes (then neither
 /// the file nor its mtime changes). Parent directories are created.
 pub fn write_if_changed(path: &Path, bytes: &[u8]) -> std::io::Result<Written> {
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.len() == bytes.len() as u64 && std::fs::read(path).is_ok_and(|old| old == bytes) {
-            return Ok(Written::Unchanged);
-        }
+    let written = replace_if_changed(path, bytes)?;
+    if written == Written::Changed {
+        sync_dir(parent(path));
     }
-    write_atomic(path, bytes)?;
-    Ok(Written::Changed)
+    Ok(written)
+}
+
+/// [`write_if_changed`] for `count` files that `produce(i)` makes (path and bytes). The
+/// work (bound by fsync more than by the CPU) runs on several threads, each producing a file
+/// just before writing it, so only the files in flight are in memory; each directory is
+/// synced once at the end.
+pub fn write_all_if_changed<F>(count: usize, produce: F) -> std::io::Result<Vec<Written>>
+where
+    F: Fn(usize) -> (PathBuf, Vec<u8>) + Sync,
+{
+    const THREADS: usize = 16;
+    let next = AtomicUsize::new(0);
+    let worker = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= count {
+                return done;
+            }
+            let (path, bytes) = produce(i);
+            let result = replace_if_changed(&path, &bytes);
+            done.push((i, path, result));
+        }
+    };
+    let mut indexed: Vec<(usize, PathBuf, std::io::Result<Written>)> =
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..THREADS.min(count))
+                .map(|_| scope.spawn(worker))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("a writer thread panicked"))
+                .collect()
+        });
+    indexed.sort_by_key(|(i, _, _)| *i);
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let mut results = Vec::with_capacity(count);
+    for (_, path, result) in indexed {
+        let written = result?;
+        if written == Written::Changed {
+            dirs.push(parent(&path).to_path_buf());
+        }
+        results.push(written);
+    }
+    dirs.sort();
+    dirs.dedup();
+    for d in dirs {
+        sync_dir(&d);
+    }
+    Ok(results)
 }
 
 /// Writes a temporary file in the same directory, syncs it and renames it over `path`, so a
 /// reader sees the old file or the new one, never a part; a failure leaves the old file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    replace(path, bytes)?;
+    sync_dir(parent(path));
+    Ok(())
+}
+
+fn replace_if_changed(path: &Path, bytes: &[u8]) -> std::io::Result<Written> {
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.len() == bytes.len() as u64 && std::fs::read(path).is_ok_and(|old| old == bytes) {
+            return Ok(Written::Unchanged);
+        }
+    }
+    replace(path, bytes)?;
+    Ok(Written::Changed)
+}
+
+/// The temporary-file-and-rename step, without the directory sync.
+fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = parent(path);
     std::fs::create_dir_all(dir)?;
     let name = path
         .file_name()
@@ -39,17 +102,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // Make the rename itself durable.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        std::fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+fn parent(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Makes renames in `dir` durable. Best effort: some file systems cannot sync a directory.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 #[cfg(test)]

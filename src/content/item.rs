@@ -50,8 +50,9 @@ pub struct Item {
     /// In the site's time zone.
     pub date: DateTime<FixedOffset>,
     pub updated: DateTime<FixedOffset>,
-    /// Plain text.
-    pub summary: String,
+    /// The lead as written in the front matter (plain text); see [`Item::render`] for the
+    /// lead every output shows.
+    pub summary: Option<String>,
     pub category: Option<String>,
     /// Distinct by slug, in the order written.
     pub tags: Vec<String>,
@@ -61,7 +62,7 @@ pub struct Item {
     pub image: Option<String>,
     /// Absolute URL of the item's page.
     pub link: String,
-    /// Markdown source of the body.
+    /// Markdown source of the body, as written (see [`Item::render`] for the clean output).
     pub body: String,
     /// Whether the id derives from the file name (renaming the file would change it).
     pub id_from_file_name: bool,
@@ -69,14 +70,30 @@ pub struct Item {
     pub id_line: usize,
 }
 
+/// What outputs show of an item's body: the HTML and the plain-text lead.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rendition {
+    /// Sanitised HTML with absolute URLs; empty for a body without content.
+    pub html: String,
+    /// The `summary`, else the first paragraph as plain text; may be empty.
+    pub summary: String,
+}
+
 impl Item {
-    /// The body as sanitised HTML with absolute URLs.
-    pub fn render_html(&self) -> String {
-        match Url::parse(&self.link) {
-            Ok(base) => markdown::render_html(&self.body, &base),
+    /// Renders the body. The Markdown is read only here, so a build pays for it only for the
+    /// items that appear in some output.
+    pub fn render(&self) -> Rendition {
+        let body = strip_controls(&self.body);
+        let html = match Url::parse(&self.link) {
+            Ok(base) => markdown::render_html(&body, &base),
             // The link was validated when the item was parsed.
             Err(_) => String::new(),
-        }
+        };
+        let summary = match &self.summary {
+            Some(s) => s.clone(),
+            None => markdown::first_paragraph_text(&body),
+        };
+        Rendition { html, summary }
     }
 }
 
@@ -138,10 +155,12 @@ impl<'de> Deserialize<'de> for DateText {
 pub fn parse_item(path: &str, bytes: &[u8], site: &SiteContext) -> Result<Item, Problem> {
     let problem = |line: usize, message: String| Problem::error(path, line, message);
     let text = front::decode(bytes).map_err(|e| problem(e.line, e.message))?;
-    // Stray control characters (pasted from word processors) would break TOML strings and
-    // every feed; they go before anything reads the text. Line breaks stay, so lines hold.
-    let text = strip_controls(text);
-    let split = front::split(&text).map_err(|e| problem(e.line, e.message))?;
+    let mut split = front::split(text).map_err(|e| problem(e.line, e.message))?;
+    // Stray control characters (pasted from word processors) would break TOML strings; they
+    // go before the front matter is read (line breaks stay, so lines hold). The body is
+    // cleaned when it is rendered, so a scan does not pay for bodies nobody shows.
+    let front_text = strip_controls(split.front);
+    split.front = &front_text;
     let front_line = |line_in_front: usize| split.front_line + line_in_front - 1;
     let key_line = |key: &str| key_line(split.front, key).map(front_line).unwrap_or(1);
 
@@ -250,24 +269,11 @@ pub fn parse_item(path: &str, bytes: &[u8], site: &SiteContext) -> Result<Item, 
     };
 
     let body = split.body.to_string();
-    let summary = match fm
-        .summary
-        .as_deref()
-        .map(plain)
-        .filter(|s| !s.is_empty())
-    {
-        Some(s) => s,
-        None => markdown::first_paragraph_text(&body),
-    };
+    let summary = fm.summary.as_deref().map(plain).filter(|s| !s.is_empty());
 
     let mut tags: Vec<String> = Vec::with_capacity(fm.tags.len());
     let mut seen = Vec::with_capacity(fm.tags.len());
-    for t in fm
-        .tags
-        .iter()
-        .map(|t| plain(t))
-        .filter(|t| !t.is_empty())
-    {
+    for t in fm.tags.iter().map(|t| plain(t)).filter(|t| !t.is_empty()) {
         let s = slugify(&t);
         if !seen.contains(&s) {
             seen.push(s);
@@ -283,11 +289,7 @@ pub fn parse_item(path: &str, bytes: &[u8], site: &SiteContext) -> Result<Item, 
         date,
         updated,
         summary,
-        category: fm
-            .category
-            .as_deref()
-            .map(plain)
-            .filter(|c| !c.is_empty()),
+        category: fm.category.as_deref().map(plain).filter(|c| !c.is_empty()),
         tags,
         author: fm
             .author
@@ -426,7 +428,11 @@ mod tests {
             "https://www.fitko.de/aktuelles/2020/auftakt-kommunalgremium"
         );
         assert_eq!(item.date.to_rfc3339(), "2020-09-08T00:00:00+02:00");
-        assert_eq!(item.summary, "Das neue Kommunalgremium hat getagt.");
+        assert_eq!(item.summary, None);
+        assert_eq!(
+            item.render().summary,
+            "Das neue Kommunalgremium hat getagt."
+        );
         assert_eq!(item.tags, vec!["OZG", "IT-Planungsrat"]);
         assert_eq!(item.author, "FITKO");
         assert!(item.id_from_file_name);
@@ -445,7 +451,7 @@ mod tests {
             Some("https://www.fitko.de/bilder/ozg.png")
         );
         assert_eq!(
-            (item.summary.as_str(), item.author.as_str()),
+            (item.render().summary.as_str(), item.author.as_str()),
             ("Kurz.", "Pressestelle")
         );
         assert!(!item.id_from_file_name);

@@ -130,7 +130,10 @@ mod tests {
             "Text"
         );
         assert_eq!(first_paragraph_text(""), "");
-        assert_eq!(first_paragraph_text("# Nur Überschrift\n\n- Punkt &amp; Liste"), "Nur Überschrift Punkt & Liste");
+        assert_eq!(
+            first_paragraph_text("# Nur Überschrift\n\n- Punkt &amp; Liste"),
+            "Nur Überschrift Punkt & Liste"
+        );
         assert_eq!(first_paragraph_text("<div>nur html</div>"), "");
     }
 }

@@ -13,7 +13,7 @@ pub mod text;
 use std::collections::HashMap;
 use std::fmt;
 
-pub use item::{Item, SiteContext, parse_item};
+pub use item::{Item, Rendition, SiteContext, parse_item};
 
 /// How bad a problem is: errors skip the file, warnings only inform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -29,7 +29,9 @@ pub fn list_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
                 if let Ok(sub) = std::fs::read_dir(entry.path()) {
                     stack.push((rel, sub));
                 }
-            } else if is_content_file(&rel) && entry.path().is_file() {
+            } else if is_content_file(&rel)
+                && (ft.is_file() || (ft.is_symlink() && entry.path().is_file()))
+            {
                 out.push((rel, entry.path()));
             }
         }

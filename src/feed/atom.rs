@@ -21,7 +21,7 @@ pub(super) fn render(v: &FeedView) -> Vec<u8> {
     let entries = v
         .entries
         .iter()
-        .map(|(item, html)| {
+        .map(|(item, body)| {
             let mut links = vec![link("alternate", &item.link, Some("text/html"))];
             if let Some(img) = &item.image {
                 links.push(link("enclosure", img, Some(image_type(img))));
@@ -44,15 +44,15 @@ pub(super) fn render(v: &FeedView) -> Vec<u8> {
                     .collect(),
                 links,
                 // An entry without content needs a summary; the title stands in for a missing one.
-                summary: match (item.summary.is_empty(), html.is_empty()) {
-                    (false, _) => Some(Text::plain(item.summary.clone())),
+                summary: match (body.summary.is_empty(), body.html.is_empty()) {
+                    (false, _) => Some(Text::plain(body.summary.clone())),
                     (true, true) => Some(Text::plain(item.title.clone())),
                     (true, false) => None,
                 },
                 // A blank <content> is invalid; an empty body leaves the summary and the link.
-                content: (!html.is_empty()).then(|| Content {
+                content: (!body.html.is_empty()).then(|| Content {
                     content_type: Some("html".into()),
-                    value: Some(html.to_string()),
+                    value: Some(body.html.clone()),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -64,7 +64,12 @@ pub(super) fn render(v: &FeedView) -> Vec<u8> {
         title: Text::plain(v.title.clone()),
         subtitle: (!v.meta.description.is_empty()).then(|| Text::plain(v.meta.description.clone())),
         id: v.self_url.clone(),
-        updated: v.entries.iter().map(|(i, _)| distinct_updated(i)).max().unwrap_or(epoch),
+        updated: v
+            .entries
+            .iter()
+            .map(|(i, _)| distinct_updated(i))
+            .max()
+            .unwrap_or(epoch),
         authors: vec![Person {
             name: v.meta.author.clone(),
             ..Default::default()

@@ -75,13 +75,17 @@ pub(super) fn render(v: &FeedView) -> Vec<u8> {
         items: v
             .entries
             .iter()
-            .map(|(item, html)| JsonItem {
+            .map(|(item, body)| JsonItem {
                 id: &item.id,
                 url: &item.link,
                 title: &item.title,
-                content_html: html,
-                content_text: html.is_empty().then_some(if item.summary.is_empty() { &item.title } else { &item.summary }),
-                summary: &item.summary,
+                content_html: &body.html,
+                content_text: body.html.is_empty().then_some(if body.summary.is_empty() {
+                    &item.title
+                } else {
+                    &body.summary
+                }),
+                summary: &body.summary,
                 image: item.image.as_deref(),
                 date_published: item.date.to_rfc3339(),
                 date_modified: item.updated.to_rfc3339(),

@@ -11,7 +11,7 @@ use chrono::{DateTime, FixedOffset};
 
 use crate::config::{Config, Format};
 use crate::content::slug::slugify;
-use crate::content::{Item, Problem};
+use crate::content::{Item, Problem, Rendition};
 
 /// What a feed collects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,13 +170,13 @@ pub fn plan(
     (specs, warnings)
 }
 
-/// Renders one feed in one format. `bodies[i]` is the rendered body of item `i`.
-pub fn render<S: AsRef<str>>(
+/// Renders one feed in one format. `bodies[i]` is the rendition of item `i`.
+pub fn render<B: std::ops::Deref<Target = Rendition>>(
     format: Format,
     meta: &FeedMeta,
     spec: &FeedSpec,
     items: &[Item],
-    bodies: &[S],
+    bodies: &[B],
 ) -> Vec<u8> {
     let view = FeedView {
         meta,
@@ -186,7 +186,7 @@ pub fn render<S: AsRef<str>>(
         entries: spec
             .items
             .iter()
-            .map(|&i| (&items[i], bodies[i].as_ref()))
+            .map(|&i| (&items[i], &*bodies[i]))
             .collect(),
     };
     match format {
@@ -214,7 +214,7 @@ struct FeedView<'a> {
     self_url: String,
     /// The newest `updated` of the feed's items; `None` for an empty feed.
     updated: Option<DateTime<FixedOffset>>,
-    entries: Vec<(&'a Item, &'a str)>,
+    entries: Vec<(&'a Item, &'a Rendition)>,
 }
 
 impl FeedView<'_> {

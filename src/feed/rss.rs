@@ -21,12 +21,16 @@ pub(super) fn render(v: &FeedView) -> Vec<u8> {
     let items = v
         .entries
         .iter()
-        .map(|(item, html)| rss::Item {
+        .map(|(item, body)| rss::Item {
             title: Some(item.title.clone()),
             link: Some(item.link.clone()),
             // RSS descriptions are HTML; the summary is text. Readers and validators expect a
             // description beside content:encoded, so a body without text lead gives the title.
-            description: Some(escape_html(if item.summary.is_empty() { &item.title } else { &item.summary })),
+            description: Some(escape_html(if body.summary.is_empty() {
+                &item.title
+            } else {
+                &body.summary
+            })),
             guid: Some(rss::Guid {
                 value: item.id.clone(),
                 permalink: false,
@@ -44,7 +48,7 @@ pub(super) fn render(v: &FeedView) -> Vec<u8> {
                 length: "0".into(),
                 mime_type: image_type(url).into(),
             }),
-            content: (!html.is_empty()).then(|| html.to_string()),
+            content: (!body.html.is_empty()).then(|| body.html.clone()),
             dublin_core_ext: Some(DublinCoreExtension {
                 creators: vec![item.author.clone()],
                 ..Default::default()

@@ -3,9 +3,27 @@
 use crate::helpers::*;
 
 fn three_items(site: &Site) {
-    site.item("2026-01-10-ozg.md", "OZG-Meldung", "2026-01-10T09:00:00+01:00", "tags = [\"OZG\", \"Öffentliche Verwaltung\"]\ncategory = \"Pressemitteilung\"", "Erster Absatz zur OZG.\n\n[Mehr](mehr.html)");
-    site.item("2026-02-10-fit.md", "FIT-Connect-Meldung", "2026-02-10", "slug = \"fit\"\ntags = [\"FIT-Connect\", \"öffentliche verwaltung\"]", "Zu FIT-Connect.");
-    site.item("alt/2025-07-01-sommer.md", "Sommermeldung", "2025-07-01T12:00:00Z", "tags = [\"OZG\"]\nauthor = \"Pressestelle\"", "Sommer.");
+    site.item(
+        "2026-01-10-ozg.md",
+        "OZG-Meldung",
+        "2026-01-10T09:00:00+01:00",
+        "tags = [\"OZG\", \"Öffentliche Verwaltung\"]\ncategory = \"Pressemitteilung\"",
+        "Erster Absatz zur OZG.\n\n[Mehr](mehr.html)",
+    );
+    site.item(
+        "2026-02-10-fit.md",
+        "FIT-Connect-Meldung",
+        "2026-02-10",
+        "slug = \"fit\"\ntags = [\"FIT-Connect\", \"öffentliche verwaltung\"]",
+        "Zu FIT-Connect.",
+    );
+    site.item(
+        "alt/2025-07-01-sommer.md",
+        "Sommermeldung",
+        "2025-07-01T12:00:00Z",
+        "tags = [\"OZG\"]\nauthor = \"Pressestelle\"",
+        "Sommer.",
+    );
 }
 
 #[test]
@@ -15,7 +33,11 @@ fn all_formats_carry_the_items_newest_first() {
     site.build();
     for f in FORMATS {
         let feed = site.feed(f);
-        assert_eq!(titles(&feed), ["FIT-Connect-Meldung", "OZG-Meldung", "Sommermeldung"], "{f}");
+        assert_eq!(
+            titles(&feed),
+            ["FIT-Connect-Meldung", "OZG-Meldung", "Sommermeldung"],
+            "{f}"
+        );
         assert_eq!(
             ids(&feed),
             [
@@ -26,18 +48,46 @@ fn all_formats_carry_the_items_newest_first() {
             "{f}"
         );
         let first = &feed.entries[1];
-        assert_eq!(first.links[0].href, "https://www.fitko.de/aktuelles/ozg", "{f}");
-        assert_eq!(first.published.unwrap().to_rfc3339(), "2026-01-10T08:00:00+00:00", "{f}");
-        let body = first.content.as_ref().and_then(|c| c.body.clone()).unwrap_or_default();
-        assert!(body.contains("href=\"https://www.fitko.de/aktuelles/mehr.html\""), "{f}: {body}");
+        assert_eq!(
+            first.links[0].href, "https://www.fitko.de/aktuelles/ozg",
+            "{f}"
+        );
+        assert_eq!(
+            first.published.unwrap().to_rfc3339(),
+            "2026-01-10T08:00:00+00:00",
+            "{f}"
+        );
+        let body = first
+            .content
+            .as_ref()
+            .and_then(|c| c.body.clone())
+            .unwrap_or_default();
+        assert!(
+            body.contains("href=\"https://www.fitko.de/aktuelles/mehr.html\""),
+            "{f}: {body}"
+        );
         let terms: Vec<String> = first.categories.iter().map(|c| c.term.clone()).collect();
-        assert_eq!(terms, ["Pressemitteilung", "OZG", "Öffentliche Verwaltung"], "{f}");
+        assert_eq!(
+            terms,
+            ["Pressemitteilung", "OZG", "Öffentliche Verwaltung"],
+            "{f}"
+        );
         // The summer item: UTC noon is 14:00 in Berlin summer time.
-        assert_eq!(feed.entries[2].published.unwrap().to_rfc3339(), "2025-07-01T12:00:00+00:00");
-        assert_eq!(feed.entries[2].authors[0].name.as_deref(), Some("Pressestelle"), "{f}");
+        assert_eq!(
+            feed.entries[2].published.unwrap().to_rfc3339(),
+            "2025-07-01T12:00:00+00:00"
+        );
+        assert_eq!(
+            feed.entries[2].authors[0].name.as_deref(),
+            Some("Pressestelle"),
+            "{f}"
+        );
     }
     let rss = String::from_utf8(site.feed_bytes("rss.xml")).unwrap();
-    assert!(rss.contains("<pubDate>Tue, 01 Jul 2025 14:00:00 +0200</pubDate>"), "{rss}");
+    assert!(
+        rss.contains("<pubDate>Tue, 01 Jul 2025 14:00:00 +0200</pubDate>"),
+        "{rss}"
+    );
     assert!(rss.contains("<lastBuildDate>Tue, 10 Feb 2026 00:00:00 +0100</lastBuildDate>"));
     assert!(rss.contains("<dc:creator>Pressestelle</dc:creator>"));
     assert!(rss.contains("<atom:link href=\"https://www.fitko.de/feeds/rss.xml\" rel=\"self\""));
@@ -55,11 +105,26 @@ fn tag_and_category_feeds_use_transliterated_slugs() {
     // Two spellings of one tag are one feed.
     let feed = site.feed("tags/oeffentliche-verwaltung/atom.xml");
     assert_eq!(titles(&feed), ["FIT-Connect-Meldung", "OZG-Meldung"]);
-    assert_eq!(feed.title.unwrap().content, "FITKO – Aktuelles – Öffentliche Verwaltung");
-    assert_eq!(feed.id, "https://www.fitko.de/feeds/tags/oeffentliche-verwaltung/atom.xml");
-    assert_eq!(titles(&site.feed("tags/ozg/rss.xml")), ["OZG-Meldung", "Sommermeldung"]);
-    assert_eq!(titles(&site.feed("tags/fit-connect/feed.json")), ["FIT-Connect-Meldung"]);
-    assert_eq!(titles(&site.feed("categories/pressemitteilung/rss.xml")), ["OZG-Meldung"]);
+    assert_eq!(
+        feed.title.unwrap().content,
+        "FITKO – Aktuelles – Öffentliche Verwaltung"
+    );
+    assert_eq!(
+        feed.id,
+        "https://www.fitko.de/feeds/tags/oeffentliche-verwaltung/atom.xml"
+    );
+    assert_eq!(
+        titles(&site.feed("tags/ozg/rss.xml")),
+        ["OZG-Meldung", "Sommermeldung"]
+    );
+    assert_eq!(
+        titles(&site.feed("tags/fit-connect/feed.json")),
+        ["FIT-Connect-Meldung"]
+    );
+    assert_eq!(
+        titles(&site.feed("categories/pressemitteilung/rss.xml")),
+        ["OZG-Meldung"]
+    );
     assert_feedparser_clean(&site.path("feeds"));
 }
 
@@ -67,14 +132,27 @@ fn tag_and_category_feeds_use_transliterated_slugs() {
 fn limit_drafts_and_scheduled_items() {
     let site = Site::with_config(&format!("{BASE_CONFIG}limit = 3\n"));
     for day in 1..=5 {
-        site.item(&format!("n{day}.md"), &format!("Meldung {day}"), &format!("2026-03-0{day}"), "", "Text");
+        site.item(
+            &format!("n{day}.md"),
+            &format!("Meldung {day}"),
+            &format!("2026-03-0{day}"),
+            "",
+            "Text",
+        );
     }
     site.item("entwurf.md", "Entwurf", "2026-03-09", "draft = true", "x");
     site.item("zukunft.md", "Zukunft", "2999-01-01", "", "x");
     let log = site.build();
-    assert!(log.contains("scheduled=1") && log.contains("drafts=1"), "{log}");
+    assert!(
+        log.contains("scheduled=1") && log.contains("drafts=1"),
+        "{log}"
+    );
     for f in FORMATS {
-        assert_eq!(titles(&site.feed(f)), ["Meldung 5", "Meldung 4", "Meldung 3"], "{f}");
+        assert_eq!(
+            titles(&site.feed(f)),
+            ["Meldung 5", "Meldung 4", "Meldung 3"],
+            "{f}"
+        );
     }
 }
 
@@ -98,13 +176,22 @@ fn a_title_edit_keeps_the_id_and_changes_updated_only() {
     three_items(&site);
     site.build();
     let before = ids(&site.feed("atom.xml"));
-    site.item("2026-01-10-ozg.md", "OZG-Meldung (korrigiert)", "2026-01-10T09:00:00+01:00", "updated = 2026-01-11T10:00:00+01:00\ntags = [\"OZG\"]", "Neu.");
+    site.item(
+        "2026-01-10-ozg.md",
+        "OZG-Meldung (korrigiert)",
+        "2026-01-10T09:00:00+01:00",
+        "updated = 2026-01-11T10:00:00+01:00\ntags = [\"OZG\"]",
+        "Neu.",
+    );
     site.build();
     let feed = site.feed("atom.xml");
     assert_eq!(ids(&feed), before);
     assert_eq!(titles(&feed)[1], "OZG-Meldung (korrigiert)");
     let updated = feed.entries[1].updated.unwrap();
-    assert_eq!(chrono::SubsecRound::trunc_subsecs(updated, 0).to_rfc3339(), "2026-01-11T09:00:00+00:00");
+    assert_eq!(
+        chrono::SubsecRound::trunc_subsecs(updated, 0).to_rfc3339(),
+        "2026-01-11T09:00:00+00:00"
+    );
 }
 
 #[test]
@@ -113,13 +200,26 @@ fn a_tag_that_disappears_loses_its_feed_files() {
     three_items(&site);
     site.build();
     assert!(site.path("feeds/tags/fit-connect/rss.xml").exists());
-    std::fs::write(site.path("feeds/tags/fit-connect/notes.txt"), "operator's file").unwrap();
-    site.item("2026-02-10-fit.md", "FIT-Connect-Meldung", "2026-02-10", "slug = \"fit\"", "Ohne Stichwort.");
+    std::fs::write(
+        site.path("feeds/tags/fit-connect/notes.txt"),
+        "operator's file",
+    )
+    .unwrap();
+    site.item(
+        "2026-02-10-fit.md",
+        "FIT-Connect-Meldung",
+        "2026-02-10",
+        "slug = \"fit\"",
+        "Ohne Stichwort.",
+    );
     site.build();
     for f in FORMATS {
         assert!(!site.path("feeds/tags/fit-connect").join(f).exists(), "{f}");
     }
-    assert!(site.path("feeds/tags/fit-connect/notes.txt").exists(), "other files are never touched");
+    assert!(
+        site.path("feeds/tags/fit-connect/notes.txt").exists(),
+        "other files are never touched"
+    );
 }
 
 #[test]
@@ -133,7 +233,10 @@ fn strict_build_writes_nothing_when_an_item_is_broken() {
     assert!(!site.path("feeds/rss.xml").exists());
     // Without --strict the good items are published and the bad one reported.
     let log = site.build();
-    assert!(log.contains("content/kaputt.md:1: the front matter opened here is never closed"), "{log}");
+    assert!(
+        log.contains("content/kaputt.md:1: the front matter opened here is never closed"),
+        "{log}"
+    );
     assert_eq!(site.feed("rss.xml").entries.len(), 3);
 }
 
@@ -141,36 +244,60 @@ fn strict_build_writes_nothing_when_an_item_is_broken() {
 fn a_one_megabyte_body_is_published_whole() {
     let site = Site::new();
     let paragraph = "Die Registermodernisierung verbindet Register über das NOOTS. ".repeat(16);
-    let body: String = (0..1100).map(|i| format!("Absatz {i}: {paragraph}\n\n")).collect();
+    let body: String = (0..1100)
+        .map(|i| format!("Absatz {i}: {paragraph}\n\n"))
+        .collect();
     assert!(body.len() > 1_000_000);
     site.item("gross.md", "Sehr lang", "2026-01-01", "", &body);
     site.build();
     let feed = site.feed("feed.json");
-    let html = feed.entries[0].content.as_ref().unwrap().body.clone().unwrap();
+    let html = feed.entries[0]
+        .content
+        .as_ref()
+        .unwrap()
+        .body
+        .clone()
+        .unwrap();
     assert!(html.contains("Absatz 1099:"));
     assert!(html.len() > 1_000_000);
 }
 
 #[test]
 fn formats_and_per_tag_switches_are_honoured() {
-    let site = Site::with_config(&format!("{BASE_CONFIG}formats = [\"atom\"]\nper_tag = false\n"));
+    let site = Site::with_config(&format!(
+        "{BASE_CONFIG}formats = [\"atom\"]\nper_tag = false\n"
+    ));
     three_items(&site);
     site.build();
     assert!(site.path("feeds/atom.xml").exists());
     assert!(!site.path("feeds/rss.xml").exists());
     assert!(!site.path("feeds/tags").exists());
-    assert!(site.path("feeds/categories/pressemitteilung/atom.xml").exists());
+    assert!(
+        site.path("feeds/categories/pressemitteilung/atom.xml")
+            .exists()
+    );
 }
 
 #[test]
 fn items_of_the_same_day_get_distinct_stable_atom_updated_values() {
     let site = Site::new();
     for n in 0..5 {
-        site.item(&format!("tag{n}.md"), &format!("Meldung {n}"), "2026-05-04", "", "Text");
+        site.item(
+            &format!("tag{n}.md"),
+            &format!("Meldung {n}"),
+            "2026-05-04",
+            "",
+            "Text",
+        );
     }
     site.build();
     let updated = |site: &Site| -> Vec<String> {
-        let mut v: Vec<String> = site.feed("atom.xml").entries.iter().map(|e| e.updated.unwrap().to_rfc3339()).collect();
+        let mut v: Vec<String> = site
+            .feed("atom.xml")
+            .entries
+            .iter()
+            .map(|e| e.updated.unwrap().to_rfc3339())
+            .collect();
         v.sort();
         v
     };
@@ -178,13 +305,22 @@ fn items_of_the_same_day_get_distinct_stable_atom_updated_values() {
     let mut distinct = first.clone();
     distinct.dedup();
     assert_eq!(distinct.len(), 5, "{first:?}");
-    assert!(first.iter().all(|u| u.starts_with("2026-05-03T22:00:00.")), "{first:?}");
+    assert!(
+        first.iter().all(|u| u.starts_with("2026-05-03T22:00:00.")),
+        "{first:?}"
+    );
     // A new neighbour changes no existing entry's value.
     site.item("neu.md", "Neu", "2026-05-04", "", "Text");
     site.build();
     let second = updated(&site);
-    assert!(first.iter().all(|u| second.contains(u)), "{first:?} vs {second:?}");
+    assert!(
+        first.iter().all(|u| second.contains(u)),
+        "{first:?} vs {second:?}"
+    );
     // RSS and JSON Feed keep the time as written.
     let json = String::from_utf8(site.feed_bytes("feed.json")).unwrap();
-    assert!(json.contains("\"date_modified\": \"2026-05-04T00:00:00+02:00\""), "{json}");
+    assert!(
+        json.contains("\"date_modified\": \"2026-05-04T00:00:00+02:00\""),
+        "{json}"
+    );
 }

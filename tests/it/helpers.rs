@@ -27,7 +27,9 @@ impl Site {
     }
 
     pub fn with_config(config: &str) -> Site {
-        let site = Site { dir: tempfile::tempdir().unwrap() };
+        let site = Site {
+            dir: tempfile::tempdir().unwrap(),
+        };
         std::fs::write(site.path("config.toml"), config).unwrap();
         std::fs::create_dir_all(site.path("content")).unwrap();
         site
@@ -46,7 +48,10 @@ impl Site {
 
     /// Writes a TOML item with the given extra front matter lines.
     pub fn item(&self, rel: &str, title: &str, date: &str, extra: &str, body: &str) {
-        self.write(rel, format!("+++\ntitle = {title:?}\ndate = {date}\n{extra}\n+++\n{body}\n"));
+        self.write(
+            rel,
+            format!("+++\ntitle = {title:?}\ndate = {date}\n{extra}\n+++\n{body}\n"),
+        );
     }
 
     /// Runs the real binary in the site's directory.
@@ -74,7 +79,8 @@ impl Site {
 
     /// Reads `feeds/{rel}` back with feed-rs.
     pub fn feed(&self, rel: &str) -> feed_rs::model::Feed {
-        feed_rs::parser::parse(&self.feed_bytes(rel)[..]).unwrap_or_else(|e| panic!("feeds/{rel} does not parse: {e}"))
+        feed_rs::parser::parse(&self.feed_bytes(rel)[..])
+            .unwrap_or_else(|e| panic!("feeds/{rel} does not parse: {e}"))
     }
 
     /// Every file below `feeds/` with its bytes and mtime.
@@ -92,13 +98,25 @@ fn walk(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>, std::time::SystemTime)>) {
         if p.is_dir() {
             walk(&p, out);
         } else {
-            out.push((p.clone(), std::fs::read(&p).unwrap(), e.metadata().unwrap().modified().unwrap()));
+            out.push((
+                p.clone(),
+                std::fs::read(&p).unwrap(),
+                e.metadata().unwrap().modified().unwrap(),
+            ));
         }
     }
 }
 
 pub fn titles(feed: &feed_rs::model::Feed) -> Vec<String> {
-    feed.entries.iter().map(|e| e.title.as_ref().map(|t| t.content.clone()).unwrap_or_default()).collect()
+    feed.entries
+        .iter()
+        .map(|e| {
+            e.title
+                .as_ref()
+                .map(|t| t.content.clone())
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 pub fn ids(feed: &feed_rs::model::Feed) -> Vec<String> {

@@ -18,7 +18,10 @@ fn copy_dir(from: &Path, to: &Path) {
 
 fn nasty_site() -> Site {
     let site = Site::new();
-    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nasty"), &site.path("content"));
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nasty"),
+        &site.path("content"),
+    );
     site
 }
 
@@ -40,7 +43,10 @@ fn every_bad_file_is_reported_with_line_and_reason_and_skipped() {
     for (got, want) in problems.iter().zip(expected) {
         assert!(got.starts_with(want), "got {got:?}, want {want:?}");
     }
-    assert!(log.contains("skipped=7") && log.contains("drafts=1") && log.contains("scheduled=1"), "{log}");
+    assert!(
+        log.contains("skipped=7") && log.contains("drafts=1") && log.contains("scheduled=1"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -65,19 +71,49 @@ fn the_good_nasty_files_are_published_cleanly() {
     for f in FORMATS {
         let bytes = site.feed_bytes(f);
         let text = String::from_utf8(bytes).unwrap();
-        for bad in ["<script", "onerror", "onclick", "javascript:", "<iframe", "\u{1}", "\u{1b}", "\u{c}", "\u{7}"] {
+        for bad in [
+            "<script",
+            "onerror",
+            "onclick",
+            "javascript:",
+            "<iframe",
+            "\u{1}",
+            "\u{1b}",
+            "\u{c}",
+            "\u{7}",
+        ] {
             assert!(!text.contains(bad), "{f} contains {bad:?}");
         }
     }
-    let hostile = feed.entries.iter().find(|e| e.id.ends_with(":feindliches-html")).unwrap();
+    let hostile = feed
+        .entries
+        .iter()
+        .find(|e| e.id.ends_with(":feindliches-html"))
+        .unwrap();
     let body = hostile.content.as_ref().unwrap().body.clone().unwrap();
-    assert!(body.contains("href=\"https://www.fitko.de/anderes\""), "{body}");
-    assert!(body.contains("src=\"https://www.fitko.de/grafik.svg\""), "{body}");
-    assert!(body.contains("src=\"https://www.fitko.de/aktuelles/bild.png\""), "{body}");
-    let specials = feed.entries.iter().find(|e| e.id.ends_with(":sonderzeichen")).unwrap();
+    assert!(
+        body.contains("href=\"https://www.fitko.de/anderes\""),
+        "{body}"
+    );
+    assert!(
+        body.contains("src=\"https://www.fitko.de/grafik.svg\""),
+        "{body}"
+    );
+    assert!(
+        body.contains("src=\"https://www.fitko.de/aktuelles/bild.png\""),
+        "{body}"
+    );
+    let specials = feed
+        .entries
+        .iter()
+        .find(|e| e.id.ends_with(":sonderzeichen"))
+        .unwrap();
     let body = specials.content.as_ref().unwrap().body.clone().unwrap();
     assert!(body.contains("]]&gt; mitten drin"), "{body}");
-    assert_eq!(specials.summary.as_ref().unwrap().content, "Zusammenfassung mit & und <tag> und ]]>");
+    assert_eq!(
+        specials.summary.as_ref().unwrap().content,
+        "Zusammenfassung mit & und <tag> und ]]>"
+    );
 }
 
 #[test]
@@ -85,14 +121,39 @@ fn emoji_and_umlaut_tags_get_clean_feeds() {
     let site = nasty_site();
     site.build();
     let check = String::from_utf8(site.herold(&["check"]).stderr).unwrap();
-    assert!(check.contains("content/emoji-tags.md:1: warning: `🚀` has no letters or digits, so it gets no feed"), "{check}");
-    assert_eq!(titles(&site.feed("tags/digitalisierung/rss.xml")), ["Tief verschachtelt", "Umlaute und Emoji 🚀 in Stichwörtern"]);
-    assert_eq!(titles(&site.feed("tags/oeffentliche-verwaltung/rss.xml")).len(), 1);
+    assert!(
+        check.contains(
+            "content/emoji-tags.md:1: warning: `🚀` has no letters or digits, so it gets no feed"
+        ),
+        "{check}"
+    );
+    assert_eq!(
+        titles(&site.feed("tags/digitalisierung/rss.xml")),
+        ["Tief verschachtelt", "Umlaute und Emoji 🚀 in Stichwörtern"]
+    );
+    assert_eq!(
+        titles(&site.feed("tags/oeffentliche-verwaltung/rss.xml")).len(),
+        1
+    );
     assert_eq!(titles(&site.feed("tags/strasse/feed.json")).len(), 1);
-    assert_eq!(titles(&site.feed("categories/tests-pruefungen/atom.xml")).len(), 1);
-    let mut tags: Vec<String> = std::fs::read_dir(site.path("feeds/tags")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(
+        titles(&site.feed("categories/tests-pruefungen/atom.xml")).len(),
+        1
+    );
+    let mut tags: Vec<String> = std::fs::read_dir(site.path("feeds/tags"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     tags.sort();
-    assert_eq!(tags, ["digitalisierung", "oeffentliche-verwaltung", "strasse", "technik"]);
+    assert_eq!(
+        tags,
+        [
+            "digitalisierung",
+            "oeffentliche-verwaltung",
+            "strasse",
+            "technik"
+        ]
+    );
 }
 
 #[test]

@@ -1,10 +1,9 @@
 //! Snapshots of the three formats for a small fixed site, rendered through the library
 //! with a fixed clock. A change in any byte shows up here for review.
 
-
-use herold::build::{render_feeds, HtmlCache};
+use herold::build::{HtmlCache, prepare};
 use herold::config::Config;
-use herold::content::{scan, SiteContext};
+use herold::content::{SiteContext, scan};
 use herold::feed::FeedMeta;
 
 fn rendered() -> Vec<(String, String)> {
@@ -31,12 +30,21 @@ fn rendered() -> Vec<(String, String)> {
     let corpus = scan::scan(&config.content.dir, &SiteContext::from_config(&config), &()).unwrap();
     assert!(corpus.problems.is_empty(), "{:?}", corpus.problems);
     let now = chrono::DateTime::parse_from_rfc3339("2026-11-23T12:00:00+01:00").unwrap();
-    let out = render_feeds(&corpus, now, &FeedMeta::from_config(&config), &mut HtmlCache::default());
-    out.files.into_iter().map(|(p, b)| (p, String::from_utf8(b).unwrap())).collect()
+    let meta = FeedMeta::from_config(&config);
+    let build = prepare(&corpus, now, &meta, &mut HtmlCache::default());
+    build
+        .files()
+        .into_iter()
+        .map(|(p, b)| (p, String::from_utf8(b).unwrap()))
+        .collect()
 }
 
 fn file(name: &str) -> String {
-    rendered().into_iter().find(|(p, _)| p == name).unwrap_or_else(|| panic!("{name} not rendered")).1
+    rendered()
+        .into_iter()
+        .find(|(p, _)| p == name)
+        .unwrap_or_else(|| panic!("{name} not rendered"))
+        .1
 }
 
 #[test]
