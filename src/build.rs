@@ -41,7 +41,7 @@ impl HtmlCache {
     /// Renders the bodies of `wanted` items that are not cached (in parallel), forgets the
     /// bodies of items not wanted any more, and gives a rendition per corpus position
     /// (empty for the items not wanted).
-    pub fn fill(&mut self, items: &[Item], wanted: &BTreeSet<usize>) -> Vec<Arc<Rendition>> {
+    pub fn fill(&mut self, items: &[Arc<Item>], wanted: &BTreeSet<usize>) -> Vec<Arc<Rendition>> {
         let missing: Vec<usize> = wanted
             .iter()
             .copied()
@@ -73,7 +73,7 @@ impl HtmlCache {
 
 /// A decided build: the feeds, their formats, and the rendered bodies they show.
 pub struct Build<'a> {
-    items: &'a [Item],
+    items: &'a [Arc<Item>],
     meta: &'a FeedMeta,
     specs: Vec<FeedSpec>,
     bodies: Vec<Arc<Rendition>>,
@@ -145,6 +145,21 @@ impl Build<'_> {
         feed::render(f, self.meta, &self.specs[s], self.items, &self.bodies)
     }
 
+    /// A fingerprint of everything file `i` shows: its feed, format and, for each of its
+    /// items, the id and `revision(item)` (which must change whenever the item changes).
+    /// Equal fingerprints in two builds with the same settings mean equal bytes.
+    pub fn fingerprint(&self, i: usize, revision: &dyn Fn(&Item) -> u64) -> u64 {
+        let (s, f) = self.jobs[i];
+        let spec = &self.specs[s];
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (f, &spec.kind).hash(&mut h);
+        for &idx in &spec.items {
+            let item = &self.items[idx];
+            (&item.id, revision(item)).hash(&mut h);
+        }
+        h.finish()
+    }
+
     /// Every file with its bytes, in memory at once (for tests and small sites).
     pub fn files(&self) -> Vec<(String, Vec<u8>)> {
         (0..self.len())
@@ -165,10 +180,24 @@ pub struct WriteStats {
 /// change) and removes the feed files herold wrote earlier that are no longer part of the
 /// build (a tag that went away).
 pub fn write_feeds(dir: &Path, build: &Build) -> std::io::Result<WriteStats> {
+    write_feeds_where(dir, build, &|_| true)
+}
+
+/// [`write_feeds`] for the files `select(i)` picks; the others are known to be on disk as
+/// they would be rendered now, and are left alone (stale files are still removed).
+pub fn write_feeds_where(
+    dir: &Path,
+    build: &Build,
+    select: &(dyn Fn(usize) -> bool + Sync),
+) -> std::io::Result<WriteStats> {
     let mut stats = WriteStats::default();
-    let written =
-        write_all_if_changed(build.len(), |i| (dir.join(build.path(i)), build.render(i)))?;
-    for (i, w) in written.into_iter().enumerate() {
+    let picked: Vec<usize> = (0..build.len()).filter(|&i| select(i)).collect();
+    stats.unchanged = build.len() - picked.len();
+    let written = write_all_if_changed(picked.len(), |k| {
+        let i = picked[k];
+        (dir.join(build.path(i)), build.render(i))
+    })?;
+    for (&i, w) in picked.iter().zip(written) {
         match w {
             Written::Changed => stats.changed.push(build.path(i)),
             Written::Unchanged => stats.unchanged += 1,

@@ -46,6 +46,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: watch the content, rebuild the feeds, serve HTTP. SIGHUP reloads the
+    /// configuration, SIGTERM stops.
+    Run,
     /// Build all feeds once, report every skipped item, and exit.
     Build {
         /// Write nothing and exit 1 if any item has a problem.
@@ -96,6 +99,7 @@ pub fn main() -> ExitCode {
 fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let config = Config::load(&cli.config)?;
     match &cli.command {
+        Command::Run => run_daemon(cli, config),
         Command::Build { strict } => build(cli, &config, *strict),
         Command::Check { deny_warnings } => check(cli, &config, *deny_warnings),
         Command::New {
@@ -113,6 +117,16 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             *draft,
         ),
     }
+}
+
+fn run_daemon(cli: &Cli, config: Config) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("herold")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(crate::daemon::run(cli.config.clone(), config))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The wall clock in the site's time zone. The one place commands read it.

@@ -80,10 +80,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 fn replace_if_changed(path: &Path, bytes: &[u8]) -> std::io::Result<Written> {
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.len() == bytes.len() as u64 && std::fs::read(path).is_ok_and(|old| old == bytes) {
-            return Ok(Written::Unchanged);
-        }
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.len() == bytes.len() as u64
+        && std::fs::read(path).is_ok_and(|old| old == bytes)
+    {
+        return Ok(Written::Unchanged);
     }
     replace(path, bytes)?;
     Ok(Written::Changed)

@@ -12,6 +12,7 @@ pub mod text;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 pub use item::{Item, Rendition, SiteContext, parse_item};
 
@@ -67,7 +68,7 @@ impl fmt::Display for Problem {
 #[derive(Debug, Clone, Default)]
 pub struct Corpus {
     /// Sorted by `date` descending, ties broken by `id` ascending.
-    pub items: Vec<Item>,
+    pub items: Vec<Arc<Item>>,
     pub problems: Vec<Problem>,
     pub drafts: usize,
 }
@@ -75,8 +76,8 @@ pub struct Corpus {
 impl Corpus {
     /// Forms the corpus from the result of each file. Files are taken in path order, so when
     /// two items share an id the file that sorts first keeps it and the other is reported.
-    pub fn assemble(mut results: Vec<Result<Item, Problem>>) -> Corpus {
-        let key = |r: &Result<Item, Problem>| match r {
+    pub fn assemble(mut results: Vec<Result<Arc<Item>, Problem>>) -> Corpus {
+        let key = |r: &Result<Arc<Item>, Problem>| match r {
             Ok(i) => i.path.clone(),
             Err(p) => p.path.clone(),
         };

@@ -1,6 +1,7 @@
 //! Reading the content directory: the only file IO of the content module.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -71,10 +72,10 @@ impl Progress for () {}
 pub fn scan(dir: &Path, site: &SiteContext, progress: &dyn Progress) -> std::io::Result<Corpus> {
     let files = list_files(dir)?;
     progress.start(files.len());
-    let results: Vec<Result<Item, Problem>> = files
+    let results: Vec<Result<Arc<Item>, Problem>> = files
         .par_iter()
         .map(|(rel, full)| {
-            let r = read_item(rel, full, site);
+            let r = read_item(rel, full, site).map(Arc::new);
             progress.file_done();
             r
         })

@@ -7,6 +7,8 @@ mod rss;
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
 use chrono::{DateTime, FixedOffset};
 
 use crate::config::{Config, Format};
@@ -14,7 +16,7 @@ use crate::content::slug::slugify;
 use crate::content::{Item, Problem, Rendition};
 
 /// What a feed collects.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum FeedKind {
     Site,
     Tag { slug: String, name: String },
@@ -103,7 +105,7 @@ impl FeedMeta {
 
 /// The items of a corpus that are published at `now`: not scheduled for later.
 /// `items` is sorted newest first, so the scheduled ones lead.
-pub fn published_from(items: &[Item], now: DateTime<FixedOffset>) -> usize {
+pub fn published_from(items: &[Arc<Item>], now: DateTime<FixedOffset>) -> usize {
     items.partition_point(|i| i.date > now)
 }
 
@@ -111,7 +113,7 @@ pub fn published_from(items: &[Item], now: DateTime<FixedOffset>) -> usize {
 /// that give the same slug are one feed, named by the first spelling in sort order).
 /// `items` must be sorted newest first. Tags whose slug is empty get no feed and a warning.
 pub fn plan(
-    items: &[Item],
+    items: &[Arc<Item>],
     now: DateTime<FixedOffset>,
     meta: &FeedMeta,
 ) -> (Vec<FeedSpec>, Vec<Problem>) {
@@ -153,10 +155,10 @@ pub fn plan(
                 add(&mut tags, t, idx, &mut warnings);
             }
         }
-        if meta.per_category {
-            if let Some(c) = &item.category {
-                add(&mut cats, c, idx, &mut warnings);
-            }
+        if meta.per_category
+            && let Some(c) = &item.category
+        {
+            add(&mut cats, c, idx, &mut warnings);
         }
     }
     specs.extend(tags.into_iter().map(|(slug, (name, items))| FeedSpec {
@@ -175,7 +177,7 @@ pub fn render<B: std::ops::Deref<Target = Rendition>>(
     format: Format,
     meta: &FeedMeta,
     spec: &FeedSpec,
-    items: &[Item],
+    items: &[Arc<Item>],
     bodies: &[B],
 ) -> Vec<u8> {
     let view = FeedView {
@@ -186,7 +188,7 @@ pub fn render<B: std::ops::Deref<Target = Rendition>>(
         entries: spec
             .items
             .iter()
-            .map(|&i| (&items[i], &*bodies[i]))
+            .map(|&i| (&*items[i], &*bodies[i]))
             .collect(),
     };
     match format {

@@ -1,0 +1,392 @@
+//! `herold run`: one event loop that watches the content, rebuilds the feeds, wakes for
+//! scheduled items, reloads on SIGHUP and stops on SIGTERM, while the HTTP server runs beside
+//! it. Every trigger is an [`Event`]; every event is handled in [`Daemon::handle`].
+
+pub mod content;
+mod systemd;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, FixedOffset};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::build::{self, HtmlCache};
+use crate::config::Config;
+use crate::content::{Severity, SiteContext};
+use crate::feed::FeedMeta;
+use crate::metrics::Metrics;
+use crate::web::{self, AppState};
+use content::ContentState;
+
+/// Everything that makes the daemon act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The file system reported a change below the content directory (debounced).
+    ContentChanged,
+    /// `content.poll_interval` passed: look for changes the watcher missed.
+    Poll,
+    /// A scheduled item's date has come.
+    ScheduledDue,
+    /// SIGHUP: read the configuration again.
+    Reload,
+    /// Time to tell systemd the loop is alive.
+    Watchdog,
+    /// SIGTERM or SIGINT.
+    Shutdown,
+}
+
+/// How long the watcher waits for an editor's burst of writes to end.
+const DEBOUNCE: Duration = Duration::from_millis(20);
+/// The longest a burst may delay a rebuild.
+const DEBOUNCE_MAX: Duration = Duration::from_millis(200);
+
+/// The state the loop owns.
+pub struct Daemon {
+    config_path: PathBuf,
+    config: Arc<Config>,
+    content: ContentState,
+    feeds: FeedWriter,
+    web: Arc<AppState>,
+    metrics: Arc<Metrics>,
+    http: reqwest::Client,
+    /// When the next scheduled item is due.
+    next_due: Option<DateTime<FixedOffset>>,
+    /// Problems already logged, so a poll does not repeat them.
+    reported: Vec<String>,
+}
+
+/// The feed files as last written: rendered bodies and a fingerprint per file, so a change
+/// renders only the files that show it.
+#[derive(Default)]
+struct FeedWriter {
+    cache: HtmlCache,
+    fingerprints: HashMap<String, u64>,
+    /// Bumped on reload: settings may change every file.
+    epoch: u64,
+}
+
+/// Runs the daemon until SIGTERM. Returns once the server has stopped.
+pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
+    let lock = crate::lock::acquire(&config.database.path)?;
+    tracing::debug!(lock = %lock.path.display(), "instance lock taken");
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::default());
+    let web = AppState::new(config.clone(), metrics.clone());
+    let mut daemon = Daemon {
+        content: ContentState::new(
+            config.content.dir.clone(),
+            SiteContext::from_config(&config),
+        ),
+        config_path,
+        config: config.clone(),
+        feeds: FeedWriter::default(),
+        web: web.clone(),
+        metrics,
+        http: crate::websub::client(),
+        next_due: None,
+        reported: Vec::new(),
+    };
+    daemon.rebuild(true);
+
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(addr = %addr, public_url = %config.public_url(), "listening on http://{addr}");
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(
+        axum::serve(
+            listener,
+            web::app(web.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        })
+        .into_future(),
+    );
+    systemd::ready(&daemon.status());
+
+    let (watch_tx, mut watch_rx) = mpsc::unbounded_channel();
+    let mut watcher = watch(&config.content.dir, watch_tx.clone());
+    let mut poll = tokio::time::interval_at(
+        tokio::time::Instant::now() + config.content.poll_interval,
+        config.content.poll_interval,
+    );
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let watchdog_every = systemd::watchdog_interval().unwrap_or(Duration::from_secs(3600));
+    let mut watchdog = tokio::time::interval(watchdog_every);
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+
+    loop {
+        let due_in = daemon.due_in();
+        let event = tokio::select! {
+            Some(()) = watch_rx.recv() => {
+                debounce(&mut watch_rx).await;
+                Event::ContentChanged
+            }
+            _ = poll.tick() => Event::Poll,
+            _ = tokio::time::sleep(due_in.unwrap_or(Duration::from_secs(3600))), if due_in.is_some() => Event::ScheduledDue,
+            _ = hup.recv() => Event::Reload,
+            _ = watchdog.tick() => Event::Watchdog,
+            _ = term.recv() => Event::Shutdown,
+            _ = int.recv() => Event::Shutdown,
+        };
+        if event == Event::Shutdown {
+            break;
+        }
+        let old_dir = daemon.config.content.dir.clone();
+        tokio::task::block_in_place(|| daemon.handle(event));
+        if event == Event::Reload {
+            if daemon.config.content.dir != old_dir {
+                watcher = watch(&daemon.config.content.dir, watch_tx.clone());
+            }
+            poll = tokio::time::interval(daemon.config.content.poll_interval);
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+    }
+    drop(watcher);
+    systemd::stopping();
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(Duration::from_secs(10), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!("server ended with an error: {e}"),
+        Ok(Err(e)) => tracing::warn!("server task failed: {e}"),
+        Err(_) => tracing::warn!("open connections did not finish within 10 s"),
+    }
+    drop(lock);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+impl Daemon {
+    /// Acts on one event. Runs on the loop's thread; the HTTP server keeps serving meanwhile.
+    pub fn handle(&mut self, event: Event) {
+        match event {
+            Event::ContentChanged | Event::Poll => self.rebuild(false),
+            Event::ScheduledDue => self.rebuild(true),
+            Event::Reload => self.reload(),
+            Event::Watchdog => systemd::watchdog(),
+            Event::Shutdown => {}
+        }
+    }
+
+    /// How long until the next scheduled item is due.
+    fn due_in(&self) -> Option<Duration> {
+        let due = self.next_due?;
+        let left = due.signed_duration_since(chrono::Utc::now());
+        // Wake at most an hour ahead, so a jump of the wall clock is noticed.
+        Some(
+            left.to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(Duration::from_secs(3600))
+                + Duration::from_millis(5),
+        )
+    }
+
+    fn status(&self) -> String {
+        format!(
+            "{} items in the feeds, {} scheduled, {} content problems",
+            self.metrics
+                .items
+                .load(std::sync::atomic::Ordering::Relaxed),
+            self.metrics
+                .scheduled
+                .load(std::sync::atomic::Ordering::Relaxed),
+            self.metrics
+                .problems
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// Reads the content again and writes the feeds that changed. With `always`, the feeds
+    /// are planned even if no file changed (a scheduled item's time, a reload, the start).
+    fn rebuild(&mut self, always: bool) {
+        let started = Instant::now();
+        let changes = match self.content.refresh() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(dir = %self.content.dir().display(), "cannot read the content directory: {e}");
+                return;
+            }
+        };
+        if changes.is_empty() && !always {
+            return;
+        }
+        let corpus = self.content.corpus();
+        self.report_problems(&corpus.problems);
+        let now = chrono::Utc::now()
+            .with_timezone(&self.config.site.timezone)
+            .fixed_offset();
+        let meta = FeedMeta::from_config(&self.config);
+        let plan = build::prepare(&corpus, now, &meta, &mut self.feeds.cache);
+        let epoch = self.feeds.epoch;
+        let fingerprints: Vec<u64> = (0..plan.len())
+            .map(|i| {
+                plan.fingerprint(i, &|item| self.content.revision(item))
+                    ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            })
+            .collect();
+        let known = &self.feeds.fingerprints;
+        let select = |i: usize| known.get(&plan.path(i)) != Some(&fingerprints[i]);
+        let rendered = (0..plan.len()).filter(|&i| select(i)).count();
+        match build::write_feeds_where(&self.config.feeds.dir, &plan, &select) {
+            Ok(stats) => {
+                self.feeds.fingerprints = (0..plan.len())
+                    .map(|i| (plan.path(i), fingerprints[i]))
+                    .collect();
+                let m = &self.metrics;
+                use std::sync::atomic::Ordering::Relaxed;
+                m.items.store(plan.published as u64, Relaxed);
+                m.scheduled.store(plan.scheduled as u64, Relaxed);
+                m.problems.store(corpus.errors() as u64, Relaxed);
+                m.files_written
+                    .fetch_add(stats.changed.len() as u64, Relaxed);
+                let unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                m.build_done(started.elapsed().as_secs_f64(), unix);
+                tracing::info!(
+                    parsed = changes.parsed.len(),
+                    removed = changes.removed.len(),
+                    items = plan.published,
+                    scheduled = plan.scheduled,
+                    problems = corpus.errors(),
+                    rendered,
+                    files_changed = stats.changed.len(),
+                    files_removed = stats.removed.len(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "feeds updated"
+                );
+                if !stats.changed.is_empty() && !self.config.feeds.websub_hubs.is_empty() {
+                    let base = self.config.feeds_base_url();
+                    let urls: Vec<String> = stats
+                        .changed
+                        .iter()
+                        .map(|p| format!("{base}/{p}"))
+                        .collect();
+                    crate::websub::publish(
+                        &self.http,
+                        &self.config.feeds.websub_hubs,
+                        &urls,
+                        &self.metrics,
+                    );
+                }
+                systemd::status(&self.status());
+            }
+            Err(e) => {
+                self.metrics
+                    .build_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Nothing is recorded as written, so the next event tries every file again.
+                tracing::error!(dir = %self.config.feeds.dir.display(), "cannot write the feeds, the previous files stay: {e}");
+            }
+        }
+        self.next_due = plan.next_due;
+    }
+
+    /// Logs each problem once, when it first appears.
+    fn report_problems(&mut self, problems: &[crate::content::Problem]) {
+        let now: Vec<String> = problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .map(|p| p.to_string())
+            .collect();
+        for p in problems.iter().filter(|p| p.severity == Severity::Error) {
+            if !self.reported.contains(&p.to_string()) {
+                tracing::warn!(file = %p.path, line = p.line, "{}", p.message);
+            }
+        }
+        self.reported = now;
+    }
+
+    /// SIGHUP: a valid new configuration replaces the old one; an invalid one is logged and
+    /// the old one kept.
+    fn reload(&mut self) {
+        let new = match Config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("reload rejected, the running configuration stays: {e}");
+                systemd::status(&format!("reload rejected: {e}"));
+                return;
+            }
+        };
+        if new.server.listen != self.config.server.listen {
+            tracing::warn!(
+                running = %self.config.server.listen,
+                configured = %new.server.listen,
+                "server.listen changed: restart herold to listen on the new address"
+            );
+        }
+        let new = Arc::new(new);
+        self.content
+            .reset(new.content.dir.clone(), SiteContext::from_config(&new));
+        self.feeds.epoch += 1;
+        self.config = new.clone();
+        self.web.set_config(new);
+        tracing::info!(config = %self.config_path.display(), "configuration reloaded");
+        self.rebuild(true);
+    }
+}
+
+/// Waits until the watcher has been quiet for [`DEBOUNCE`] (at most [`DEBOUNCE_MAX`]).
+async fn debounce(rx: &mut mpsc::UnboundedReceiver<()>) {
+    let until = tokio::time::Instant::now() + DEBOUNCE_MAX;
+    loop {
+        match tokio::time::timeout_at(until.min(tokio::time::Instant::now() + DEBOUNCE), rx.recv())
+            .await
+        {
+            Ok(Some(())) => continue,
+            _ => return,
+        }
+    }
+}
+
+/// Watches `dir` recursively; each relevant file system event sends a `()`. Without a
+/// watcher (an unsupported file system, no inotify watches left) polling still finds changes.
+fn watch(dir: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let root = dir.to_path_buf();
+    let handler = move |res: notify::Result<notify::Event>| {
+        let Ok(event) = res else { return };
+        if matches!(event.kind, notify::EventKind::Access(_)) {
+            return;
+        }
+        let relevant = event.paths.iter().any(|p| {
+            let rel = p
+                .strip_prefix(&root)
+                .map(|r| r.to_string_lossy().replace('\\', "/"))
+                .unwrap_or_default();
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            // A content file, or something that may be a directory (created, moved or removed).
+            crate::content::is_content_file(&rel)
+                || (!name.contains('.') && !name.is_empty())
+                || p == &root
+        });
+        if relevant {
+            let _ = tx.send(());
+        }
+    };
+    match notify::recommended_watcher(handler)
+        .and_then(|mut w| w.watch(dir, notify::RecursiveMode::Recursive).map(|()| w))
+    {
+        Ok(w) => {
+            tracing::debug!(dir = %dir.display(), "watching for changes");
+            Some(w)
+        }
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), "cannot watch the content directory, polling only: {e}");
+            None
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! One daemon per database: an exclusive lock on a file beside it. The kernel drops the lock
+//! when the process ends, however it ends (also `kill -9`), so it can never be left behind.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// Holds the lock while alive.
+#[derive(Debug)]
+pub struct InstanceLock {
+    _file: File,
+    pub path: PathBuf,
+}
+
+/// Takes the daemon lock for the database at `database`, or says who holds it.
+pub fn acquire(database: &Path) -> anyhow::Result<InstanceLock> {
+    let dir = database
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    let name = database
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "herold".into());
+    let path = dir.join(format!("{name}.daemon.lock"));
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot open the lock file {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(InstanceLock { _file: file, path }),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another herold daemon is running on the database {} (it holds {}); refusing to start",
+            database.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            anyhow::bail!("cannot lock {}: {e}", path.display())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_second_lock_is_refused_until_the_first_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("data/herold.sqlite3");
+        let first = super::acquire(&db).unwrap();
+        let err = super::acquire(&db).unwrap_err().to_string();
+        assert!(err.contains("another herold daemon is running"), "{err}");
+        drop(first);
+        super::acquire(&db).unwrap();
+    }
+}

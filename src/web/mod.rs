@@ -1,0 +1,112 @@
+//! The HTTP server: feeds with validators and compression, health and metrics. One router,
+//! built by [`app`], so tests can drive it on a real port or with `oneshot`.
+
+mod feeds;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// What the handlers share. The configuration is swapped as a whole on reload.
+pub struct AppState {
+    config: RwLock<Arc<Config>>,
+    pub metrics: Arc<Metrics>,
+    feed_cache: feeds::Cache,
+}
+
+impl AppState {
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Arc<AppState> {
+        Arc::new(AppState {
+            config: RwLock::new(config),
+            metrics,
+            feed_cache: feeds::Cache::default(),
+        })
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_config(&self, config: Arc<Config>) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+    }
+}
+
+/// The whole HTTP application.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/feeds/{*path}", get(feeds::serve))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_responses,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "not found\n",
+    )
+        .into_response()
+}
+
+/// Counts every response by route pattern (never the raw path) and status.
+async fn count_responses(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let response = next.run(request).await;
+    state.metrics.http_response(
+        route.as_deref().unwrap_or("unmatched"),
+        response.status().as_u16(),
+    );
+    response
+}
+
+/// Formats a time as an HTTP date: `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub fn http_date(t: std::time::SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t)
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string()
+}
