@@ -72,6 +72,10 @@ struct FeedWriter {
 
 /// Runs the daemon until SIGTERM. Returns once the server has stopped.
 pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
+    // Signals first: from here on SIGTERM and SIGINT stop cleanly, never kill half-way.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let lock = crate::lock::acquire(&config.database.path)?;
     tracing::debug!(lock = %lock.path.display(), "instance lock taken");
     let config = Arc::new(config);
@@ -120,9 +124,6 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let watchdog_every = systemd::watchdog_interval().unwrap_or(Duration::from_secs(3600));
     let mut watchdog = tokio::time::interval(watchdog_every);
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
 
     loop {
         let due_in = daemon.due_in();

@@ -2,6 +2,7 @@
 
 mod build;
 mod cli;
+mod daemon;
 mod helpers;
 mod nasty;
 mod snapshots;
