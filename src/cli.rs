@@ -61,6 +61,15 @@ pub enum Command {
         #[arg(long)]
         deny_warnings: bool,
     },
+    /// Turn the items of an existing RSS, Atom or JSON feed into content files, keeping their
+    /// ids; never overwrites a file, and skips items whose id the content already has.
+    Import {
+        /// An http(s) URL or a file.
+        source: String,
+        /// Show what would be written, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Write a new item file with its front matter filled in, and print its path.
     New {
         /// The title of the item.
@@ -100,6 +109,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let config = Config::load(&cli.config)?;
     match &cli.command {
         Command::Run => run_daemon(cli, config),
+        Command::Import { source, dry_run } => import(&config, source, *dry_run),
         Command::Build { strict } => build(cli, &config, *strict),
         Command::Check { deny_warnings } => check(cli, &config, *deny_warnings),
         Command::New {
@@ -126,6 +136,35 @@ fn run_daemon(cli: &Cli, config: Config) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(crate::daemon::run(cli.config.clone(), config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import(config: &Config, source: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let bytes = runtime.block_on(crate::import::fetch(source))?;
+    let report = crate::import::import(config, &bytes, dry_run)?;
+    for path in &report.written {
+        println!("{}", path.display());
+    }
+    for why in &report.skipped {
+        tracing::warn!("skipped {why}");
+    }
+    if report.ids_rewritten > 0 {
+        tracing::warn!(
+            items = report.ids_rewritten,
+            "ids that were not URIs became tag: URIs; readers of the old RSS feed may see these items once more"
+        );
+    }
+    tracing::info!(
+        source,
+        written = report.written.len(),
+        already_present = report.present,
+        skipped = report.skipped.len(),
+        dry_run,
+        "import finished"
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -9,6 +9,7 @@ pub mod config;
 pub mod content;
 pub mod daemon;
 pub mod feed;
+pub mod import;
 pub mod lock;
 pub mod logging;
 pub mod metrics;

@@ -4,5 +4,7 @@ mod build;
 mod cli;
 mod daemon;
 mod helpers;
+mod import;
 mod nasty;
 mod snapshots;
+mod systemd;
