@@ -170,9 +170,7 @@ fn import(config: &Config, source: &str, dry_run: bool) -> anyhow::Result<ExitCo
 
 /// The wall clock in the site's time zone. The one place commands read it.
 pub fn now(config: &Config) -> chrono::DateTime<chrono::FixedOffset> {
-    chrono::Utc::now()
-        .with_timezone(&config.site.timezone)
-        .fixed_offset()
+    crate::clock::now_in(config.site.timezone)
 }
 
 fn build(cli: &Cli, config: &Config, strict: bool) -> anyhow::Result<ExitCode> {

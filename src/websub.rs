@@ -74,9 +74,7 @@ pub async fn ping(
 
 /// `d` plus up to a quarter more, so that many pings do not retry in lockstep.
 fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |t| t.subsec_nanos());
+    let nanos = crate::clock::jitter_bits();
     d + d.mul_f64(f64::from(nanos % 1000) / 4000.0)
 }
 

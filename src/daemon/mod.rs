@@ -182,7 +182,7 @@ impl Daemon {
     /// How long until the next scheduled item is due.
     fn due_in(&self) -> Option<Duration> {
         let due = self.next_due?;
-        let left = due.signed_duration_since(chrono::Utc::now());
+        let left = due.signed_duration_since(crate::clock::now_utc());
         // Wake at most an hour ahead, so a jump of the wall clock is noticed.
         Some(
             left.to_std()
@@ -223,9 +223,7 @@ impl Daemon {
         }
         let corpus = self.content.corpus();
         self.report_problems(&corpus.problems);
-        let now = chrono::Utc::now()
-            .with_timezone(&self.config.site.timezone)
-            .fixed_offset();
+        let now = crate::clock::now_in(self.config.site.timezone);
         let meta = FeedMeta::from_config(&self.config);
         let plan = build::prepare(&corpus, now, &meta, &mut self.feeds.cache);
         let epoch = self.feeds.epoch;
@@ -250,9 +248,7 @@ impl Daemon {
                 m.problems.store(corpus.errors() as u64, Relaxed);
                 m.files_written
                     .fetch_add(stats.changed.len() as u64, Relaxed);
-                let unix = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
+                let unix = crate::clock::unix_seconds();
                 m.build_done(started.elapsed().as_secs_f64(), unix);
                 tracing::info!(
                     parsed = changes.parsed.len(),
