@@ -8,257 +8,12 @@
 //! target/bench-corpus/config.toml build`. With `--hugo DIR` it also writes the same items as
 //! a Hugo site for comparison.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-const ITEMS: usize = 10_000;
+mod corpus;
 
-const TAGS: [&str; 45] = [
-    "OZG",
-    "FIT-Connect",
-    "Registermodernisierung",
-    "NOOTS",
-    "IT-Planungsrat",
-    "Kommunalgremium",
-    "Digitalstrategie",
-    "Föderale Zusammenarbeit",
-    "Öffentliche Verwaltung",
-    "FIM",
-    "XÖV",
-    "Standardisierung",
-    "Barrierefreiheit",
-    "Onlinedienste",
-    "Once-Only",
-    "Deutschland-Stack",
-    "Open Source",
-    "Cloud",
-    "Informationssicherheit",
-    "Datenschutz",
-    "Digitalisierungsbudget",
-    "EfA",
-    "Portalverbund",
-    "BundID",
-    "Nutzerkonto",
-    "E-Rechnung",
-    "Künstliche Intelligenz",
-    "Souveränität",
-    "Architektur",
-    "Schnittstellen",
-    "Kommunen",
-    "Länder",
-    "Bund",
-    "EU",
-    "SDG",
-    "Gremien",
-    "Veranstaltung",
-    "Stellenangebot",
-    "Jahresbericht",
-    "Pressemitteilung",
-    "Förderung",
-    "Interoperabilität",
-    "Register",
-    "Fachverfahren",
-    "Straße & Verkehr",
-];
-
-const CATEGORIES: [&str; 8] = [
-    "Pressemitteilung",
-    "IT-Planungsrat",
-    "Produkte",
-    "OZG",
-    "Registermodernisierung",
-    "Föderale IT-Architektur",
-    "Veranstaltungen",
-    "Stellenangebote",
-];
-
-const WORDS: [&str; 40] = [
-    "Verwaltung",
-    "Digitalisierung",
-    "Bund",
-    "Länder",
-    "Kommunen",
-    "Onlinedienst",
-    "Antrag",
-    "Bescheid",
-    "Register",
-    "Schnittstelle",
-    "Standard",
-    "Beschluss",
-    "Sitzung",
-    "Gremium",
-    "Umsetzung",
-    "Fortschritt",
-    "Bürgerinnen",
-    "Bürger",
-    "Unternehmen",
-    "Nachweis",
-    "Daten",
-    "sicher",
-    "gemeinsam",
-    "föderal",
-    "digital",
-    "die",
-    "der",
-    "und",
-    "mit",
-    "für",
-    "über",
-    "zur",
-    "werden",
-    "wurde",
-    "hat",
-    "ist",
-    "neue",
-    "alle",
-    "FITKO",
-    "Plattform",
-];
-
-/// A small deterministic generator (xorshift), so every run builds the same corpus.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-struct Generated {
-    title: String,
-    date: String,
-    slug: String,
-    tags: Vec<&'static str>,
-    category: &'static str,
-    body: String,
-}
-
-fn generate() -> Vec<Generated> {
-    let mut rng = Rng(0x5eed_f17c_0de0_2026);
-    (0..ITEMS)
-        .map(|i| {
-            // One item every ~19 hours back from November 2026.
-            let minutes = i as i64 * 1140 + rng.below(600) as i64;
-            let date = chrono::DateTime::parse_from_rfc3339("2026-11-20T12:00:00+01:00").unwrap()
-                - chrono::TimeDelta::minutes(minutes);
-            let date = date.with_timezone(&chrono_tz::Europe::Berlin);
-            let words = |rng: &mut Rng, n: usize| -> String {
-                (0..n)
-                    .map(|_| WORDS[rng.below(WORDS.len())])
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            };
-            let title = format!("{} {}", words(&mut rng, 6), i);
-            let target = 2000 + rng.below(2000);
-            let mut body = String::with_capacity(target + 200);
-            let mut p = 0;
-            while body.len() < target {
-                p += 1;
-                if p % 4 == 0 {
-                    body.push_str(&format!("## {}\n\n", words(&mut rng, 4)));
-                }
-                body.push_str(&words(&mut rng, 40));
-                body.push_str(&format!(
-                    ". Mehr unter [Details](/aktuelles/details-{i}-{p}) und **{}**.\n\n",
-                    words(&mut rng, 2)
-                ));
-            }
-            let mut tags: Vec<&str> = (0..2 + rng.below(3))
-                .map(|_| TAGS[rng.below(TAGS.len())])
-                .collect();
-            tags.sort();
-            tags.dedup();
-            Generated {
-                title,
-                date: date.to_rfc3339(),
-                slug: format!("meldung-{i}"),
-                tags,
-                category: CATEGORIES[rng.below(CATEGORIES.len())],
-                body,
-            }
-        })
-        .collect()
-}
-
-fn quote(s: &str) -> String {
-    format!("{s:?}")
-}
-
-/// Writes the corpus and a config for herold into `dir` (once).
-fn write_herold_corpus(dir: &Path, items: &[Generated]) {
-    if dir.join("config.toml").exists() {
-        return;
-    }
-    let content = dir.join("content");
-    for (i, g) in items.iter().enumerate() {
-        let year_dir = content.join(&g.date[..4]);
-        std::fs::create_dir_all(&year_dir).unwrap();
-        let tags: Vec<String> = g.tags.iter().map(|t| quote(t)).collect();
-        let text = format!(
-            "+++\ntitle = {}\ndate = {}\nslug = {}\ncategory = {}\ntags = [{}]\n+++\n{}",
-            quote(&g.title),
-            g.date,
-            quote(&g.slug),
-            quote(g.category),
-            tags.join(", "),
-            g.body
-        );
-        std::fs::write(year_dir.join(format!("{}-{}.md", &g.date[..10], i)), text).unwrap();
-    }
-    std::fs::write(
-        dir.join("config.toml"),
-        "[site]\ntitle = \"FITKO – Aktuelles\"\nbase_url = \"https://www.fitko.de\"\nlink = \"https://www.fitko.de/aktuelles\"\n\
-         item_url = \"https://www.fitko.de/aktuelles/{slug}\"\n[feeds]\nbase_url = \"https://www.fitko.de/feeds\"\n",
-    )
-    .unwrap();
-}
-
-/// Writes the same items as a Hugo site that builds only RSS for home and taxonomy terms.
-fn write_hugo_site(dir: &Path, items: &[Generated]) {
-    let content = dir.join("content/aktuelles");
-    std::fs::create_dir_all(&content).unwrap();
-    for (i, g) in items.iter().enumerate() {
-        let tags: Vec<String> = g.tags.iter().map(|t| quote(t)).collect();
-        let text = format!(
-            "+++\ntitle = {}\ndate = {}\nslug = {}\ncategories = [{}]\ntags = [{}]\n+++\n{}",
-            quote(&g.title),
-            g.date,
-            quote(&g.slug),
-            quote(g.category),
-            tags.join(", "),
-            g.body
-        );
-        std::fs::write(content.join(format!("{i}.md")), text).unwrap();
-    }
-    std::fs::write(dir.join("hugo.toml"), HUGO_CONFIG).unwrap();
-}
-
-/// Hugo builds RSS for the home page and every taxonomy term, and no HTML: pages are listed
-/// but never rendered.
-const HUGO_CONFIG: &str = r#"baseURL = "https://www.fitko.de/"
-languageCode = "de"
-title = "FITKO – Aktuelles"
-disableKinds = ["section", "sitemap", "robotsTXT", "404"]
-[outputs]
-home = ["RSS"]
-page = []
-taxonomy = ["RSS"]
-term = ["RSS"]
-[services.rss]
-limit = 50
-[[cascade]]
-[cascade._build]
-render = "never"
-list = "always"
-[cascade._target]
-kind = "page"
-"#;
+use corpus::{ITEMS, generate, write_hugo_site};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -278,8 +33,7 @@ fn main() {
         );
         return;
     }
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-corpus");
-    write_herold_corpus(&dir, &items);
+    let dir = corpus::herold_corpus();
     let bytes: usize = items.iter().map(|g| g.body.len()).sum();
     println!(
         "corpus: {} items, {:.1} MB of Markdown, in {}",
@@ -350,5 +104,39 @@ fn main() {
     println!(
         "rebuild with nothing changed (no file written): median {:?}",
         median(unchanged)
+    );
+    let mut state =
+        herold::daemon::content::ContentState::new(config.content.dir.clone(), site.clone());
+    state.refresh().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        assert!(state.refresh().unwrap().is_empty());
+        idle.push(t.elapsed());
+    }
+    println!(
+        "daemon full refresh that finds nothing changed: median {:?}",
+        median(idle)
+    );
+    let mut light = Vec::new();
+    for k in 0..20 {
+        let t = Instant::now();
+        assert!(state.refresh_light(k % 10, 10).unwrap().is_empty());
+        light.push(t.elapsed());
+    }
+    println!(
+        "daemon idle poll with a watcher (directories + a tenth of the files): median {:?}",
+        median(light)
+    );
+    let mut listing = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let mut n = 0;
+        herold::content::scan::walk(&config.content.dir, &mut |_, _| n += 1, &mut |_| {}).unwrap();
+        listing.push(t.elapsed());
+    }
+    println!(
+        "  of which the directory walk alone: median {:?}",
+        median(listing)
     );
 }

@@ -141,6 +141,19 @@ pub fn is_content_file(rel_path: &str) -> bool {
     false
 }
 
+/// Whether a path (relative, `/`-separated) names an editor's temporary or backup file,
+/// which never matters: `*~`, `*.swp`, `*.swx`, `#*#`, `.#*`, vim's `4913` probe.
+pub fn is_temp_file(rel_path: &str) -> bool {
+    let name = rel_path.rsplit('/').next().unwrap_or(rel_path);
+    name.ends_with('~')
+        || name.ends_with(".swp")
+        || name.ends_with(".swx")
+        || name.starts_with(".#")
+        || (name.starts_with('#') && name.ends_with('#'))
+        || name == "4913"
+        || name.ends_with(".tmp")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,34 +11,53 @@ use super::{Corpus, Item, Problem, SiteContext, is_content_file, parse_item};
 /// A missing directory is an error; unreadable subdirectories are skipped.
 pub fn list_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
+    walk(
+        dir,
+        &mut |rel, entry| out.push((rel.to_string(), entry.path())),
+        &mut |_| {},
+    )?;
+    out.sort();
+    Ok(out)
+}
+
+/// Calls `f` with the relative path and directory entry of every content file under `dir`,
+/// and `on_dir` with the relative path of every directory walked (`""` for `dir` itself).
+/// Directories starting with `.` or `_` are skipped; symbolic links to files are followed,
+/// links to directories are not (no loops).
+pub fn walk(
+    dir: &Path,
+    f: &mut dyn FnMut(&str, &std::fs::DirEntry),
+    on_dir: &mut dyn FnMut(&str),
+) -> std::io::Result<()> {
     let mut stack = vec![(String::new(), std::fs::read_dir(dir)?)];
+    on_dir("");
     while let Some((prefix, mut entries)) = stack.pop() {
         for entry in entries.by_ref() {
             let Ok(entry) = entry else { continue };
-            let name = entry.file_name().to_string_lossy().into_owned();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
             if name.starts_with('.') || name.starts_with('_') {
                 continue;
             }
             let rel = if prefix.is_empty() {
-                name
+                name.into_owned()
             } else {
                 format!("{prefix}/{name}")
             };
             let Ok(ft) = entry.file_type() else { continue };
-            // Follow symbolic links to files; never follow them into directories (no loops).
             if ft.is_dir() {
                 if let Ok(sub) = std::fs::read_dir(entry.path()) {
+                    on_dir(&rel);
                     stack.push((rel, sub));
                 }
             } else if is_content_file(&rel)
                 && (ft.is_file() || (ft.is_symlink() && entry.path().is_file()))
             {
-                out.push((rel, entry.path()));
+                f(&rel, &entry);
             }
         }
     }
-    out.sort();
-    Ok(out)
+    Ok(())
 }
 
 /// Reads and parses one file; problems name it by `rel`.

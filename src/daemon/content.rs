@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::content::scan::{display_path, list_files, read_item};
+use crate::content::scan::{display_path, read_item, walk};
 use crate::content::{Corpus, Item, Problem, SiteContext};
 
 /// What identifies a version of a file without reading it.
@@ -61,6 +61,9 @@ pub struct ContentState {
     dir: PathBuf,
     site: SiteContext,
     files: HashMap<String, FileEntry>,
+    /// Every directory walked (relative path) and its stamp: an entry added, removed or
+    /// renamed changes its directory's mtime.
+    dirs: HashMap<String, Stamp>,
     next_revision: u64,
 }
 
@@ -70,6 +73,7 @@ impl ContentState {
             dir,
             site,
             files: HashMap::new(),
+            dirs: HashMap::new(),
             next_revision: 1,
         }
     }
@@ -79,6 +83,7 @@ impl ContentState {
         self.dir = dir;
         self.site = site;
         self.files.clear();
+        self.dirs.clear();
     }
 
     pub fn dir(&self) -> &Path {
@@ -86,19 +91,147 @@ impl ContentState {
     }
 
     /// Lists the directory, and parses the files that are new or changed since the last call.
+    /// Unchanged files cost one `stat` relative to their directory and no allocation but
+    /// their relative path.
     pub fn refresh(&mut self) -> std::io::Result<Changes> {
-        let listed = list_files(&self.dir)?;
-        let mut changes = Changes::default();
-        let mut seen = std::collections::HashSet::with_capacity(listed.len());
-        for (rel, full) in listed {
-            let Ok(meta) = std::fs::metadata(&full) else {
+        let mut changed: Vec<(String, PathBuf, Stamp)> = Vec::new();
+        // Keys of the known files that are still there, borrowed from the map.
+        let mut seen: std::collections::HashSet<&str> =
+            std::collections::HashSet::with_capacity(self.files.len());
+        let files = &self.files;
+        let mut dirs = Vec::new();
+        walk(
+            &self.dir,
+            &mut |rel, entry| {
+                // `DirEntry::metadata` does not follow links; a linked file is stat'ed by path.
+                let meta = match entry.metadata() {
+                    Ok(m) if m.file_type().is_symlink() => std::fs::metadata(entry.path()),
+                    other => other,
+                };
+                let Ok(meta) = meta else { return };
+                let stamp = Stamp::of(&meta);
+                match files.get_key_value(rel) {
+                    Some((key, known)) => {
+                        seen.insert(key.as_str());
+                        if known.stamp != stamp {
+                            changed.push((rel.to_string(), entry.path(), stamp));
+                        }
+                    }
+                    None => changed.push((rel.to_string(), entry.path(), stamp)),
+                }
+            },
+            &mut |rel| dirs.push(rel.to_string()),
+        )?;
+        let gone: Vec<String> = if seen.len() < files.len() {
+            files
+                .keys()
+                .filter(|k| !seen.contains(k.as_str()))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.dirs = dirs
+            .into_iter()
+            .filter_map(|rel| {
+                Some((
+                    rel.clone(),
+                    Stamp::of(&std::fs::metadata(self.dir.join(&rel)).ok()?),
+                ))
+            })
+            .collect();
+        let mut changes = self.apply(changed);
+        for rel in gone {
+            self.files.remove(&rel);
+            changes.removed.push(rel);
+        }
+        changes.parsed.sort();
+        changes.removed.sort();
+        Ok(changes)
+    }
+
+    /// Looks at the paths a watcher reported: a content file is stat'ed and read again if
+    /// it changed, or dropped if it is gone; anything else (a directory) means a full refresh.
+    pub fn refresh_paths(&mut self, paths: &[PathBuf]) -> std::io::Result<Changes> {
+        let mut changed = Vec::new();
+        let mut gone = Vec::new();
+        for p in paths {
+            let Ok(rel) = p.strip_prefix(&self.dir) else {
                 continue;
             };
-            let stamp = Stamp::of(&meta);
-            seen.insert(rel.clone());
-            if self.files.get(&rel).is_some_and(|e| e.stamp == stamp) {
+            let rel = rel.to_string_lossy().replace('\\', "/");
+            if !crate::content::is_content_file(&rel) {
+                if crate::content::is_temp_file(&rel) {
+                    continue;
+                }
+                return self.refresh();
+            }
+            match std::fs::metadata(p) {
+                Ok(meta) if meta.is_file() => {
+                    let stamp = Stamp::of(&meta);
+                    if self.files.get(&rel).is_none_or(|e| e.stamp != stamp) {
+                        changed.push((rel, p.clone(), stamp));
+                    }
+                }
+                Ok(_) => return self.refresh(),
+                Err(_) => {
+                    if self.files.contains_key(&rel) {
+                        gone.push(rel);
+                    }
+                }
+            }
+        }
+        changed.sort_by(|a, b| a.0.cmp(&b.0));
+        changed.dedup_by(|a, b| a.0 == b.0);
+        let mut changes = self.apply(changed);
+        for rel in gone {
+            self.files.remove(&rel);
+            changes.removed.push(rel);
+        }
+        changes.removed.sort();
+        changes.removed.dedup();
+        Ok(changes)
+    }
+
+    /// The idle poll beside a working watcher, a safety net for missed events: every
+    /// directory is stat'ed (an added, removed or renamed entry means a full refresh), and of
+    /// the files only those in `slice` of `slices`, so every file is checked once per
+    /// `slices` polls at a tenth of the cost.
+    pub fn refresh_light(&mut self, slice: u64, slices: u64) -> std::io::Result<Changes> {
+        let dirs_unchanged = !self.dirs.is_empty()
+            && self.dirs.iter().all(|(rel, stamp)| {
+                std::fs::metadata(self.dir.join(rel)).is_ok_and(|m| Stamp::of(&m) == *stamp)
+            });
+        if !dirs_unchanged {
+            return self.refresh();
+        }
+        let mut changed = Vec::new();
+        let mut gone = Vec::new();
+        for (rel, e) in &self.files {
+            if slices > 1 && fnv(rel) % slices != slice % slices {
                 continue;
             }
+            let full = self.dir.join(rel);
+            match std::fs::metadata(&full) {
+                Ok(meta) if Stamp::of(&meta) == e.stamp => {}
+                Ok(meta) => changed.push((rel.clone(), full, Stamp::of(&meta))),
+                Err(_) => gone.push(rel.clone()),
+            }
+        }
+        let mut changes = self.apply(changed);
+        for rel in gone {
+            self.files.remove(&rel);
+            changes.removed.push(rel);
+        }
+        changes.parsed.sort();
+        changes.removed.sort();
+        Ok(changes)
+    }
+
+    /// Reads the changed files and records them.
+    fn apply(&mut self, changed: Vec<(String, PathBuf, Stamp)>) -> Changes {
+        let mut changes = Changes::default();
+        for (rel, full, stamp) in changed {
             let result = read_item(&rel, &full, &self.site);
             let revision = self.next_revision;
             self.next_revision += 1;
@@ -120,19 +253,8 @@ impl ContentState {
             self.files.insert(rel.clone(), entry);
             changes.parsed.push(rel);
         }
-        let gone: Vec<String> = self
-            .files
-            .keys()
-            .filter(|k| !seen.contains(*k))
-            .cloned()
-            .collect();
-        for rel in gone {
-            self.files.remove(&rel);
-            changes.removed.push(rel);
-        }
         changes.parsed.sort();
-        changes.removed.sort();
-        Ok(changes)
+        changes
     }
 
     /// The corpus as it stands: the good items (the last good one for a broken file) and the
@@ -169,6 +291,13 @@ impl ContentState {
     pub fn revision(&self, item: &Item) -> u64 {
         self.files.get(&item.path).map_or(0, |e| e.revision)
     }
+}
+
+/// A small, stable string hash (FNV-1a) to spread files over poll slices.
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
@@ -216,5 +345,36 @@ mod tests {
         assert_eq!(state.refresh().unwrap().removed, ["a.md"]);
         assert_eq!(state.corpus().items.len(), 1);
         assert!(state.corpus().problems.is_empty());
+    }
+
+    #[test]
+    fn watcher_paths_and_light_polls_find_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let item = |title: &str| format!("+++\ntitle = \"{title}\"\ndate = 2026-01-01\n+++\n");
+        std::fs::create_dir_all(dir.path().join("2026")).unwrap();
+        for n in 0..20 {
+            std::fs::write(dir.path().join(format!("2026/n{n}.md")), item(&format!("N{n}"))).unwrap();
+        }
+        let mut state = ContentState::new(dir.path().to_path_buf(), site());
+        assert_eq!(state.refresh().unwrap().parsed.len(), 20);
+
+        // The watcher names the file: only it is looked at.
+        let p = dir.path().join("2026/n3.md");
+        std::fs::write(&p, item("N3 neu")).unwrap();
+        let temp = dir.path().join("2026/.n3.md.swp");
+        assert_eq!(state.refresh_paths(&[p.clone(), temp]).unwrap().parsed, ["2026/n3.md"]);
+        std::fs::remove_file(&p).unwrap();
+        assert_eq!(state.refresh_paths(&[p]).unwrap().removed, ["2026/n3.md"]);
+
+        // An in-place edit the watcher missed: found within one round of slices.
+        std::fs::write(dir.path().join("2026/n7.md"), item("N7 anders, länger")).unwrap();
+        let found: Vec<String> = (0..10).flat_map(|k| state.refresh_light(k, 10).unwrap().parsed).collect();
+        assert_eq!(found, ["2026/n7.md"]);
+
+        // A new file changes its directory: the light poll notices and walks.
+        std::fs::write(dir.path().join("2026/neu.md"), item("Neu")).unwrap();
+        assert_eq!(state.refresh_light(0, 10).unwrap().parsed, ["2026/neu.md"]);
+        assert!(state.refresh_light(1, 10).unwrap().is_empty());
+        assert_eq!(state.corpus().items.len(), 20);
     }
 }

@@ -24,10 +24,11 @@ use crate::web::{self, AppState};
 use content::ContentState;
 
 /// Everything that makes the daemon act.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// The file system reported a change below the content directory (debounced).
-    ContentChanged,
+    /// The file system reported changes to these paths below the content directory
+    /// (debounced).
+    ContentChanged(Vec<PathBuf>),
     /// `content.poll_interval` passed: look for changes the watcher missed.
     Poll,
     /// A scheduled item's date has come.
@@ -58,7 +59,25 @@ pub struct Daemon {
     next_due: Option<DateTime<FixedOffset>>,
     /// Problems already logged, so a poll does not repeat them.
     reported: Vec<String>,
+    /// Whether a file system watcher runs (then polls are only a light safety net).
+    watching: bool,
+    /// Counts polls, to rotate the light poll's slice of files.
+    polls: u64,
 }
+
+/// How a rebuild finds out what changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Refresh {
+    /// Walk and stat everything.
+    Full,
+    /// Only these paths (from the watcher).
+    Paths(Vec<PathBuf>),
+    /// The safety-net poll beside a watcher: directories, and a slice of the files.
+    Light,
+}
+
+/// Into how many slices the light poll divides the files.
+const POLL_SLICES: u64 = 10;
 
 /// The feed files as last written: rendered bodies and a fingerprint per file, so a change
 /// renders only the files that show it.
@@ -94,8 +113,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         http: crate::websub::client(),
         next_due: None,
         reported: Vec::new(),
+        watching: false,
+        polls: 0,
     };
-    daemon.rebuild(true);
+    daemon.rebuild(Refresh::Full, true);
 
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
@@ -117,6 +138,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
 
     let (watch_tx, mut watch_rx) = mpsc::unbounded_channel();
     let mut watcher = watch(&config.content.dir, watch_tx.clone());
+    daemon.watching = watcher.is_some();
     let mut poll = tokio::time::interval_at(
         tokio::time::Instant::now() + config.content.poll_interval,
         config.content.poll_interval,
@@ -128,10 +150,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     loop {
         let due_in = daemon.due_in();
         let event = tokio::select! {
-            Some(()) = watch_rx.recv() => {
-                debounce(&mut watch_rx).await;
-                Event::ContentChanged
-            }
+            Some(path) = watch_rx.recv() => Event::ContentChanged(debounce(path, &mut watch_rx).await),
             _ = poll.tick() => Event::Poll,
             _ = tokio::time::sleep(due_in.unwrap_or(Duration::from_secs(3600))), if due_in.is_some() => Event::ScheduledDue,
             _ = hup.recv() => Event::Reload,
@@ -143,10 +162,12 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             break;
         }
         let old_dir = daemon.config.content.dir.clone();
+        let reload = event == Event::Reload;
         tokio::task::block_in_place(|| daemon.handle(event));
-        if event == Event::Reload {
+        if reload {
             if daemon.config.content.dir != old_dir {
                 watcher = watch(&daemon.config.content.dir, watch_tx.clone());
+                daemon.watching = watcher.is_some();
             }
             poll = tokio::time::interval(daemon.config.content.poll_interval);
             poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -171,8 +192,10 @@ impl Daemon {
     /// Acts on one event. Runs on the loop's thread; the HTTP server keeps serving meanwhile.
     pub fn handle(&mut self, event: Event) {
         match event {
-            Event::ContentChanged | Event::Poll => self.rebuild(false),
-            Event::ScheduledDue => self.rebuild(true),
+            Event::ContentChanged(paths) => self.rebuild(Refresh::Paths(paths), false),
+            Event::Poll if self.watching => self.rebuild(Refresh::Light, false),
+            Event::Poll => self.rebuild(Refresh::Full, false),
+            Event::ScheduledDue => self.rebuild(Refresh::Full, true),
             Event::Reload => self.reload(),
             Event::Watchdog => systemd::watchdog(),
             Event::Shutdown => {}
@@ -209,9 +232,18 @@ impl Daemon {
 
     /// Reads the content again and writes the feeds that changed. With `always`, the feeds
     /// are planned even if no file changed (a scheduled item's time, a reload, the start).
-    fn rebuild(&mut self, always: bool) {
+    fn rebuild(&mut self, refresh: Refresh, always: bool) {
         let started = Instant::now();
-        let changes = match self.content.refresh() {
+        let refreshed = match refresh {
+            Refresh::Full => self.content.refresh(),
+            Refresh::Paths(paths) => self.content.refresh_paths(&paths),
+            Refresh::Light => {
+                self.polls += 1;
+                self.content
+                    .refresh_light(self.polls % POLL_SLICES, POLL_SLICES)
+            }
+        };
+        let changes = match refreshed {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(dir = %self.content.dir().display(), "cannot read the content directory: {e}");
@@ -329,26 +361,28 @@ impl Daemon {
         self.config = new.clone();
         self.web.set_config(new);
         tracing::info!(config = %self.config_path.display(), "configuration reloaded");
-        self.rebuild(true);
+        self.rebuild(Refresh::Full, true);
     }
 }
 
-/// Waits until the watcher has been quiet for [`DEBOUNCE`] (at most [`DEBOUNCE_MAX`]).
-async fn debounce(rx: &mut mpsc::UnboundedReceiver<()>) {
+/// Collects the paths of a burst of watcher events, until the watcher has been quiet for
+/// [`DEBOUNCE`] (at most [`DEBOUNCE_MAX`]).
+async fn debounce(first: PathBuf, rx: &mut mpsc::UnboundedReceiver<PathBuf>) -> Vec<PathBuf> {
     let until = tokio::time::Instant::now() + DEBOUNCE_MAX;
-    loop {
-        match tokio::time::timeout_at(until.min(tokio::time::Instant::now() + DEBOUNCE), rx.recv())
-            .await
-        {
-            Ok(Some(())) => continue,
-            _ => return,
-        }
+    let mut paths = vec![first];
+    while let Ok(Some(p)) =
+        tokio::time::timeout_at(until.min(tokio::time::Instant::now() + DEBOUNCE), rx.recv()).await
+    {
+        paths.push(p);
     }
+    paths.sort();
+    paths.dedup();
+    paths
 }
 
-/// Watches `dir` recursively; each relevant file system event sends a `()`. Without a
-/// watcher (an unsupported file system, no inotify watches left) polling still finds changes.
-fn watch(dir: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
+/// Watches `dir` recursively; each relevant path of a file system event is sent. Without a
+/// watcher (an unsupported file system, no inotify watches left) polling finds changes.
+fn watch(dir: &Path, tx: mpsc::UnboundedSender<PathBuf>) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher;
     let root = dir.to_path_buf();
     let handler = move |res: notify::Result<notify::Event>| {
@@ -356,22 +390,18 @@ fn watch(dir: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::Recommende
         if matches!(event.kind, notify::EventKind::Access(_)) {
             return;
         }
-        let relevant = event.paths.iter().any(|p| {
+        for p in event.paths {
             let rel = p
                 .strip_prefix(&root)
                 .map(|r| r.to_string_lossy().replace('\\', "/"))
                 .unwrap_or_default();
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            // A content file, or something that may be a directory (created, moved or removed).
-            crate::content::is_content_file(&rel)
-                || (!name.contains('.') && !name.is_empty())
-                || p == &root
-        });
-        if relevant {
-            let _ = tx.send(());
+            // Editor temp files and names herold never reads are no reason to wake up.
+            let hidden = rel
+                .split('/')
+                .any(|part| part.starts_with('.') || part.starts_with('_'));
+            if !hidden && !crate::content::is_temp_file(&rel) {
+                let _ = tx.send(p);
+            }
         }
     };
     match notify::recommended_watcher(handler)
