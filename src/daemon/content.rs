@@ -353,7 +353,11 @@ mod tests {
         let item = |title: &str| format!("+++\ntitle = \"{title}\"\ndate = 2026-01-01\n+++\n");
         std::fs::create_dir_all(dir.path().join("2026")).unwrap();
         for n in 0..20 {
-            std::fs::write(dir.path().join(format!("2026/n{n}.md")), item(&format!("N{n}"))).unwrap();
+            std::fs::write(
+                dir.path().join(format!("2026/n{n}.md")),
+                item(&format!("N{n}")),
+            )
+            .unwrap();
         }
         let mut state = ContentState::new(dir.path().to_path_buf(), site());
         assert_eq!(state.refresh().unwrap().parsed.len(), 20);
@@ -362,13 +366,18 @@ mod tests {
         let p = dir.path().join("2026/n3.md");
         std::fs::write(&p, item("N3 neu")).unwrap();
         let temp = dir.path().join("2026/.n3.md.swp");
-        assert_eq!(state.refresh_paths(&[p.clone(), temp]).unwrap().parsed, ["2026/n3.md"]);
+        assert_eq!(
+            state.refresh_paths(&[p.clone(), temp]).unwrap().parsed,
+            ["2026/n3.md"]
+        );
         std::fs::remove_file(&p).unwrap();
         assert_eq!(state.refresh_paths(&[p]).unwrap().removed, ["2026/n3.md"]);
 
         // An in-place edit the watcher missed: found within one round of slices.
         std::fs::write(dir.path().join("2026/n7.md"), item("N7 anders, länger")).unwrap();
-        let found: Vec<String> = (0..10).flat_map(|k| state.refresh_light(k, 10).unwrap().parsed).collect();
+        let found: Vec<String> = (0..10)
+            .flat_map(|k| state.refresh_light(k, 10).unwrap().parsed)
+            .collect();
         assert_eq!(found, ["2026/n7.md"]);
 
         // A new file changes its directory: the light poll notices and walks.

@@ -1,0 +1,799 @@
+//! The database: subscribers, the consent log and the block list, in one SQLite file.
+//!
+//! SQLite in WAL mode with a busy timeout, so the daemon and the command line share the
+//! file. The schema is migrated at open. Time is always passed in (Unix seconds).
+//!
+//! Privacy: the consent log and the block list never hold an address, only a keyed hash of
+//! it (HMAC-SHA256 with a random key kept in the database). Unsubscribing deletes the
+//! subscriber's row with the address, topics and client address.
+
+use std::path::Path;
+
+use hmac::{Hmac, Mac};
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::Sha256;
+
+use crate::email::Email;
+
+/// The schema, one migration a step; `PRAGMA user_version` counts the steps applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: subscribers, consent log, block list, settings.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT;
+     CREATE TABLE subscribers (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        email TEXT NOT NULL UNIQUE,
+        address_hash TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'active')),
+        topics TEXT NOT NULL DEFAULT '[]',
+        digests TEXT NOT NULL DEFAULT '[]',
+        created_at INTEGER NOT NULL,
+        confirmed_at INTEGER,
+        consent_version TEXT NOT NULL,
+        source TEXT NOT NULL,
+        client_address TEXT,
+        mail_window_start INTEGER NOT NULL DEFAULT 0,
+        mails_in_window INTEGER NOT NULL DEFAULT 0
+     ) STRICT;
+     CREATE INDEX subscribers_status ON subscribers (status, created_at);
+     CREATE TABLE consent_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        address_hash TEXT NOT NULL,
+        event TEXT NOT NULL CHECK (event IN ('request', 'confirm', 'unsubscribe', 'import', 'expire', 'preferences')),
+        at INTEGER NOT NULL,
+        consent_version TEXT,
+        source TEXT,
+        client_address TEXT
+     ) STRICT;
+     CREATE INDEX consent_log_address ON consent_log (address_hash, at);
+     CREATE TRIGGER consent_log_append_only BEFORE UPDATE ON consent_log
+        BEGIN SELECT RAISE(ABORT, 'the consent log is append-only'); END;
+     CREATE TABLE blocked (address_hash TEXT PRIMARY KEY, at INTEGER NOT NULL) STRICT;",
+];
+
+/// How many mails one address may trigger through the subscription form per day.
+pub const MAILS_PER_DAY: i64 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pending,
+    Active,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Active => "active",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Subscriber {
+    pub id: i64,
+    pub email: Email,
+    pub status: Status,
+    /// Chosen topics (tags); empty means every topic.
+    pub topics: Vec<String>,
+    /// Chosen digests by name.
+    pub digests: Vec<String>,
+    pub created_at: i64,
+    pub confirmed_at: Option<i64>,
+    pub consent_version: String,
+    pub source: String,
+    pub client_address: Option<String>,
+}
+
+/// One entry of the consent log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConsentEvent {
+    pub event: String,
+    pub at: i64,
+    pub consent_version: Option<String>,
+    pub source: Option<String>,
+    pub client_address: Option<String>,
+}
+
+/// What a subscription request led to; the caller mails accordingly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requested {
+    /// A new or still pending address: send the confirmation mail.
+    Confirm(Subscriber),
+    /// An active address: send a short notice instead.
+    AlreadyActive(Subscriber),
+    /// Too many mails to this address today: send nothing (the page says the same).
+    Quiet,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirmed {
+    Now(Subscriber),
+    Already(Subscriber),
+    Unknown,
+}
+
+/// What an import row did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Imported {
+    Added,
+    Updated,
+    Blocked,
+    Unsubscribed,
+}
+
+pub type Result<T> = std::result::Result<T, rusqlite::Error>;
+
+pub struct Store {
+    conn: Connection,
+    address_key: Vec<u8>,
+}
+
+impl Store {
+    /// Opens (and creates, and migrates) the database at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<Store> {
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        }
+        let conn = Connection::open(path)
+            .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", path.display()))?;
+        Store::setup(conn).map_err(|e| anyhow::anyhow!("database {}: {e}", path.display()))
+    }
+
+    fn setup(mut conn: Connection) -> anyhow::Result<Store> {
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Erased addresses must not linger in freed pages.
+        conn.pragma_update(None, "secure_delete", "ON")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let version = usize::try_from(version).unwrap_or(0);
+        anyhow::ensure!(
+            version <= MIGRATIONS.len(),
+            "the database was written by a newer herold (schema {version}, this one knows {})",
+            MIGRATIONS.len()
+        );
+        if version < MIGRATIONS.len() {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // Another process may have migrated meanwhile.
+            let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            let version = usize::try_from(version).unwrap_or(0);
+            for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+                tx.execute_batch(sql)?;
+                tx.pragma_update(None, "user_version", i as i64 + 1)?;
+            }
+            tx.commit()?;
+        }
+        let key: Option<Vec<u8>> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'address_key'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let address_key = match key {
+            Some(k) => k,
+            None => {
+                let mut k = vec![0u8; 32];
+                getrandom::fill(&mut k).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+                conn.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('address_key', ?1)",
+                    [&k],
+                )?;
+                conn.query_row(
+                    "SELECT value FROM meta WHERE key = 'address_key'",
+                    [],
+                    |r| r.get(0),
+                )?
+            }
+        };
+        Ok(Store { conn, address_key })
+    }
+
+    /// The keyed hash that stands for an address in the log and the block list.
+    pub fn address_hash(&self, email: &Email) -> String {
+        let mut m =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.address_key).expect("any key length");
+        m.update(email.as_str().as_bytes());
+        m.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// A subscription request from the form. Records it and says which mail to send.
+    pub fn request(
+        &mut self,
+        email: &Email,
+        topics: &[String],
+        digests: &[String],
+        consent_version: &str,
+        client: Option<&str>,
+        now: i64,
+    ) -> Result<Requested> {
+        let hash = self.address_hash(email);
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let existing = get_where(&tx, "email = ?1", params![email.as_str()])?;
+        log(
+            &tx,
+            &hash,
+            "request",
+            now,
+            Some(consent_version),
+            Some("form"),
+            client,
+        )?;
+        let outcome = match existing {
+            None => {
+                tx.execute(
+                    "INSERT INTO subscribers (email, address_hash, status, topics, digests, created_at, consent_version, source,
+                        client_address, mail_window_start, mails_in_window)
+                     VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, 'form', ?7, ?5, 1)",
+                    params![email.as_str(), hash, json(topics), json(digests), now, consent_version, client],
+                )?;
+                let s =
+                    get_where(&tx, "email = ?1", params![email.as_str()])?.expect("just inserted");
+                Requested::Confirm(s)
+            }
+            Some(s) => {
+                let (start, count): (i64, i64) = tx.query_row(
+                    "SELECT mail_window_start, mails_in_window FROM subscribers WHERE id = ?1",
+                    [s.id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                let (start, count) = if now - start >= 86_400 {
+                    (now, 0)
+                } else {
+                    (start, count)
+                };
+                if count >= MAILS_PER_DAY {
+                    Requested::Quiet
+                } else {
+                    tx.execute(
+                        "UPDATE subscribers SET mail_window_start = ?2, mails_in_window = ?3 WHERE id = ?1",
+                        params![s.id, start, count + 1],
+                    )?;
+                    if s.status == Status::Pending {
+                        // The latest request of a pending address decides its choice; the
+                        // choice of an active one changes only through its preferences link.
+                        tx.execute(
+                            "UPDATE subscribers SET topics = ?2, digests = ?3, consent_version = ?4 WHERE id = ?1",
+                            params![s.id, json(topics), json(digests), consent_version],
+                        )?;
+                        Requested::Confirm(get_where(&tx, "id = ?1", [s.id])?.expect("exists"))
+                    } else {
+                        Requested::AlreadyActive(s)
+                    }
+                }
+            }
+        };
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    /// Confirms a pending subscriber.
+    pub fn confirm(&mut self, id: i64, client: Option<&str>, now: i64) -> Result<Confirmed> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let Some(s) = get_where(&tx, "id = ?1", [id])? else {
+            return Ok(Confirmed::Unknown);
+        };
+        if s.status == Status::Active {
+            return Ok(Confirmed::Already(s));
+        }
+        tx.execute(
+            "UPDATE subscribers SET status = 'active', confirmed_at = ?2 WHERE id = ?1",
+            params![id, now],
+        )?;
+        let hash: String = tx.query_row(
+            "SELECT address_hash FROM subscribers WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )?;
+        log(
+            &tx,
+            &hash,
+            "confirm",
+            now,
+            Some(&s.consent_version),
+            Some(&s.source),
+            client,
+        )?;
+        let s = get_where(&tx, "id = ?1", [id])?.expect("exists");
+        tx.commit()?;
+        Ok(Confirmed::Now(s))
+    }
+
+    /// Unsubscribes from everything: the row with the address goes, the keyed hash stays in
+    /// the log and the block list. Returns whether there was a subscriber.
+    pub fn unsubscribe(&mut self, id: i64, source: &str, now: i64) -> Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let hash: Option<String> = tx
+            .query_row(
+                "SELECT address_hash FROM subscribers WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(hash) = hash else { return Ok(false) };
+        tx.execute("DELETE FROM subscribers WHERE id = ?1", [id])?;
+        tx.execute(
+            "INSERT OR REPLACE INTO blocked (address_hash, at) VALUES (?1, ?2)",
+            params![hash, now],
+        )?;
+        log(&tx, &hash, "unsubscribe", now, None, Some(source), None)?;
+        tx.commit()?;
+        self.scrub();
+        Ok(true)
+    }
+
+    /// Moves the write-ahead log into the database file and truncates it, so the page images
+    /// of erased rows leave the WAL too. Best effort: a reader holding an old snapshot may
+    /// keep the WAL until its next checkpoint.
+    fn scrub(&self) {
+        if let Err(e) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        {
+            tracing::debug!("wal checkpoint: {e}");
+        }
+    }
+
+    /// Changes a subscriber's topics and digests (DSGVO Art. 16).
+    pub fn set_preferences(
+        &mut self,
+        id: i64,
+        topics: &[String],
+        digests: &[String],
+        now: i64,
+    ) -> Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE subscribers SET topics = ?2, digests = ?3 WHERE id = ?1",
+            params![id, json(topics), json(digests)],
+        )?;
+        if n == 1 {
+            let hash: String = tx.query_row(
+                "SELECT address_hash FROM subscribers WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )?;
+            log(
+                &tx,
+                &hash,
+                "preferences",
+                now,
+                None,
+                Some("preferences page"),
+                None,
+            )?;
+        }
+        tx.commit()?;
+        Ok(n == 1)
+    }
+
+    pub fn get(&self, id: i64) -> Result<Option<Subscriber>> {
+        get_where(&self.conn, "id = ?1", [id])
+    }
+
+    pub fn by_email(&self, email: &Email) -> Result<Option<Subscriber>> {
+        get_where(&self.conn, "email = ?1", [email.as_str()])
+    }
+
+    /// Pending and active subscribers, by address.
+    pub fn list(&self) -> Result<Vec<Subscriber>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("{SELECT} ORDER BY email"))?;
+        let rows = stmt.query_map([], row_to_subscriber)?;
+        rows.collect()
+    }
+
+    /// Adds or updates an address from the command line or a CSV import. An `active` one
+    /// counts as imported consent (logged with its date and source); an address on the block
+    /// list is not imported again.
+    #[allow(clippy::too_many_arguments)]
+    pub fn import(
+        &mut self,
+        email: &Email,
+        status: Status,
+        topics: &[String],
+        digests: &[String],
+        consented_at: Option<i64>,
+        source: &str,
+        consent_version: &str,
+        now: i64,
+    ) -> Result<Imported> {
+        let hash = self.address_hash(email);
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let blocked: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM blocked WHERE address_hash = ?1)",
+            [&hash],
+            |r| r.get(0),
+        )?;
+        if blocked {
+            return Ok(Imported::Blocked);
+        }
+        let existing = get_where(&tx, "email = ?1", [email.as_str()])?;
+        let at = consented_at.unwrap_or(now);
+        let outcome = match existing {
+            None => {
+                tx.execute(
+                    "INSERT INTO subscribers (email, address_hash, status, topics, digests, created_at, confirmed_at, consent_version, source)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        email.as_str(),
+                        hash,
+                        status.as_str(),
+                        json(topics),
+                        json(digests),
+                        now,
+                        (status == Status::Active).then_some(at),
+                        consent_version,
+                        source
+                    ],
+                )?;
+                Imported::Added
+            }
+            Some(s) => {
+                let status = if s.status == Status::Active {
+                    Status::Active
+                } else {
+                    status
+                };
+                tx.execute(
+                    "UPDATE subscribers SET status = ?2, topics = ?3, digests = ?4, confirmed_at = COALESCE(confirmed_at, ?5) WHERE id = ?1",
+                    params![s.id, status.as_str(), json(topics), json(digests), (status == Status::Active).then_some(at)],
+                )?;
+                Imported::Updated
+            }
+        };
+        if status == Status::Active {
+            log(
+                &tx,
+                &hash,
+                "import",
+                at,
+                Some(consent_version),
+                Some(source),
+                None,
+            )?;
+        }
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    /// Puts an address on the block list (an `unsubscribed` import row, `subscribers remove`),
+    /// removing its subscription if there is one.
+    pub fn block(&mut self, email: &Email, source: &str, now: i64) -> Result<Imported> {
+        if let Some(s) = self.by_email(email)? {
+            self.unsubscribe(s.id, source, now)?;
+            return Ok(Imported::Unsubscribed);
+        }
+        let hash = self.address_hash(email);
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let new = tx.execute(
+            "INSERT OR IGNORE INTO blocked (address_hash, at) VALUES (?1, ?2)",
+            params![hash, now],
+        )?;
+        if new == 1 {
+            log(&tx, &hash, "unsubscribe", now, None, Some(source), None)?;
+        }
+        tx.commit()?;
+        Ok(Imported::Unsubscribed)
+    }
+
+    /// The consent log entries of an address, oldest first.
+    pub fn consent_log(&self, email: &Email) -> Result<Vec<ConsentEvent>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT event, at, consent_version, source, client_address FROM consent_log WHERE address_hash = ?1 ORDER BY at, id",
+        )?;
+        let rows = stmt.query_map([self.address_hash(email)], |r| {
+            Ok(ConsentEvent {
+                event: r.get(0)?,
+                at: r.get(1)?,
+                consent_version: r.get(2)?,
+                source: r.get(3)?,
+                client_address: r.get(4)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    pub fn is_blocked(&self, email: &Email) -> Result<bool> {
+        self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM blocked WHERE address_hash = ?1)",
+            [self.address_hash(email)],
+            |r| r.get(0),
+        )
+    }
+
+    /// Deletes pending subscriptions older than `expiry` seconds; logs each as `expire`.
+    pub fn expire_pending(&mut self, now: i64, expiry: i64) -> Result<usize> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let cutoff = now - expiry;
+        let hashes: Vec<String> = {
+            let mut stmt = tx.prepare(
+                "SELECT address_hash FROM subscribers WHERE status = 'pending' AND created_at < ?1",
+            )?;
+            stmt.query_map([cutoff], |r| r.get(0))?
+                .collect::<Result<_>>()?
+        };
+        for h in &hashes {
+            log(&tx, h, "expire", now, None, None, None)?;
+        }
+        tx.execute(
+            "DELETE FROM subscribers WHERE status = 'pending' AND created_at < ?1",
+            [cutoff],
+        )?;
+        tx.commit()?;
+        if !hashes.is_empty() {
+            self.scrub();
+        }
+        Ok(hashes.len())
+    }
+
+    /// Deletes the log entries of addresses whose subscription ended more than `retention`
+    /// seconds ago (and that have not subscribed again).
+    pub fn purge_log(&mut self, now: i64, retention: i64) -> Result<usize> {
+        self.conn.execute(
+            "DELETE FROM consent_log WHERE address_hash IN (
+                SELECT address_hash FROM consent_log GROUP BY address_hash
+                HAVING MAX(CASE WHEN event IN ('unsubscribe', 'expire') THEN at END) < ?1
+                   AND MAX(at) = MAX(CASE WHEN event IN ('unsubscribe', 'expire') THEN at END))
+             AND address_hash NOT IN (SELECT address_hash FROM subscribers)",
+            [now - retention],
+        )
+    }
+}
+
+const SELECT: &str = "SELECT id, email, status, topics, digests, created_at, confirmed_at, consent_version, source, client_address FROM subscribers";
+
+fn get_where(
+    conn: &Connection,
+    condition: &str,
+    p: impl rusqlite::Params,
+) -> Result<Option<Subscriber>> {
+    conn.prepare_cached(&format!("{SELECT} WHERE {condition}"))?
+        .query_row(p, row_to_subscriber)
+        .optional()
+}
+
+fn row_to_subscriber(r: &rusqlite::Row) -> Result<Subscriber> {
+    let email: String = r.get(1)?;
+    let status: String = r.get(2)?;
+    let list = |i: usize| -> Result<Vec<String>> {
+        let s: String = r.get(i)?;
+        Ok(serde_json::from_str(&s).unwrap_or_default())
+    };
+    Ok(Subscriber {
+        id: r.get(0)?,
+        email: Email::parse(&email).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        status: if status == "active" {
+            Status::Active
+        } else {
+            Status::Pending
+        },
+        topics: list(3)?,
+        digests: list(4)?,
+        created_at: r.get(5)?,
+        confirmed_at: r.get(6)?,
+        consent_version: r.get(7)?,
+        source: r.get(8)?,
+        client_address: r.get(9)?,
+    })
+}
+
+fn log(
+    conn: &Connection,
+    hash: &str,
+    event: &str,
+    at: i64,
+    version: Option<&str>,
+    source: Option<&str>,
+    client: Option<&str>,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO consent_log (address_hash, event, at, consent_version, source, client_address) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![hash, event, at, version, source, client])?;
+    Ok(())
+}
+
+fn json(list: &[String]) -> String {
+    serde_json::to_string(list).expect("a list of strings serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("data/h.sqlite3")).unwrap();
+        (dir, s)
+    }
+
+    fn e(s: &str) -> Email {
+        Email::parse(s).unwrap()
+    }
+
+    #[test]
+    fn double_opt_in_lifecycle_keeps_only_hashes() {
+        let (dir, mut st) = store();
+        let a = e("anna@example.org");
+        let Requested::Confirm(s) = st
+            .request(
+                &a,
+                &["OZG".into()],
+                &["woechentlich".into()],
+                "1",
+                None,
+                100,
+            )
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(s.status, Status::Pending);
+        assert!(matches!(
+            st.confirm(s.id, None, 200).unwrap(),
+            Confirmed::Now(_)
+        ));
+        assert!(matches!(
+            st.confirm(s.id, None, 201).unwrap(),
+            Confirmed::Already(_)
+        ));
+        assert!(matches!(
+            st.request(&a, &[], &[], "1", None, 300).unwrap(),
+            Requested::AlreadyActive(_)
+        ));
+        assert_eq!(
+            st.get(s.id).unwrap().unwrap().topics,
+            ["OZG"],
+            "a request does not change an active choice"
+        );
+        assert!(st.unsubscribe(s.id, "link", 400).unwrap());
+        assert!(st.get(s.id).unwrap().is_none());
+        assert!(st.is_blocked(&a).unwrap());
+        let events: Vec<String> = st
+            .consent_log(&a)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.event)
+            .collect();
+        assert_eq!(events, ["request", "confirm", "request", "unsubscribe"]);
+        drop(st);
+        // The address itself is nowhere in the file any more.
+        let mut bytes = Vec::new();
+        for f in std::fs::read_dir(dir.path().join("data")).unwrap() {
+            bytes.extend(std::fs::read(f.unwrap().path()).unwrap());
+        }
+        assert!(
+            !bytes
+                .windows(a.as_str().len())
+                .any(|w| w == a.as_str().as_bytes()),
+            "address left in the database"
+        );
+    }
+
+    #[test]
+    fn mails_per_address_are_limited_quietly() {
+        let (_d, mut st) = store();
+        let a = e("b@example.org");
+        let mut mails = 0;
+        for t in 0..10 {
+            if !matches!(
+                st.request(&a, &[], &[], "1", None, 1000 + t).unwrap(),
+                Requested::Quiet
+            ) {
+                mails += 1;
+            }
+        }
+        assert_eq!(mails, MAILS_PER_DAY);
+        assert!(matches!(
+            st.request(&a, &[], &[], "1", None, 1000 + 86_400).unwrap(),
+            Requested::Confirm(_)
+        ));
+    }
+
+    #[test]
+    fn imports_respect_the_block_list_and_log_consent() {
+        let (_d, mut st) = store();
+        let a = e("c@example.org");
+        assert_eq!(
+            st.import(
+                &a,
+                Status::Active,
+                &[],
+                &[],
+                Some(50),
+                "altliste.csv",
+                "1",
+                100
+            )
+            .unwrap(),
+            Imported::Added
+        );
+        let log = st.consent_log(&a).unwrap();
+        assert_eq!(
+            (log[0].event.as_str(), log[0].at, log[0].source.as_deref()),
+            ("import", 50, Some("altliste.csv"))
+        );
+        st.block(&a, "cli", 200).unwrap();
+        assert_eq!(
+            st.import(&a, Status::Active, &[], &[], None, "again.csv", "1", 300)
+                .unwrap(),
+            Imported::Blocked
+        );
+        assert!(st.by_email(&a).unwrap().is_none());
+    }
+
+    #[test]
+    fn pending_expire_and_old_log_entries_are_purged() {
+        let (_d, mut st) = store();
+        let a = e("d@example.org");
+        st.request(&a, &[], &[], "1", Some("192.0.2.1"), 0).unwrap();
+        assert_eq!(st.expire_pending(100, 200).unwrap(), 0);
+        assert_eq!(st.expire_pending(300, 200).unwrap(), 1);
+        assert!(st.by_email(&a).unwrap().is_none());
+        assert_eq!(st.consent_log(&a).unwrap().len(), 2);
+        assert_eq!(st.purge_log(300 + 50, 100).unwrap(), 0, "not old enough");
+        assert_eq!(st.purge_log(300 + 101, 100).unwrap(), 2);
+        assert!(st.consent_log(&a).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_consent_log_is_append_only() {
+        let (_d, mut st) = store();
+        st.request(&e("x@example.org"), &[], &[], "1", None, 1)
+            .unwrap();
+        let err = st
+            .conn
+            .execute("UPDATE consent_log SET event = 'confirm'", [])
+            .unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+    }
+
+    #[test]
+    fn two_connections_share_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite3");
+        let mut one = Store::open(&path).unwrap();
+        let two = Store::open(&path).unwrap();
+        one.import(
+            &e("y@example.org"),
+            Status::Active,
+            &[],
+            &[],
+            None,
+            "cli",
+            "1",
+            1,
+        )
+        .unwrap();
+        assert_eq!(two.list().unwrap().len(), 1);
+        assert_eq!(
+            one.address_hash(&e("y@example.org")),
+            two.address_hash(&e("y@example.org"))
+        );
+    }
+}
