@@ -19,6 +19,8 @@ pub struct Metrics {
     pub files_written: AtomicU64,
     pub websub_ok: AtomicU64,
     pub websub_failed: AtomicU64,
+    pub mails_sent: AtomicU64,
+    pub mails_failed: AtomicU64,
     http: Mutex<BTreeMap<(String, u16), u64>>,
 }
 
@@ -100,6 +102,12 @@ impl Metrics {
             "# HELP herold_websub_pings_total WebSub publish notifications sent to hubs.\n# TYPE herold_websub_pings_total counter\nherold_websub_pings_total{{result=\"ok\"}} {}\nherold_websub_pings_total{{result=\"failed\"}} {}",
             get(&self.websub_ok),
             get(&self.websub_failed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP herold_subscription_mails_total Confirmation and notice mails.\n# TYPE herold_subscription_mails_total counter\nherold_subscription_mails_total{{result=\"sent\"}} {}\nherold_subscription_mails_total{{result=\"failed\"}} {}",
+            get(&self.mails_sent),
+            get(&self.mails_failed)
         );
         let _ = writeln!(
             out,

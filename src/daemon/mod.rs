@@ -20,6 +20,9 @@ use crate::config::Config;
 use crate::content::{Severity, SiteContext};
 use crate::feed::FeedMeta;
 use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::templates::Templates;
+use crate::web::subscribe::Subscriptions;
 use crate::web::{self, AppState};
 use content::ContentState;
 
@@ -37,6 +40,8 @@ pub enum Event {
     Reload,
     /// Time to tell systemd the loop is alive.
     Watchdog,
+    /// Hourly: expire pending subscriptions, delete consent log entries past retention.
+    Housekeeping,
     /// SIGTERM or SIGINT.
     Shutdown,
 }
@@ -63,6 +68,9 @@ pub struct Daemon {
     watching: bool,
     /// Counts polls, to rotate the light poll's slice of files.
     polls: u64,
+    subs: Arc<Subscriptions>,
+    /// The address the listener got (port 0 becomes a real port).
+    bound: std::net::SocketAddr,
 }
 
 /// How a rebuild finds out what changed.
@@ -97,9 +105,14 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let lock = crate::lock::acquire(&config.database.path)?;
     tracing::debug!(lock = %lock.path.display(), "instance lock taken");
-    let config = Arc::new(config);
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    let config = Arc::new(with_bound_address(config, addr));
     let metrics = Arc::new(Metrics::default());
-    let web = AppState::new(config.clone(), metrics.clone());
+    let subs = Arc::new(open_subscriptions(&config)?);
+    let web = AppState::new(config.clone(), metrics.clone(), Some(subs.clone()));
     let mut daemon = Daemon {
         content: ContentState::new(
             config.content.dir.clone(),
@@ -115,13 +128,12 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         reported: Vec::new(),
         watching: false,
         polls: 0,
+        subs,
+        bound: addr,
     };
+    daemon.housekeeping();
     daemon.rebuild(Refresh::Full, true);
 
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-    let addr = listener.local_addr()?;
     tracing::info!(addr = %addr, public_url = %config.public_url(), "listening on http://{addr}");
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(
@@ -146,6 +158,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let watchdog_every = systemd::watchdog_interval().unwrap_or(Duration::from_secs(3600));
     let mut watchdog = tokio::time::interval(watchdog_every);
+    let mut housekeeping = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(3600),
+        Duration::from_secs(3600),
+    );
 
     loop {
         let due_in = daemon.due_in();
@@ -155,6 +171,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             _ = tokio::time::sleep(due_in.unwrap_or(Duration::from_secs(3600))), if due_in.is_some() => Event::ScheduledDue,
             _ = hup.recv() => Event::Reload,
             _ = watchdog.tick() => Event::Watchdog,
+            _ = housekeeping.tick() => Event::Housekeeping,
             _ = term.recv() => Event::Shutdown,
             _ = int.recv() => Event::Shutdown,
         };
@@ -198,6 +215,7 @@ impl Daemon {
             Event::ScheduledDue => self.rebuild(Refresh::Full, true),
             Event::Reload => self.reload(),
             Event::Watchdog => systemd::watchdog(),
+            Event::Housekeeping => self.housekeeping(),
             Event::Shutdown => {}
         }
     }
@@ -319,6 +337,8 @@ impl Daemon {
             }
         }
         self.next_due = plan.next_due;
+        *self.subs.topics.write().unwrap_or_else(|e| e.into_inner()) =
+            offered_topics(&self.config, &corpus);
     }
 
     /// Logs each problem once, when it first appears.
@@ -336,17 +356,46 @@ impl Daemon {
         self.reported = now;
     }
 
-    /// SIGHUP: a valid new configuration replaces the old one; an invalid one is logged and
-    /// the old one kept.
+    /// Expires pending subscriptions and deletes consent log entries past retention.
+    fn housekeeping(&mut self) {
+        let now = crate::clock::unix_seconds() as i64;
+        let privacy = &self.config.privacy;
+        let mut store = self.subs.store.lock().unwrap_or_else(|e| e.into_inner());
+        match store.expire_pending(now, privacy.pending_expiry.as_secs() as i64) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "unconfirmed subscriptions deleted"),
+            Err(e) => tracing::error!("cannot expire pending subscriptions: {e}"),
+        }
+        match store.purge_log(now, privacy.log_retention.as_secs() as i64) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(entries = n, "consent log entries past retention deleted"),
+            Err(e) => tracing::error!("cannot purge the consent log: {e}"),
+        }
+    }
+
+    /// SIGHUP: a valid new configuration (and templates) replaces the old one; an invalid one
+    /// is logged and the old one kept.
     fn reload(&mut self) {
-        let new = match Config::load(&self.config_path) {
-            Ok(c) => c,
+        let loaded = Config::load(&self.config_path)
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                let t = load_templates(&c).map_err(|e| format!("{e:#}"))?;
+                Ok((c, t))
+            });
+        let (new, templates) = match loaded {
+            Ok(x) => x,
             Err(e) => {
                 tracing::error!("reload rejected, the running configuration stays: {e}");
                 systemd::status(&format!("reload rejected: {e}"));
                 return;
             }
         };
+        let new = with_bound_address(new, self.bound);
+        *self
+            .subs
+            .templates
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(templates);
         if new.server.listen != self.config.server.listen {
             tracing::warn!(
                 running = %self.config.server.listen,
@@ -363,6 +412,67 @@ impl Daemon {
         tracing::info!(config = %self.config_path.display(), "configuration reloaded");
         self.rebuild(Refresh::Full, true);
     }
+}
+
+/// Without `server.public_url`, links point at the address the listener actually got.
+fn with_bound_address(mut config: Config, bound: std::net::SocketAddr) -> Config {
+    if config.server.public_url.is_none() {
+        config.server.public_url = url::Url::parse(&format!("http://{bound}")).ok();
+    }
+    config
+}
+
+/// Opens the database, loads the token secret, the mail transport and the templates.
+fn open_subscriptions(config: &Config) -> anyhow::Result<Subscriptions> {
+    let store = Store::open(&config.database.path)?;
+    let (keys, source) = crate::secrets::load_from_env(config)?;
+    match &source {
+        crate::secrets::Source::Generated(p) => {
+            tracing::info!(file = %p.display(), "no token secret configured: made a random one and kept it beside the database")
+        }
+        other => tracing::debug!(source = ?other, "token secret loaded"),
+    }
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    let mailer = crate::mail::Mailer::from_config(config, credentials)?;
+    Ok(Subscriptions::new(
+        store,
+        keys,
+        mailer,
+        load_templates(config)?,
+    ))
+}
+
+pub fn load_templates(config: &Config) -> anyhow::Result<Templates> {
+    Templates::load(
+        &config.base_dir.join("templates"),
+        &config.site.language,
+        &config.privacy.consent_text_version,
+    )
+}
+
+/// The topics the form offers: the digests' `topics` when every digest names its own,
+/// else every tag of the content (first spelling of each slug), sorted.
+pub fn offered_topics(config: &Config, corpus: &crate::content::Corpus) -> Vec<String> {
+    let mut out: Vec<String> =
+        if !config.digest.is_empty() && config.digest.iter().all(|d| !d.topics.is_empty()) {
+            config
+                .digest
+                .iter()
+                .flat_map(|d| d.topics.iter().cloned())
+                .collect()
+        } else {
+            let mut by_slug: std::collections::BTreeMap<String, String> =
+                std::collections::BTreeMap::new();
+            for t in corpus.items.iter().flat_map(|i| i.tags.iter()) {
+                by_slug
+                    .entry(crate::content::slug::slugify(t))
+                    .or_insert_with(|| t.clone());
+            }
+            by_slug.into_values().collect()
+        };
+    out.sort_by_key(|t| t.to_lowercase());
+    out.dedup();
+    out
 }
 
 /// Collects the paths of a burst of watcher events, until the watcher has been quiet for

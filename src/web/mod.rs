@@ -2,16 +2,18 @@
 //! built by [`app`], so tests can drive it on a real port or with `oneshot`.
 
 mod feeds;
+pub mod subscribe;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -21,14 +23,21 @@ pub struct AppState {
     config: RwLock<Arc<Config>>,
     pub metrics: Arc<Metrics>,
     feed_cache: feeds::Cache,
+    /// The subscription routes' state; without it they answer 404.
+    pub subs: Option<Arc<subscribe::Subscriptions>>,
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Arc<AppState> {
+    pub fn new(
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        subs: Option<Arc<subscribe::Subscriptions>>,
+    ) -> Arc<AppState> {
         Arc::new(AppState {
             config: RwLock::new(config),
             metrics,
             feed_cache: feeds::Cache::default(),
+            subs,
         })
     }
 
@@ -44,9 +53,27 @@ impl AppState {
     }
 }
 
+/// The largest request body accepted (a subscription form is a few hundred bytes).
+pub const MAX_BODY: usize = 16 * 1024;
+
 /// The whole HTTP application.
 pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
+        .route("/", get(subscribe::form))
+        .route("/subscribe", post(subscribe::subscribe))
+        .route(
+            "/confirm/{token}",
+            get(subscribe::confirm_page).post(subscribe::confirm),
+        )
+        .route(
+            "/unsubscribe/{token}",
+            get(subscribe::unsubscribe_page).post(subscribe::unsubscribe),
+        )
+        .route(
+            "/preferences/{token}",
+            get(subscribe::preferences_page).post(subscribe::save_preferences),
+        )
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .route("/feeds/{*path}", get(feeds::serve))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

@@ -375,3 +375,224 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         data = &data[end + 2 + size + 2..];
     }
 }
+
+/// One message as the test SMTP server received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub from: String,
+    pub to: Vec<String>,
+    pub data: Vec<u8>,
+}
+
+impl Received {
+    /// The parsed message.
+    pub fn parsed(&self) -> mailparse::ParsedMail<'_> {
+        mailparse::parse_mail(&self.data).expect("valid MIME")
+    }
+
+    pub fn subject(&self) -> String {
+        use mailparse::MailHeaderMap;
+        self.parsed()
+            .headers
+            .get_first_value("Subject")
+            .unwrap_or_default()
+    }
+
+    /// The decoded body of the first part with this content type.
+    pub fn part(&self, mime: &str) -> String {
+        fn find(m: &mailparse::ParsedMail, mime: &str) -> Option<String> {
+            if m.ctype.mimetype == mime {
+                return m.get_body().ok();
+            }
+            m.subparts.iter().find_map(|p| find(p, mime))
+        }
+        find(&self.parsed(), mime).unwrap_or_else(|| panic!("no {mime} part"))
+    }
+
+    /// The first link in the plain-text part that starts with `prefix`.
+    pub fn link(&self, prefix: &str) -> String {
+        let text = self.part("text/plain");
+        let start = text
+            .find(prefix)
+            .unwrap_or_else(|| panic!("no {prefix} link in {text}"));
+        text[start..].split_whitespace().next().unwrap().to_string()
+    }
+}
+
+/// An SMTP server on 127.0.0.1, port 0, speaking real SMTP to herold's client. `answers`
+/// decides the reply to each DATA (e.g. "250 OK", "451 try later", "550 no such user").
+pub struct SmtpSink {
+    pub port: u16,
+    pub received: std::sync::mpsc::Receiver<Received>,
+}
+
+impl SmtpSink {
+    pub fn start() -> SmtpSink {
+        SmtpSink::with_answers(|_| "250 2.0.0 OK".to_string())
+    }
+
+    pub fn with_answers(answer: impl Fn(usize) -> String + Send + Sync + 'static) -> SmtpSink {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let answer = std::sync::Arc::new(answer);
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let (tx, answer, count) = (tx.clone(), answer.clone(), count.clone());
+                std::thread::spawn(move || {
+                    let mut out = stream.try_clone().unwrap();
+                    let mut reader = BufReader::new(stream);
+                    let _ = out.write_all(b"220 sink.test ESMTP\r\n");
+                    let (mut from, mut to) = (String::new(), Vec::new());
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let upper = line.to_ascii_uppercase();
+                        let reply = if upper.starts_with("EHLO") {
+                            "250-sink.test\r\n250-8BITMIME\r\n250 SMTPUTF8".to_string()
+                        } else if upper.starts_with("HELO")
+                            || upper.starts_with("RSET")
+                            || upper.starts_with("NOOP")
+                        {
+                            "250 OK".to_string()
+                        } else if upper.starts_with("MAIL FROM:") {
+                            from = line[10..].trim().to_string();
+                            to.clear();
+                            "250 OK".to_string()
+                        } else if upper.starts_with("RCPT TO:") {
+                            to.push(line[8..].trim().trim_matches(['<', '>']).to_string());
+                            "250 OK".to_string()
+                        } else if upper.starts_with("DATA") {
+                            let _ = out.write_all(b"354 go ahead\r\n");
+                            let mut data = Vec::new();
+                            loop {
+                                let mut l = String::new();
+                                if reader.read_line(&mut l).unwrap_or(0) == 0 {
+                                    return;
+                                }
+                                if l == ".\r\n" {
+                                    break;
+                                }
+                                let l = l
+                                    .strip_prefix('.')
+                                    .filter(|_| l.starts_with(".."))
+                                    .unwrap_or(&l);
+                                data.extend_from_slice(l.as_bytes());
+                            }
+                            let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let reply = answer(n);
+                            if reply.starts_with('2') {
+                                let _ = tx.send(Received {
+                                    from: from.clone(),
+                                    to: to.clone(),
+                                    data,
+                                });
+                            }
+                            reply
+                        } else if upper.starts_with("QUIT") {
+                            let _ = out.write_all(b"221 bye\r\n");
+                            return;
+                        } else {
+                            "502 not implemented".to_string()
+                        };
+                        let _ = out.write_all(format!("{reply}\r\n").as_bytes());
+                    }
+                });
+            }
+        });
+        SmtpSink { port, received: rx }
+    }
+
+    /// Waits for the next message (up to 10 s).
+    pub fn next(&self) -> Received {
+        self.received
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a mail")
+    }
+
+    /// Asserts that no message arrives within a short while.
+    pub fn assert_none(&self) {
+        if let Ok(m) = self
+            .received
+            .recv_timeout(std::time::Duration::from_millis(400))
+        {
+            panic!("unexpected mail to {:?}", m.to);
+        }
+    }
+}
+
+/// A site whose mail goes to `sink`, with two digests.
+pub fn site_with_mail(sink: &SmtpSink) -> Site {
+    let site = Site::with_config(&format!(
+        "{BASE_CONFIG}
+[mail]
+from = \"FITKO Aktuelles <aktuelles@fitko.de>\"
+transport = \"smtp\"
+[mail.smtp]
+host = \"127.0.0.1\"
+port = {}
+tls = \"none\"
+timeout = \"5s\"
+
+[[digest]]
+name = \"woechentlich\"
+title = \"Wochenüberblick\"
+schedule = \"0 8 * * 1\"
+
+[[digest]]
+name = \"taeglich\"
+title = \"Tagesmeldungen\"
+schedule = \"@daily\"
+",
+        sink.port
+    ));
+    site.item(
+        "ozg.md",
+        "OZG",
+        "2026-01-10",
+        "tags = [\"OZG\", \"FIT-Connect\"]",
+        "Text",
+    );
+    site.item("fim.md", "FIM", "2026-01-11", "tags = [\"FIM\"]", "Text");
+    site
+}
+
+pub fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish().into_bytes()
+}
+
+impl Running {
+    pub fn post_form(&self, path: &str, pairs: &[(&str, &str)]) -> HttpResponse {
+        http_request(
+            &self.addr,
+            "POST",
+            path,
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            &form(pairs),
+        )
+    }
+
+    /// The path of a full URL on this server.
+    pub fn path_of(&self, url: &str) -> String {
+        url.split_once(&self.addr)
+            .map(|(_, p)| p.to_string())
+            .unwrap_or_else(|| panic!("{url} is not on {}", self.addr))
+    }
+}
+
+/// The subscribers in the site's database.
+pub fn subscribers(site: &Site) -> Vec<herold::store::Subscriber> {
+    herold::store::Store::open(&site.path("data/herold.sqlite3"))
+        .unwrap()
+        .list()
+        .unwrap()
+}

@@ -10,4 +10,5 @@ mod helpers;
 mod import;
 mod nasty;
 mod snapshots;
+mod subscribe;
 mod systemd;

@@ -1,0 +1,734 @@
+//! The subscription pages: `GET /`, `POST /subscribe`, and the confirm, unsubscribe and
+//! preferences links. A `GET` never changes anything (mail gateways open every link); the
+//! change is always the `POST` of a one-button form, or an RFC 8058 one-click `POST`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::AppState;
+use crate::config::Config;
+use crate::email::Email;
+use crate::mail::Mailer;
+use crate::store::{Confirmed, Requested, Store, Subscriber};
+use crate::templates::Templates;
+use crate::token::{Keys, Purpose};
+
+/// Requests to `POST /subscribe` one client address may make per window.
+pub const REQUESTS_PER_WINDOW: u32 = 10;
+pub const WINDOW: Duration = Duration::from_secs(600);
+
+/// Everything the subscription routes need.
+pub struct Subscriptions {
+    pub store: Mutex<Store>,
+    pub keys: Keys,
+    pub mailer: Mailer,
+    pub templates: RwLock<Arc<Templates>>,
+    /// Topics offered on the form (tags), kept current by the daemon.
+    pub topics: RwLock<Vec<String>>,
+    limiter: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl Subscriptions {
+    pub fn new(store: Store, keys: Keys, mailer: Mailer, templates: Templates) -> Subscriptions {
+        Subscriptions {
+            store: Mutex::new(store),
+            keys,
+            mailer,
+            templates: RwLock::new(Arc::new(templates)),
+            topics: RwLock::new(Vec::new()),
+            limiter: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn templates(&self) -> Arc<Templates> {
+        self.templates
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether `ip` may make another request now (a fixed window per address).
+    fn allow(&self, ip: IpAddr) -> bool {
+        let mut map = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if map.len() > 100_000 {
+            map.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
+        }
+        let entry = map.entry(ip).or_insert((now, 0));
+        if now.duration_since(entry.0) >= WINDOW {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        entry.1 <= REQUESTS_PER_WINDOW
+    }
+
+    fn with_store<T>(
+        &self,
+        f: impl FnOnce(&mut Store) -> crate::store::Result<T>,
+    ) -> Result<T, Page> {
+        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut store).map_err(|e| {
+            tracing::error!("database: {e}");
+            Page::message(StatusCode::INTERNAL_SERVER_ERROR, "error")
+        })
+    }
+}
+
+/// A page to answer with: a template, a status and what the template shows.
+pub struct Page {
+    status: StatusCode,
+    template: &'static str,
+    context: serde_json::Value,
+}
+
+impl Page {
+    fn message(status: StatusCode, kind: &str) -> Page {
+        Page {
+            status,
+            template: "message.html",
+            context: serde_json::json!({ "kind": kind }),
+        }
+    }
+
+    fn render(self, state: &AppState, subs: &Subscriptions) -> Response {
+        let config = state.config();
+        let templates = subs.templates();
+        let mut context = common_context(&config, &templates);
+        if let (serde_json::Value::Object(base), serde_json::Value::Object(extra)) =
+            (&mut context, self.context)
+        {
+            base.extend(extra);
+        }
+        match templates.render(self.template, &context) {
+            Ok(html) => html_response(self.status, html),
+            Err(e) => {
+                tracing::error!("{e:#}");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+            }
+        }
+    }
+}
+
+fn common_context(config: &Config, templates: &Templates) -> serde_json::Value {
+    let url = |u: &Option<url::Url>| u.as_ref().map(|u| u.to_string()).unwrap_or_default();
+    serde_json::json!({
+        "lang": templates.lang,
+        "site_title": config.site.title,
+        "privacy_url": url(&config.site.privacy_url),
+        "imprint_url": url(&config.site.imprint_url),
+        "accessibility_url": url(&config.site.accessibility_url),
+        "expiry_hours": config.privacy.pending_expiry.as_secs() / 3600,
+        "action": "",
+    })
+}
+
+/// HTML with the headers every page carries: no caching of token pages, no referrer (the
+/// URL holds a token), a strict content security policy.
+fn html_response(status: StatusCode, html: String) -> Response {
+    let mut r = (status, html).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"),
+    );
+    r
+}
+
+#[derive(Serialize)]
+struct Choice {
+    name: String,
+    title: String,
+    checked: bool,
+}
+
+fn digest_choices(config: &Config, chosen: &[String]) -> Vec<Choice> {
+    config
+        .digest
+        .iter()
+        .enumerate()
+        .map(|(i, d)| Choice {
+            name: d.name.clone(),
+            title: d.title.clone().unwrap_or_else(|| d.name.clone()),
+            checked: if chosen.is_empty() {
+                i == 0
+            } else {
+                chosen.contains(&d.name)
+            },
+        })
+        .collect()
+}
+
+fn topic_choices(offered: &[String], chosen: &[String]) -> Vec<Choice> {
+    offered
+        .iter()
+        .map(|t| Choice {
+            name: t.clone(),
+            title: t.clone(),
+            checked: chosen.contains(t),
+        })
+        .collect()
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+/// `GET /`: the subscription form.
+pub async fn form(State(state): State<Arc<AppState>>) -> Response {
+    let Some(subs) = state.subs.clone() else {
+        return not_found();
+    };
+    form_page(&state, &subs, StatusCode::OK, "", None, &[], &[])
+}
+
+fn form_page(
+    state: &AppState,
+    subs: &Subscriptions,
+    status: StatusCode,
+    email: &str,
+    error: Option<&str>,
+    topics: &[String],
+    digests: &[String],
+) -> Response {
+    let config = state.config();
+    let offered = subs
+        .topics
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let templates = subs.templates();
+    Page {
+        status,
+        template: "subscribe.html",
+        context: serde_json::json!({
+            "action": format!("{}/subscribe", config.public_url()),
+            "email": email,
+            "error": error,
+            "topics": topic_choices(&offered, topics),
+            "digests": digest_choices(&config, digests),
+            "consent_html": templates.consent_html,
+        }),
+    }
+    .render(state, subs)
+}
+
+/// The fields of a subscription request, from a form or JSON.
+struct Request {
+    email: String,
+    topics: Vec<String>,
+    digests: Vec<String>,
+    json: bool,
+}
+
+fn parse_request(headers: &HeaderMap, body: &[u8]) -> Option<Request> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if content_type.starts_with("application/json") {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Json {
+            email: String,
+            #[serde(default)]
+            topics: Vec<String>,
+            #[serde(default)]
+            digests: Vec<String>,
+        }
+        let j: Json = serde_json::from_slice(body).ok()?;
+        return Some(Request {
+            email: j.email,
+            topics: j.topics,
+            digests: j.digests,
+            json: true,
+        });
+    }
+    if !content_type.is_empty() && !content_type.starts_with("application/x-www-form-urlencoded") {
+        return None;
+    }
+    let mut r = Request {
+        email: String::new(),
+        topics: Vec::new(),
+        digests: Vec::new(),
+        json: false,
+    };
+    for (k, v) in url::form_urlencoded::parse(body) {
+        match k.as_ref() {
+            "email" => r.email = v.into_owned(),
+            "topics" => r.topics.push(v.into_owned()),
+            "digests" => r.digests.push(v.into_owned()),
+            _ => {}
+        }
+    }
+    Some(r)
+}
+
+/// The client's address: the peer, or the last address in `X-Forwarded-For` that is not a
+/// trusted proxy when the peer is one.
+pub fn client_ip(config: &Config, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    let trusted = |ip: IpAddr| config.server.trusted_proxies.iter().any(|c| c.contains(ip));
+    let mut ip = peer.ip();
+    if !trusted(ip) {
+        return ip;
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    for hop in forwarded.into_iter().rev() {
+        ip = hop;
+        if !trusted(hop) {
+            break;
+        }
+    }
+    ip
+}
+
+/// `POST /subscribe`: answers the same for new, pending and active addresses.
+pub async fn subscribe(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(subs) = state.subs.clone() else {
+        return not_found();
+    };
+    let config = state.config();
+    let ip = client_ip(&config, peer, &headers);
+    if !subs.allow(ip) {
+        let mut r = Page::message(StatusCode::TOO_MANY_REQUESTS, "too_many").render(&state, &subs);
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("600"));
+        return r;
+    }
+    let Some(req) = parse_request(&headers, &body) else {
+        return Page::message(StatusCode::BAD_REQUEST, "bad_request").render(&state, &subs);
+    };
+    let email = match Email::parse(&req.email) {
+        Ok(e) => e,
+        Err(_) if req.json => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                axum::Json(serde_json::json!({"error": "invalid email"})),
+            )
+                .into_response();
+        }
+        Err(_) => {
+            let msg = if subs.templates().lang == "en" {
+                "Please enter a valid e-mail address."
+            } else {
+                "Bitte geben Sie eine gültige E-Mail-Adresse ein."
+            };
+            let shown: String = req
+                .email
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(254)
+                .collect();
+            return form_page(
+                &state,
+                &subs,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &shown,
+                Some(msg),
+                &req.topics,
+                &req.digests,
+            );
+        }
+    };
+    let offered = subs
+        .topics
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut topics: Vec<String> = req
+        .topics
+        .into_iter()
+        .filter(|t| offered.contains(t))
+        .collect();
+    topics.sort();
+    topics.dedup();
+    let mut digests: Vec<String> = req
+        .digests
+        .into_iter()
+        .filter(|d| config.digest.iter().any(|x| &x.name == d))
+        .collect();
+    digests.sort();
+    digests.dedup();
+    if digests.is_empty() {
+        digests.extend(config.digest.first().map(|d| d.name.clone()));
+    }
+    let client = config.privacy.record_client_address.then(|| ip.to_string());
+    let now = crate::clock::unix_seconds() as i64;
+    let version = subs.templates().consent_version.clone();
+    let outcome = match subs
+        .with_store(|s| s.request(&email, &topics, &digests, &version, client.as_deref(), now))
+    {
+        Ok(o) => o,
+        Err(page) => return page.render(&state, &subs),
+    };
+    match outcome {
+        Requested::Confirm(s) => spawn_mail(&state, &subs, s, MailKind::Confirm),
+        Requested::AlreadyActive(s) => spawn_mail(&state, &subs, s, MailKind::Notice),
+        Requested::Quiet => {
+            tracing::info!("subscription request without mail: the address had enough mails today")
+        }
+    }
+    if req.json {
+        return (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "check your inbox"})),
+        )
+            .into_response();
+    }
+    Page::message(StatusCode::OK, "check_inbox").render(&state, &subs)
+}
+
+#[derive(Clone, Copy)]
+enum MailKind {
+    Confirm,
+    Notice,
+}
+
+/// Links with tokens for a subscriber.
+pub struct Links {
+    pub confirm: String,
+    pub unsubscribe: String,
+    pub preferences: String,
+}
+
+pub fn links(config: &Config, keys: &Keys, s: &Subscriber) -> Links {
+    let base = config.public_url();
+    let confirm_expiry = s.created_at + config.privacy.pending_expiry.as_secs() as i64;
+    Links {
+        confirm: format!(
+            "{base}/confirm/{}",
+            keys.sign(Purpose::Confirm, s.id, &s.email, confirm_expiry)
+        ),
+        unsubscribe: format!(
+            "{base}/unsubscribe/{}",
+            keys.sign(Purpose::Unsubscribe, s.id, &s.email, 0)
+        ),
+        preferences: format!(
+            "{base}/preferences/{}",
+            keys.sign(Purpose::Preferences, s.id, &s.email, 0)
+        ),
+    }
+}
+
+/// Sends the confirmation (or notice) mail in the background: the answer to the request
+/// does not wait for, or reveal, what the mail server does.
+fn spawn_mail(state: &AppState, subs: &Arc<Subscriptions>, s: Subscriber, kind: MailKind) {
+    let config = state.config();
+    let subs = subs.clone();
+    let metrics = state.metrics.clone();
+    tokio::spawn(async move {
+        let id = s.id;
+        let result = async {
+            let message = compose(&config, &subs, &s, kind)?;
+            subs.mailer.send(message).await.map_err(anyhow::Error::from)
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                metrics
+                    .mails_sent
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(subscriber = id, "subscription mail sent");
+            }
+            Err(e) => {
+                metrics
+                    .mails_failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(subscriber = id, "subscription mail not sent: {e:#}");
+            }
+        }
+    });
+}
+
+fn compose(
+    config: &Config,
+    subs: &Subscriptions,
+    s: &Subscriber,
+    kind: MailKind,
+) -> anyhow::Result<lettre::Message> {
+    let templates = subs.templates();
+    let l = links(config, &subs.keys, s);
+    let mut ctx = common_context(config, &templates);
+    if let serde_json::Value::Object(m) = &mut ctx {
+        m.insert("confirm_url".into(), l.confirm.into());
+        m.insert("unsubscribe_url".into(), l.unsubscribe.into());
+        m.insert("preferences_url".into(), l.preferences.into());
+    }
+    let (name, subject) = match (kind, templates.lang) {
+        (MailKind::Confirm, "en") => (
+            "confirm",
+            format!("Please confirm your subscription – {}", config.site.title),
+        ),
+        (MailKind::Confirm, _) => (
+            "confirm",
+            format!(
+                "Bitte bestätigen Sie Ihre Anmeldung – {}",
+                config.site.title
+            ),
+        ),
+        (MailKind::Notice, "en") => (
+            "notice",
+            format!("You are already subscribed – {}", config.site.title),
+        ),
+        (MailKind::Notice, _) => (
+            "notice",
+            format!("Sie sind bereits angemeldet – {}", config.site.title),
+        ),
+    };
+    let text = templates.render(&format!("mail/{name}.txt"), &ctx)?;
+    let html = templates.render(&format!("mail/{name}.html"), &ctx)?;
+    subs.mailer.compose(&s.email, &subject, &text, &html)
+}
+
+/// Checks a token for `purpose` and loads its subscriber; `None` for anything invalid.
+fn subscriber_for(
+    subs: &Subscriptions,
+    token: &str,
+    purpose: Purpose,
+) -> Result<Option<Subscriber>, Page> {
+    let now = crate::clock::unix_seconds() as i64;
+    let Some(claims) = subs.keys.claims(token, purpose, now) else {
+        return Ok(None);
+    };
+    let s = subs.with_store(|st| st.get(claims.subscriber))?;
+    Ok(s.filter(|s| subs.keys.verify(token, &s.email)))
+}
+
+fn invalid(state: &AppState, subs: &Subscriptions) -> Response {
+    Page::message(StatusCode::NOT_FOUND, "invalid_link").render(state, subs)
+}
+
+macro_rules! subs_or_return {
+    ($state:expr) => {
+        match $state.subs.clone() {
+            Some(s) => s,
+            None => return not_found(),
+        }
+    };
+}
+
+macro_rules! subscriber_or_return {
+    ($state:expr, $subs:expr, $token:expr, $purpose:expr) => {
+        match subscriber_for(&$subs, &$token, $purpose) {
+            Ok(Some(s)) => s,
+            Ok(None) => return invalid(&$state, &$subs),
+            Err(page) => return page.render(&$state, &$subs),
+        }
+    };
+}
+
+fn action_page(state: &AppState, subs: &Subscriptions, kind: &str, path: &str) -> Response {
+    let action = format!("{}{path}", state.config().public_url());
+    Page {
+        status: StatusCode::OK,
+        template: "message.html",
+        context: serde_json::json!({ "kind": kind, "action": action }),
+    }
+    .render(state, subs)
+}
+
+/// `GET /confirm/{token}`: a page with one button; changes nothing.
+pub async fn confirm_page(
+    State(state): State<Arc<AppState>>,
+    Path(token): Path<String>,
+) -> Response {
+    let subs = subs_or_return!(state);
+    let s = subscriber_or_return!(state, subs, token, Purpose::Confirm);
+    let kind = if s.status == crate::store::Status::Active {
+        "already_confirmed"
+    } else {
+        "confirm"
+    };
+    action_page(&state, &subs, kind, &format!("/confirm/{token}"))
+}
+
+/// `POST /confirm/{token}`.
+pub async fn confirm(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Response {
+    let subs = subs_or_return!(state);
+    let s = subscriber_or_return!(state, subs, token, Purpose::Confirm);
+    let config = state.config();
+    let client = config
+        .privacy
+        .record_client_address
+        .then(|| client_ip(&config, peer, &headers).to_string());
+    let now = crate::clock::unix_seconds() as i64;
+    match subs.with_store(|st| st.confirm(s.id, client.as_deref(), now)) {
+        Ok(Confirmed::Now(s)) => {
+            tracing::info!(subscriber = s.id, "subscription confirmed");
+            Page::message(StatusCode::OK, "confirmed").render(&state, &subs)
+        }
+        Ok(Confirmed::Already(_)) => {
+            Page::message(StatusCode::OK, "already_confirmed").render(&state, &subs)
+        }
+        Ok(Confirmed::Unknown) => invalid(&state, &subs),
+        Err(page) => page.render(&state, &subs),
+    }
+}
+
+/// `GET /unsubscribe/{token}`: a page with one button; changes nothing.
+pub async fn unsubscribe_page(
+    State(state): State<Arc<AppState>>,
+    Path(token): Path<String>,
+) -> Response {
+    let subs = subs_or_return!(state);
+    let _ = subscriber_or_return!(state, subs, token, Purpose::Unsubscribe);
+    action_page(
+        &state,
+        &subs,
+        "unsubscribe",
+        &format!("/unsubscribe/{token}"),
+    )
+}
+
+/// `POST /unsubscribe/{token}`, also RFC 8058 one-click (`List-Unsubscribe=One-Click`):
+/// answers 200 with a short page, no redirect.
+pub async fn unsubscribe(
+    State(state): State<Arc<AppState>>,
+    Path(token): Path<String>,
+) -> Response {
+    let subs = subs_or_return!(state);
+    let s = subscriber_or_return!(state, subs, token, Purpose::Unsubscribe);
+    let now = crate::clock::unix_seconds() as i64;
+    match subs.with_store(|st| st.unsubscribe(s.id, "unsubscribe link", now)) {
+        Ok(_) => {
+            tracing::info!(subscriber = s.id, "unsubscribed");
+            Page::message(StatusCode::OK, "unsubscribed").render(&state, &subs)
+        }
+        Err(page) => page.render(&state, &subs),
+    }
+}
+
+/// `GET /preferences/{token}`: the subscriber's topics and digests.
+pub async fn preferences_page(
+    State(state): State<Arc<AppState>>,
+    Path(token): Path<String>,
+) -> Response {
+    let subs = subs_or_return!(state);
+    let s = subscriber_or_return!(state, subs, token, Purpose::Preferences);
+    let config = state.config();
+    let offered = subs
+        .topics
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let l = links(&config, &subs.keys, &s);
+    Page {
+        status: StatusCode::OK,
+        template: "preferences.html",
+        context: serde_json::json!({
+            "action": format!("{}/preferences/{token}", config.public_url()),
+            "email": s.email,
+            "topics": topic_choices(&offered, &s.topics),
+            "digests": digest_choices(&config, &s.digests),
+            "unsubscribe_url": l.unsubscribe,
+        }),
+    }
+    .render(&state, &subs)
+}
+
+/// `POST /preferences/{token}`: saves topics and digests.
+pub async fn save_preferences(
+    State(state): State<Arc<AppState>>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let subs = subs_or_return!(state);
+    let s = subscriber_or_return!(state, subs, token, Purpose::Preferences);
+    let Some(req) = parse_request(&headers, &body) else {
+        return Page::message(StatusCode::BAD_REQUEST, "bad_request").render(&state, &subs);
+    };
+    let config = state.config();
+    let offered = subs
+        .topics
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let topics: Vec<String> = req
+        .topics
+        .into_iter()
+        .filter(|t| offered.contains(t))
+        .collect();
+    let mut digests: Vec<String> = req
+        .digests
+        .into_iter()
+        .filter(|d| config.digest.iter().any(|x| &x.name == d))
+        .collect();
+    if digests.is_empty() {
+        digests.extend(config.digest.first().map(|d| d.name.clone()));
+    }
+    let now = crate::clock::unix_seconds() as i64;
+    match subs.with_store(|st| st.set_preferences(s.id, &topics, &digests, now)) {
+        Ok(true) => Page::message(StatusCode::OK, "saved").render(&state, &subs),
+        Ok(false) => invalid(&state, &subs),
+        Err(page) => page.render(&state, &subs),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let config = Config::parse(
+            "[site]\ntitle = \"t\"\nbase_url = \"https://x.de\"\n[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\n",
+            "c",
+            &[],
+            std::path::Path::new("/"),
+        )
+        .unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.9, 198.51.100.7, 10.0.0.2"),
+        );
+        let proxy: SocketAddr = "10.1.1.1:5000".parse().unwrap();
+        let stranger: SocketAddr = "192.0.2.50:5000".parse().unwrap();
+        assert_eq!(
+            client_ip(&config, proxy, &h),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip(&config, stranger, &h),
+            "192.0.2.50".parse::<IpAddr>().unwrap()
+        );
+    }
+}
