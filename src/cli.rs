@@ -70,6 +70,11 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Manage subscribers (works while the daemon runs).
+    Subscribers {
+        #[command(subcommand)]
+        command: crate::subscribers_cli::SubscribersCommand,
+    },
     /// Write a new item file with its front matter filled in, and print its path.
     New {
         /// The title of the item.
@@ -110,6 +115,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Run => run_daemon(cli, config),
         Command::Import { source, dry_run } => import(&config, source, *dry_run),
+        Command::Subscribers { command } => crate::subscribers_cli::run(&config, command),
         Command::Build { strict } => build(cli, &config, *strict),
         Command::Check { deny_warnings } => check(cli, &config, *deny_warnings),
         Command::New {
@@ -208,6 +214,13 @@ fn build(cli: &Cli, config: &Config, strict: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn check(cli: &Cli, config: &Config, deny_warnings: bool) -> anyhow::Result<ExitCode> {
+    let templates_ok = match crate::daemon::load_templates(config) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("{e:#}");
+            false
+        }
+    };
     let mut corpus = read_corpus(config)?;
     for item in &corpus.items {
         if item.id_from_file_name {
@@ -237,11 +250,13 @@ fn check(cli: &Cli, config: &Config, deny_warnings: bool) -> anyhow::Result<Exit
         warnings,
         "check finished"
     );
-    Ok(if errors > 0 || (deny_warnings && warnings > 0) {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if errors > 0 || !templates_ok || (deny_warnings && warnings > 0) {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 /// Scans the content directory, with a progress bar on a terminal.

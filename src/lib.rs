@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod output;
 pub mod secrets;
 pub mod store;
+pub mod subscribers_cli;
 pub mod templates;
 pub mod token;
 pub mod web;

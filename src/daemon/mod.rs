@@ -423,7 +423,7 @@ fn with_bound_address(mut config: Config, bound: std::net::SocketAddr) -> Config
 }
 
 /// Opens the database, loads the token secret, the mail transport and the templates.
-fn open_subscriptions(config: &Config) -> anyhow::Result<Subscriptions> {
+pub fn open_subscriptions(config: &Config) -> anyhow::Result<Subscriptions> {
     let store = Store::open(&config.database.path)?;
     let (keys, source) = crate::secrets::load_from_env(config)?;
     match &source {

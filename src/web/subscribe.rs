@@ -410,8 +410,8 @@ pub async fn subscribe(
     Page::message(StatusCode::OK, "check_inbox").render(&state, &subs)
 }
 
-#[derive(Clone, Copy)]
-enum MailKind {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailKind {
     Confirm,
     Notice,
 }
@@ -450,12 +450,7 @@ fn spawn_mail(state: &AppState, subs: &Arc<Subscriptions>, s: Subscriber, kind: 
     let metrics = state.metrics.clone();
     tokio::spawn(async move {
         let id = s.id;
-        let result = async {
-            let message = compose(&config, &subs, &s, kind)?;
-            subs.mailer.send(message).await.map_err(anyhow::Error::from)
-        }
-        .await;
-        match result {
+        match send_mail(&config, &subs, &s, kind).await {
             Ok(()) => {
                 metrics
                     .mails_sent
@@ -470,6 +465,17 @@ fn spawn_mail(state: &AppState, subs: &Arc<Subscriptions>, s: Subscriber, kind: 
             }
         }
     });
+}
+
+/// Composes and sends a confirmation or notice mail now.
+pub async fn send_mail(
+    config: &Config,
+    subs: &Subscriptions,
+    s: &Subscriber,
+    kind: MailKind,
+) -> anyhow::Result<()> {
+    let message = compose(config, subs, s, kind)?;
+    subs.mailer.send(message).await.map_err(anyhow::Error::from)
 }
 
 fn compose(

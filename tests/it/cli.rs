@@ -125,3 +125,19 @@ fn json_logs_are_one_object_per_line() {
             .any(|v| v["message"] == "build finished" && v["items"] == 1)
     );
 }
+
+#[test]
+fn check_reports_a_broken_template_with_file_and_line() {
+    let site = Site::new();
+    site.item("a.md", "A", "2026-01-01", "slug = \"a\"", "x");
+    std::fs::create_dir_all(site.path("templates/de")).unwrap();
+    std::fs::write(
+        site.path("templates/de/subscribe.html"),
+        "{% extends \"layout.html\" %}\n{% block main %}\n{{ email \n{% endblock %}\n",
+    )
+    .unwrap();
+    let out = site.herold(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("templates/de/subscribe.html:"), "{err}");
+}

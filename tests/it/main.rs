@@ -11,4 +11,5 @@ mod import;
 mod nasty;
 mod snapshots;
 mod subscribe;
+mod subscribers;
 mod systemd;
