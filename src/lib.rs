@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod content;
 pub mod daemon;
+pub mod digest;
 pub mod email;
 pub mod feed;
 pub mod import;

@@ -48,6 +48,27 @@ const MIGRATIONS: &[&str] = &[
      CREATE TRIGGER consent_log_append_only BEFORE UPDATE ON consent_log
         BEGIN SELECT RAISE(ABORT, 'the consent log is append-only'); END;
      CREATE TABLE blocked (address_hash TEXT PRIMARY KEY, at INTEGER NOT NULL) STRICT;",
+    // 2: digests: when each item was first seen, runs, and a delivery per (run, subscriber).
+    "CREATE TABLE items_seen (item_id TEXT PRIMARY KEY, first_seen INTEGER NOT NULL) STRICT;
+     CREATE TABLE digest_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        digest TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        window_start INTEGER NOT NULL,
+        items TEXT NOT NULL,
+        finished_at INTEGER
+     ) STRICT;
+     CREATE INDEX digest_runs_digest ON digest_runs (digest, started_at);
+     CREATE TABLE deliveries (
+        run_id INTEGER NOT NULL REFERENCES digest_runs (id),
+        subscriber_id INTEGER NOT NULL,
+        items TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed', 'skipped')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (run_id, subscriber_id)
+     ) STRICT;",
 ];
 
 /// How many mails one address may trigger through the subscription form per day.
@@ -561,6 +582,192 @@ impl Store {
             [now - retention],
         )
     }
+}
+
+/// A digest run: its items and recipients were fixed when it started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub id: i64,
+    pub digest: String,
+    pub started_at: i64,
+    pub window_start: i64,
+    pub items: Vec<String>,
+    pub finished_at: Option<i64>,
+}
+
+/// One mail of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub run_id: i64,
+    pub subscriber_id: i64,
+    pub items: Vec<String>,
+    pub status: String,
+    pub attempts: i64,
+}
+
+impl Store {
+    /// Records `now` as the first sight of every id not seen before; gives every id's first
+    /// sight.
+    pub fn record_seen(
+        &mut self,
+        ids: &[&str],
+        now: i64,
+    ) -> Result<std::collections::HashMap<String, i64>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO items_seen (item_id, first_seen) VALUES (?1, ?2)",
+            )?;
+            for id in ids {
+                insert.execute(params![id, now])?;
+            }
+        }
+        let seen = {
+            let mut stmt = tx.prepare("SELECT item_id, first_seen FROM items_seen")?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_>>()?
+        };
+        tx.commit()?;
+        Ok(seen)
+    }
+
+    /// The last run of `digest` that finished.
+    pub fn last_finished_run(&self, digest: &str) -> Result<Option<Run>> {
+        self.conn
+            .prepare_cached(&format!("{RUN_SELECT} WHERE digest = ?1 AND finished_at IS NOT NULL ORDER BY started_at DESC, id DESC LIMIT 1"))?
+            .query_row([digest], row_to_run)
+            .optional()
+    }
+
+    /// The run of `digest` that started and has not finished, if any.
+    pub fn unfinished_run(&self, digest: &str) -> Result<Option<Run>> {
+        self.conn
+            .prepare_cached(&format!(
+                "{RUN_SELECT} WHERE digest = ?1 AND finished_at IS NULL ORDER BY id LIMIT 1"
+            ))?
+            .query_row([digest], row_to_run)
+            .optional()
+    }
+
+    /// Starts a run: the run and one pending delivery per (subscriber, items), in one
+    /// transaction, so a run exists with all its recipients or not at all.
+    pub fn start_run(
+        &mut self,
+        digest: &str,
+        now: i64,
+        window_start: i64,
+        items: &[String],
+        deliveries: &[(i64, Vec<String>)],
+    ) -> Result<Run> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO digest_runs (digest, started_at, window_start, items) VALUES (?1, ?2, ?3, ?4)",
+            params![digest, now, window_start, json(items)],
+        )?;
+        let id = tx.last_insert_rowid();
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO deliveries (run_id, subscriber_id, items, status, updated_at) VALUES (?1, ?2, ?3, 'pending', ?4)",
+            )?;
+            for (subscriber, its) in deliveries {
+                insert.execute(params![id, subscriber, json(its), now])?;
+            }
+        }
+        if deliveries.is_empty() {
+            tx.execute(
+                "UPDATE digest_runs SET finished_at = ?2 WHERE id = ?1",
+                params![id, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(Run {
+            id,
+            digest: digest.to_string(),
+            started_at: now,
+            window_start,
+            items: items.to_vec(),
+            finished_at: deliveries.is_empty().then_some(now),
+        })
+    }
+
+    /// The deliveries of a run that are still pending.
+    pub fn pending_deliveries(&self, run: i64) -> Result<Vec<Delivery>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT run_id, subscriber_id, items, status, attempts FROM deliveries WHERE run_id = ?1 AND status = 'pending' ORDER BY subscriber_id",
+        )?;
+        let rows = stmt.query_map([run], |r| {
+            let items: String = r.get(2)?;
+            Ok(Delivery {
+                run_id: r.get(0)?,
+                subscriber_id: r.get(1)?,
+                items: serde_json::from_str(&items).unwrap_or_default(),
+                status: r.get(3)?,
+                attempts: r.get(4)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// Records the outcome of one delivery: `sent`, `failed` (permanently), `skipped`, or
+    /// `pending` again after a temporary failure.
+    pub fn record_delivery(
+        &mut self,
+        run: i64,
+        subscriber: i64,
+        status: &str,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE deliveries SET status = ?3, error = ?4, attempts = attempts + 1, updated_at = ?5 WHERE run_id = ?1 AND subscriber_id = ?2",
+            params![run, subscriber, status, error, now],
+        )?;
+        Ok(())
+    }
+
+    /// Marks a run finished if no delivery is pending; says whether it is.
+    pub fn finish_run_if_done(&mut self, run: i64, now: i64) -> Result<bool> {
+        let pending: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM deliveries WHERE run_id = ?1 AND status = 'pending'",
+            [run],
+            |r| r.get(0),
+        )?;
+        if pending == 0 {
+            self.conn.execute(
+                "UPDATE digest_runs SET finished_at = COALESCE(finished_at, ?2) WHERE id = ?1",
+                params![run, now],
+            )?;
+        }
+        Ok(pending == 0)
+    }
+
+    /// Counts of a run's deliveries by status.
+    pub fn delivery_counts(&self, run: i64) -> Result<std::collections::BTreeMap<String, i64>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT status, COUNT(*) FROM deliveries WHERE run_id = ?1 GROUP BY status",
+        )?;
+        let rows = stmt.query_map([run], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
+    }
+}
+
+const RUN_SELECT: &str =
+    "SELECT id, digest, started_at, window_start, items, finished_at FROM digest_runs";
+
+fn row_to_run(r: &rusqlite::Row) -> Result<Run> {
+    let items: String = r.get(4)?;
+    Ok(Run {
+        id: r.get(0)?,
+        digest: r.get(1)?,
+        started_at: r.get(2)?,
+        window_start: r.get(3)?,
+        items: serde_json::from_str(&items).unwrap_or_default(),
+        finished_at: r.get(5)?,
+    })
 }
 
 const SELECT: &str = "SELECT id, email, status, topics, digests, created_at, confirmed_at, consent_version, source, client_address FROM subscribers";

@@ -1,0 +1,5 @@
+//! Digests: schedules, which items each subscriber gets, and the mail.
+
+pub mod mail;
+pub mod schedule;
+pub mod select;

@@ -1,0 +1,114 @@
+//! Which items a digest run contains, and which of them each subscriber gets. Pure.
+//!
+//! An item is *published* at the later of its `date` and the moment herold first saw its
+//! file. A run contains the items published after the previous completed run began (the
+//! first run: after the schedule's previous fire time) up to the run's start: never an item
+//! twice, never one skipped, also for a file added late with an older date. An item first
+//! seen more than `max_age` after its date is history (an import) and enters no digest.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::content::Item;
+use crate::content::slug::slugify;
+
+/// When an item counts as published: the later of its date and its first sight (Unix
+/// seconds). An item not seen yet is published at `now`.
+pub fn published_at(item: &Item, seen: &HashMap<String, i64>, now: i64) -> i64 {
+    item.date
+        .timestamp()
+        .max(seen.get(&item.id).copied().unwrap_or(now))
+}
+
+/// The items of a run covering (`start`, `end`], newest first, limited to `topics` (tags, by
+/// slug) when the digest names any.
+pub fn run_items<'a>(
+    items: &'a [Arc<Item>],
+    seen: &HashMap<String, i64>,
+    start: i64,
+    end: i64,
+    max_age_secs: i64,
+    topics: &[String],
+) -> Vec<&'a Arc<Item>> {
+    let wanted: Vec<String> = topics.iter().map(|t| slugify(t)).collect();
+    let mut out: Vec<&Arc<Item>> = items
+        .iter()
+        .filter(|i| {
+            let first_seen = seen.get(&i.id).copied().unwrap_or(end);
+            let published = i.date.timestamp().max(first_seen);
+            let history = first_seen - i.date.timestamp() > max_age_secs;
+            published > start && published <= end && !history
+        })
+        .filter(|i| wanted.is_empty() || i.tags.iter().any(|t| wanted.contains(&slugify(t))))
+        .collect();
+    out.sort_by(|a, b| b.date.cmp(&a.date).then_with(|| a.id.cmp(&b.id)));
+    out
+}
+
+/// The items of a run that a subscriber with these topics gets (none chosen: all).
+pub fn for_subscriber<'a>(run: &[&'a Arc<Item>], topics: &[String]) -> Vec<&'a Arc<Item>> {
+    if topics.is_empty() {
+        return run.to_vec();
+    }
+    let wanted: Vec<String> = topics.iter().map(|t| slugify(t)).collect();
+    run.iter()
+        .copied()
+        .filter(|i| i.tags.iter().any(|t| wanted.contains(&slugify(t))))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::content::{SiteContext, parse_item};
+
+    fn item(slug: &str, date: &str, tags: &[&str]) -> Arc<Item> {
+        let site = SiteContext {
+            timezone: chrono_tz::Europe::Berlin,
+            tag_authority: "x.de".into(),
+            item_url: "https://x.de/{slug}".into(),
+            default_author: "X".into(),
+        };
+        let tags: Vec<String> = tags.iter().map(|t| format!("{t:?}")).collect();
+        let text = format!(
+            "+++\ntitle = \"{slug}\"\ndate = {date}\nslug = \"{slug}\"\ntags = [{}]\n+++\n",
+            tags.join(", ")
+        );
+        Arc::new(parse_item("a.md", text.as_bytes(), &site).unwrap())
+    }
+
+    const DAY: i64 = 86_400;
+
+    #[test]
+    fn windows_late_files_history_and_topics() {
+        let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-02T08:00:00+01:00")
+            .unwrap()
+            .timestamp();
+        let items = vec![
+            item("neu", "2026-11-05T10:00:00+01:00", &["OZG"]),
+            item("spaet", "2026-10-30T10:00:00+01:00", &["FIM"]),
+            item("alt", "2026-10-01T10:00:00+01:00", &["OZG"]),
+            item("import", "2025-01-01T10:00:00+01:00", &["OZG"]),
+        ];
+        let mut seen = HashMap::new();
+        seen.insert(items[0].id.clone(), t0 + 3 * DAY);
+        // A file added late (after the last run began) with an older date.
+        seen.insert(items[1].id.clone(), t0 + 4 * DAY);
+        seen.insert(items[2].id.clone(), t0 - 30 * DAY);
+        // An old item imported now: history.
+        seen.insert(items[3].id.clone(), t0 + 4 * DAY);
+        let run = run_items(&items, &seen, t0, t0 + 7 * DAY, 7 * DAY, &[]);
+        let slugs: Vec<&str> = run.iter().map(|i| i.slug.as_str()).collect();
+        assert_eq!(slugs, ["neu", "spaet"]);
+        // The next run does not repeat them.
+        assert!(run_items(&items, &seen, t0 + 7 * DAY, t0 + 14 * DAY, 7 * DAY, &[]).is_empty());
+        // Digest and subscriber topics, by slug.
+        assert_eq!(
+            run_items(&items, &seen, t0, t0 + 7 * DAY, 7 * DAY, &["ozg".into()]).len(),
+            1
+        );
+        assert_eq!(for_subscriber(&run, &["FIM".into()]).len(), 1);
+        assert_eq!(for_subscriber(&run, &[]).len(), 2);
+        assert!(for_subscriber(&run, &["Recht".into()]).is_empty());
+    }
+}
