@@ -70,6 +70,11 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Digests: list the schedules, preview or send one.
+    Digest {
+        #[command(subcommand)]
+        command: crate::digest::cli::DigestCommand,
+    },
     /// Manage subscribers (works while the daemon runs).
     Subscribers {
         #[command(subcommand)]
@@ -116,6 +121,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Run => run_daemon(cli, config),
         Command::Import { source, dry_run } => import(&config, source, *dry_run),
         Command::Subscribers { command } => crate::subscribers_cli::run(&config, command),
+        Command::Digest { command } => crate::digest::cli::run(&config, command),
         Command::Build { strict } => build(cli, &config, *strict),
         Command::Check { deny_warnings } => check(cli, &config, *deny_warnings),
         Command::New {
@@ -197,6 +203,7 @@ fn build(cli: &Cli, config: &Config, strict: bool) -> anyhow::Result<ExitCode> {
     report(cli, &rendered.warnings, false);
     let stats = crate::build::write_feeds(&config.feeds.dir, &rendered)
         .with_context(|| format!("cannot write the feeds in {}", config.feeds.dir.display()))?;
+    record_seen(config, &corpus)?;
     tracing::info!(
         dir = %config.feeds.dir.display(),
         items = rendered.published,
@@ -257,6 +264,15 @@ fn check(cli: &Cli, config: &Config, deny_warnings: bool) -> anyhow::Result<Exit
             ExitCode::SUCCESS
         },
     )
+}
+
+/// Records in the database when each item was first seen (digests count an item as
+/// published at the later of its date and its first sight).
+pub fn record_seen(config: &Config, corpus: &Corpus) -> anyhow::Result<()> {
+    let mut store = crate::store::Store::open(&config.database.path)?;
+    let ids: Vec<&str> = corpus.items.iter().map(|i| i.id.as_str()).collect();
+    store.record_seen(&ids, crate::clock::unix_seconds() as i64)?;
+    Ok(())
 }
 
 /// Scans the content directory, with a progress bar on a terminal.

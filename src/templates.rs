@@ -43,6 +43,14 @@ const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../templates/de/mail/notice.html"),
     ),
     (
+        "de/mail/digest.txt",
+        include_str!("../templates/de/mail/digest.txt"),
+    ),
+    (
+        "de/mail/digest.html",
+        include_str!("../templates/de/mail/digest.html"),
+    ),
+    (
         "en/layout.html",
         include_str!("../templates/en/layout.html"),
     ),
@@ -73,6 +81,14 @@ const BUILT_IN: &[(&str, &str)] = &[
     (
         "en/mail/notice.html",
         include_str!("../templates/en/mail/notice.html"),
+    ),
+    (
+        "en/mail/digest.txt",
+        include_str!("../templates/en/mail/digest.txt"),
+    ),
+    (
+        "en/mail/digest.html",
+        include_str!("../templates/en/mail/digest.html"),
     ),
 ];
 

@@ -15,7 +15,7 @@ use crate::email::Email;
 
 const VERSION: u8 = 1;
 const MAC_LEN: usize = 16;
-const BODY_LEN: usize = 1 + 1 + 1 + 8 + 8;
+const BODY_LEN: usize = 1 + 1 + 1 + 4 + 4;
 
 /// What a token allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,8 +80,13 @@ impl Keys {
         body.push(VERSION);
         body.push(*kid);
         body.push(purpose.code());
-        body.extend_from_slice(&subscriber.to_be_bytes());
-        body.extend_from_slice(&expires.to_be_bytes());
+        // Four bytes each keep links short enough for one line of a plain-text mail.
+        body.extend_from_slice(&u32::try_from(subscriber).unwrap_or(u32::MAX).to_be_bytes());
+        body.extend_from_slice(
+            &u32::try_from(expires.max(0))
+                .unwrap_or(u32::MAX)
+                .to_be_bytes(),
+        );
         let mac = mac(key, &body, email);
         body.extend_from_slice(&mac[..MAC_LEN]);
         URL_SAFE_NO_PAD.encode(body)
@@ -97,8 +102,8 @@ impl Keys {
         if raw.len() != BODY_LEN + MAC_LEN || raw[0] != VERSION || raw[2] != purpose.code() {
             return None;
         }
-        let subscriber = i64::from_be_bytes(raw[3..11].try_into().ok()?);
-        let expires = i64::from_be_bytes(raw[11..19].try_into().ok()?);
+        let subscriber = i64::from(u32::from_be_bytes(raw[3..7].try_into().ok()?));
+        let expires = i64::from(u32::from_be_bytes(raw[7..11].try_into().ok()?));
         if expires != 0 && expires < now {
             return None;
         }

@@ -71,6 +71,8 @@ pub struct Daemon {
     subs: Arc<Subscriptions>,
     /// The address the listener got (port 0 becomes a real port).
     bound: std::net::SocketAddr,
+    /// Item ids whose first sight is in the database.
+    recorded: std::collections::HashSet<String>,
 }
 
 /// How a rebuild finds out what changed.
@@ -130,6 +132,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         polls: 0,
         subs,
         bound: addr,
+        recorded: std::collections::HashSet::new(),
     };
     daemon.housekeeping();
     daemon.rebuild(Refresh::Full, true);
@@ -339,6 +342,7 @@ impl Daemon {
         self.next_due = plan.next_due;
         *self.subs.topics.write().unwrap_or_else(|e| e.into_inner()) =
             offered_topics(&self.config, &corpus);
+        self.record_seen(&corpus);
     }
 
     /// Logs each problem once, when it first appears.
@@ -354,6 +358,25 @@ impl Daemon {
             }
         }
         self.reported = now;
+    }
+
+    /// Records the first sight of items the database does not know yet.
+    fn record_seen(&mut self, corpus: &crate::content::Corpus) {
+        let new: Vec<&str> = corpus
+            .items
+            .iter()
+            .map(|i| i.id.as_str())
+            .filter(|id| !self.recorded.contains(*id))
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        let now = crate::clock::unix_seconds() as i64;
+        let mut store = self.subs.store.lock().unwrap_or_else(|e| e.into_inner());
+        match store.record_seen(&new, now) {
+            Ok(_) => self.recorded.extend(new.into_iter().map(String::from)),
+            Err(e) => tracing::error!("cannot record when items were first seen: {e}"),
+        }
     }
 
     /// Expires pending subscriptions and deletes consent log entries past retention.

@@ -613,24 +613,34 @@ impl Store {
         ids: &[&str],
         now: i64,
     ) -> Result<std::collections::HashMap<String, i64>> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO items_seen (item_id, first_seen) VALUES (?1, ?2)",
-            )?;
-            for id in ids {
-                insert.execute(params![id, now])?;
+        let mut seen = self.seen()?;
+        let new: Vec<&&str> = ids.iter().filter(|id| !seen.contains_key(**id)).collect();
+        if !new.is_empty() {
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO items_seen (item_id, first_seen) VALUES (?1, ?2)",
+                )?;
+                for id in &new {
+                    insert.execute(params![id, now])?;
+                }
             }
+            tx.commit()?;
+            // Another process may have recorded some of them first: read them back.
+            seen = self.seen()?;
         }
-        let seen = {
-            let mut stmt = tx.prepare("SELECT item_id, first_seen FROM items_seen")?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_>>()?
-        };
-        tx.commit()?;
         Ok(seen)
+    }
+
+    /// The first sight of every item herold has seen.
+    pub fn seen(&self) -> Result<std::collections::HashMap<String, i64>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT item_id, first_seen FROM items_seen")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
     }
 
     /// The last run of `digest` that finished.

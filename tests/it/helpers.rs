@@ -610,11 +610,13 @@ impl Running {
         )
     }
 
-    /// The path of a full URL on this server.
+    /// The path (and query) of a full URL, to request it from this server.
     pub fn path_of(&self, url: &str) -> String {
-        url.split_once(&self.addr)
-            .map(|(_, p)| p.to_string())
-            .unwrap_or_else(|| panic!("{url} is not on {}", self.addr))
+        let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+        after_scheme
+            .find('/')
+            .map(|i| after_scheme[i..].to_string())
+            .unwrap_or_else(|| "/".into())
     }
 }
 

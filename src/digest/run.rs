@@ -1,0 +1,382 @@
+//! A digest run: decide its items and recipients, record them, then deliver. The decision
+//! is fixed in the database before the first mail goes out, so a second `send` (or a
+//! restart) finishes the same run and never starts over.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use super::mail::{self, Envelope, ItemView, RecipientLinks};
+use super::schedule::Schedule;
+use super::select;
+use crate::config::{Config, Digest};
+use crate::content::{Corpus, Item};
+use crate::store::{Run, Status, Subscriber};
+use crate::web::subscribe::{Subscriptions, links};
+
+/// The digest named `name`, or an error listing the names there are.
+pub fn find<'a>(config: &'a Config, name: &str) -> anyhow::Result<&'a Digest> {
+    config
+        .digest
+        .iter()
+        .find(|d| d.name == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = config.digest.iter().map(|d| d.name.as_str()).collect();
+            anyhow::anyhow!(
+                "there is no [[digest]] named `{name}` (there are: {})",
+                names.join(", ")
+            )
+        })
+}
+
+pub fn schedule(config: &Config, d: &Digest) -> anyhow::Result<Schedule> {
+    Schedule::parse(&d.schedule, d.timezone.unwrap_or(config.site.timezone))
+        .map_err(anyhow::Error::msg)
+}
+
+/// What a run would contain at `now`.
+pub struct Plan {
+    pub window_start: i64,
+    pub items: Vec<Arc<Item>>,
+    /// Active subscribers of this digest with at least one item, and their items.
+    pub recipients: Vec<(Subscriber, Vec<Arc<Item>>)>,
+    /// Fewer items than `min_items`: nothing is sent and the window does not advance.
+    pub below_minimum: bool,
+}
+
+/// Decides a run of `digest` at `now`. Pure: every input is passed in.
+pub fn plan(
+    digest: &Digest,
+    schedule: &Schedule,
+    corpus: &Corpus,
+    seen: &HashMap<String, i64>,
+    subscribers: &[Subscriber],
+    last_finished: Option<&Run>,
+    now: i64,
+) -> Plan {
+    let now_utc = Utc.timestamp_opt(now, 0).single().unwrap_or_default();
+    let window_start = match last_finished {
+        Some(run) => run.started_at,
+        // The first run covers the time since the schedule's previous fire time.
+        None => schedule
+            .last_at_or_before(now_utc - chrono::TimeDelta::seconds(1))
+            .map_or(now - 7 * 86_400, |t| t.timestamp()),
+    };
+    let run: Vec<&Arc<Item>> = select::run_items(
+        &corpus.items,
+        seen,
+        window_start,
+        now,
+        digest.max_age.as_secs() as i64,
+        &digest.topics,
+    );
+    let recipients = subscribers
+        .iter()
+        .filter(|s| s.status == Status::Active && s.digests.contains(&digest.name))
+        .filter_map(|s| {
+            let mine: Vec<Arc<Item>> = select::for_subscriber(&run, &s.topics)
+                .into_iter()
+                .cloned()
+                .collect();
+            (!mine.is_empty()).then(|| (s.clone(), mine))
+        })
+        .collect();
+    Plan {
+        window_start,
+        below_minimum: run.len() < digest.min_items.max(1),
+        items: run.into_iter().cloned().collect(),
+        recipients,
+    }
+}
+
+/// What a `send` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub run_id: Option<i64>,
+    pub items: usize,
+    pub recipients: usize,
+    pub sent: usize,
+    pub failed: usize,
+    /// Temporary failures left pending for a later send.
+    pub deferred: usize,
+    pub skipped: usize,
+    /// Set when nothing was started (the reason).
+    pub nothing: Option<String>,
+}
+
+/// Everything a sender needs besides the corpus.
+pub struct Sender<'a> {
+    pub config: &'a Config,
+    pub subs: &'a Subscriptions,
+    pub dkim: Option<lettre::message::dkim::DkimConfig>,
+}
+
+impl Sender<'_> {
+    /// Runs `digest` now as the schedule would: first finishes an unfinished run of it, then
+    /// starts a new one if there is something to send. With `dry_run`, nothing is recorded
+    /// or sent; the report says what would happen.
+    pub async fn send(
+        &self,
+        digest: &Digest,
+        corpus: &Corpus,
+        now: i64,
+        dry_run: bool,
+    ) -> anyhow::Result<Report> {
+        let mut report = Report::default();
+        let unfinished = self.store(|s| s.unfinished_run(&digest.name))?;
+        if let Some(run) = unfinished {
+            if dry_run {
+                report.nothing = Some(format!(
+                    "run {} is unfinished; a send would finish it first",
+                    run.id
+                ));
+                return Ok(report);
+            }
+            tracing::info!(digest = %digest.name, run = run.id, "finishing an unfinished run first");
+            report = self.deliver(digest, &run, corpus, now).await?;
+            if report.deferred > 0 {
+                return Ok(report);
+            }
+        }
+        let schedule = schedule(self.config, digest)?;
+        let ids: Vec<&str> = corpus.items.iter().map(|i| i.id.as_str()).collect();
+        let seen = if dry_run {
+            self.store(|s| s.seen())?
+        } else {
+            self.store(|s| s.record_seen(&ids, now))?
+        };
+        let last = self.store(|s| s.last_finished_run(&digest.name))?;
+        let subscribers = self.store(|s| s.list())?;
+        let plan = plan(
+            digest,
+            &schedule,
+            corpus,
+            &seen,
+            &subscribers,
+            last.as_ref(),
+            now,
+        );
+        report.items = plan.items.len();
+        report.recipients = plan.recipients.len();
+        report.run_id = None;
+        if plan.below_minimum {
+            report.nothing = Some(format!(
+                "{} new item(s), fewer than min_items = {}",
+                plan.items.len(),
+                digest.min_items
+            ));
+            return Ok(report);
+        }
+        if dry_run {
+            report.nothing = Some("dry run".into());
+            return Ok(report);
+        }
+        let item_ids: Vec<String> = plan.items.iter().map(|i| i.id.clone()).collect();
+        let deliveries: Vec<(i64, Vec<String>)> = plan
+            .recipients
+            .iter()
+            .map(|(s, its)| (s.id, its.iter().map(|i| i.id.clone()).collect()))
+            .collect();
+        let run = self
+            .store(|s| s.start_run(&digest.name, now, plan.window_start, &item_ids, &deliveries))?;
+        tracing::info!(digest = %digest.name, run = run.id, items = item_ids.len(), recipients = deliveries.len(), "digest run started");
+        let r = self.deliver(digest, &run, corpus, now).await?;
+        report.run_id = r.run_id;
+        report.sent += r.sent;
+        report.failed += r.failed;
+        report.deferred += r.deferred;
+        report.skipped += r.skipped;
+        Ok(report)
+    }
+
+    /// Sends the pending deliveries of `run` and records each outcome as it comes.
+    pub async fn deliver(
+        &self,
+        digest: &Digest,
+        run: &Run,
+        corpus: &Corpus,
+        now: i64,
+    ) -> anyhow::Result<Report> {
+        let mut report = Report {
+            run_id: Some(run.id),
+            ..Report::default()
+        };
+        let by_id: HashMap<&str, &Arc<Item>> =
+            corpus.items.iter().map(|i| (i.id.as_str(), i)).collect();
+        let mut renditions: HashMap<String, crate::content::Rendition> = HashMap::new();
+        let since = Utc
+            .timestamp_opt(run.window_start, 0)
+            .single()
+            .unwrap_or_default();
+        let run_time = Utc
+            .timestamp_opt(run.started_at, 0)
+            .single()
+            .unwrap_or_default();
+        for d in self.store(|s| s.pending_deliveries(run.id))? {
+            let Some(subscriber) = self.store(|s| s.get(d.subscriber_id))? else {
+                // Unsubscribed since the run started.
+                self.store(|s| {
+                    s.record_delivery(
+                        run.id,
+                        d.subscriber_id,
+                        "skipped",
+                        Some("unsubscribed"),
+                        now,
+                    )
+                })?;
+                report.skipped += 1;
+                continue;
+            };
+            let items: Vec<&Arc<Item>> = d
+                .items
+                .iter()
+                .filter_map(|id| by_id.get(id.as_str()).copied())
+                .collect();
+            if items.is_empty() {
+                self.store(|s| {
+                    s.record_delivery(
+                        run.id,
+                        d.subscriber_id,
+                        "skipped",
+                        Some("its items were removed"),
+                        now,
+                    )
+                })?;
+                report.skipped += 1;
+                continue;
+            }
+            let message = self.compose(
+                digest,
+                run.id,
+                &subscriber,
+                &items,
+                &mut renditions,
+                since,
+                run_time,
+            )?;
+            match self.subs.mailer.send(message).await {
+                Ok(()) => {
+                    self.store(|s| {
+                        s.record_delivery(
+                            run.id,
+                            d.subscriber_id,
+                            "sent",
+                            None,
+                            crate::clock::unix_seconds() as i64,
+                        )
+                    })?;
+                    report.sent += 1;
+                }
+                Err(e) if e.permanent => {
+                    tracing::warn!(
+                        run = run.id,
+                        subscriber = d.subscriber_id,
+                        "permanent failure: {e}"
+                    );
+                    self.store(|s| {
+                        s.record_delivery(run.id, d.subscriber_id, "failed", Some(&e.message), now)
+                    })?;
+                    report.failed += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        run = run.id,
+                        subscriber = d.subscriber_id,
+                        "temporary failure, left for the next send: {e}"
+                    );
+                    self.store(|s| {
+                        s.record_delivery(run.id, d.subscriber_id, "pending", Some(&e.message), now)
+                    })?;
+                    report.deferred += 1;
+                }
+            }
+        }
+        let done =
+            self.store(|s| s.finish_run_if_done(run.id, crate::clock::unix_seconds() as i64))?;
+        tracing::info!(
+            digest = %digest.name,
+            run = run.id,
+            sent = report.sent,
+            failed = report.failed,
+            deferred = report.deferred,
+            skipped = report.skipped,
+            finished = done,
+            "digest deliveries"
+        );
+        Ok(report)
+    }
+
+    /// The mail of one delivery, signed when DKIM is configured.
+    #[allow(clippy::too_many_arguments)]
+    pub fn compose(
+        &self,
+        digest: &Digest,
+        run_id: i64,
+        s: &Subscriber,
+        items: &[&Arc<Item>],
+        renditions: &mut HashMap<String, crate::content::Rendition>,
+        since: DateTime<Utc>,
+        run_time: DateTime<Utc>,
+    ) -> anyhow::Result<lettre::Message> {
+        let templates = self
+            .subs
+            .templates
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let views: Vec<ItemView> = items
+            .iter()
+            .map(|i| {
+                let r = renditions.entry(i.id.clone()).or_insert_with(|| i.render());
+                ItemView::new(i, r, templates.lang)
+            })
+            .collect();
+        let l = links(self.config, &self.subs.keys, s);
+        let recipient = RecipientLinks {
+            unsubscribe_url: l.unsubscribe.clone(),
+            preferences_url: l.preferences,
+        };
+        let rendered = mail::render(
+            self.config,
+            &templates,
+            digest,
+            &views,
+            since,
+            &recipient,
+            run_time,
+        )?;
+        let host = self.config.site.base_url.host_str().unwrap_or("localhost");
+        let title = digest.title.clone().unwrap_or_else(|| digest.name.clone());
+        let mut list_unsubscribe = format!("<{}>", l.unsubscribe);
+        if let Some(m) = &self.config.mail.unsubscribe_mailto {
+            list_unsubscribe.push_str(&format!(", <mailto:{m}?subject=unsubscribe>"));
+        }
+        let env = Envelope {
+            from: &self.subs.mailer.from,
+            reply_to: self.subs.mailer.reply_to.as_ref(),
+            to: &s.email,
+            list_unsubscribe,
+            list_id: format!(
+                "{} <{}.{host}>",
+                title.replace(['<', '>', '"'], ""),
+                digest.name
+            ),
+            message_id: format!("<digest.{run_id}.{}@{host}>", s.id),
+            date: run_time,
+        };
+        let mut message = mail::message(&env, &rendered)?;
+        if let Some(dkim) = &self.dkim {
+            message.sign(dkim);
+        }
+        Ok(message)
+    }
+
+    fn store<T>(
+        &self,
+        f: impl FnOnce(&mut crate::store::Store) -> crate::store::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut store = self.subs.store.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut store).map_err(|e| anyhow::anyhow!("database: {e}"))
+    }
+}
