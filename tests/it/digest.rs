@@ -290,3 +290,216 @@ fn temporary_failures_stay_pending_and_the_next_send_finishes_them() {
     assert!(out.contains("no new run"), "{out}");
     sink.assert_none();
 }
+
+/// Makes a key with openssl; gives (private key PEM path, DNS record `p=` value).
+fn dkim_key(site: &Site, kind: &str) -> (std::path::PathBuf, String) {
+    let key = site.path(&format!("dkim-{kind}.pem"));
+    let keygen: &[&str] = if kind == "rsa" {
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ]
+    } else {
+        &["genpkey", "-algorithm", "ED25519"]
+    };
+    let ok = std::process::Command::new("openssl")
+        .args(keygen)
+        .arg("-out")
+        .arg(&key)
+        .status()
+        .expect("openssl is installed");
+    assert!(ok.success());
+    let der = std::process::Command::new("openssl")
+        .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+        .arg(&key)
+        .output()
+        .unwrap()
+        .stdout;
+    use base64::Engine;
+    // RSA: the SubjectPublicKeyInfo; Ed25519 (RFC 8463): the raw 32-byte key.
+    let public = if kind == "rsa" {
+        der
+    } else {
+        der[der.len() - 32..].to_vec()
+    };
+    (
+        key,
+        base64::engine::general_purpose::STANDARD.encode(public),
+    )
+}
+
+/// Verifies a message with Python's dkimpy, the public key given through `dnsfunc`.
+fn dkimpy_verifies(message: &[u8], record: &str) -> Result<(), String> {
+    let script = r#"
+import sys, dkim
+record = sys.argv[1].encode()
+msg = sys.stdin.buffer.read()
+ok = dkim.verify(msg, dnsfunc=lambda name, timeout=5: record)
+sys.exit(0 if ok else 1)
+"#;
+    use std::io::Write;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script, record])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with dkimpy (see .ci/run)");
+    child.stdin.take().unwrap().write_all(message).unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn dkim_signatures_verify_with_an_independent_implementation() {
+    for kind in ["rsa", "ed25519"] {
+        let sink = SmtpSink::start();
+        let site = digest_site(&sink);
+        let (key, public) = dkim_key(&site, kind);
+        let config = std::fs::read_to_string(site.path("config.toml")).unwrap();
+        let dkim = format!(
+            "[mail.dkim]\ndomain = \"fitko.de\"\nselector = \"herold\"\nprivate_key_file = \"{}\"\n\n[[digest]]",
+            key.display()
+        );
+        std::fs::write(
+            site.path("config.toml"),
+            config.replacen("[[digest]]", &dkim, 1),
+        )
+        .unwrap();
+        subscriber(&site, "leser@example.org", &[], &["woechentlich"]);
+        let (code, out) = send(&site, "woechentlich");
+        assert_eq!(code, Some(0), "{kind}: {out}");
+        let mail = drain(&sink, 1).remove(0);
+        let raw = String::from_utf8_lossy(&mail.data);
+        let sig = raw
+            .lines()
+            .find(|l| l.starts_with("DKIM-Signature:"))
+            .unwrap_or_else(|| panic!("{kind}: no signature"));
+        assert!(
+            sig.contains(&format!(
+                "a={}-sha256",
+                if kind == "rsa" { "rsa" } else { "ed25519" }
+            )),
+            "{sig}"
+        );
+        let k = if kind == "rsa" { "rsa" } else { "ed25519" };
+        let record = format!("v=DKIM1; k={k}; p={public}");
+        dkimpy_verifies(&mail.data, &record)
+            .unwrap_or_else(|e| panic!("{kind}: dkimpy says no: {e}\n{raw}"));
+        // The signature covers the one-click headers (RFC 8058): altering one breaks it.
+        let tampered = raw.replace(
+            "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+            "List-Unsubscribe-Post: List-Unsubscribe=Two-Clicks",
+        );
+        assert!(
+            dkimpy_verifies(tampered.as_bytes(), &record).is_err(),
+            "{kind}"
+        );
+    }
+}
+
+mod rendering {
+    use herold::config::Config;
+    use herold::digest::mail::{ItemView, RecipientLinks, render};
+    use herold::templates::Templates;
+
+    fn config(lang: &str) -> Config {
+        Config::parse(
+            &format!(
+                "[site]\ntitle = \"FITKO – Aktuelles\"\nbase_url = \"https://www.fitko.de\"\nlink = \"https://www.fitko.de/aktuelles\"\nlanguage = \"{lang}\"\nprivacy_url = \"https://www.fitko.de/datenschutz\"\nimprint_url = \"https://www.fitko.de/impressum\"\n[[digest]]\nname = \"woechentlich\"\ntitle = \"Wochenüberblick\"\nschedule = \"0 8 * * 1\"\n"
+            ),
+            "config.toml",
+            &[],
+            std::path::Path::new("/nonexistent"),
+        )
+        .unwrap()
+    }
+
+    fn item(n: usize, summary: &str) -> ItemView {
+        let title = format!("Meldung {n}: Registermodernisierung & OZG – „Once-Only“ kommt voran");
+        ItemView {
+            title_wrapped: herold::digest::mail::wrap(&title, 72),
+            title,
+            link: format!("https://www.fitko.de/aktuelles/meldung-{n}"),
+            date: "20. November 2026".into(),
+            category: Some("Pressemitteilung".into()),
+            summary_wrapped: herold::digest::mail::wrap(summary, 72),
+            summary: summary.into(),
+            image: (n == 1).then(|| "https://www.fitko.de/bilder/ozg.png".into()),
+        }
+    }
+
+    fn rendered(lang: &str, items: &[ItemView]) -> herold::digest::mail::Rendered {
+        let c = config(lang);
+        let t = Templates::load(std::path::Path::new("/nonexistent"), lang, "1").unwrap();
+        let links = RecipientLinks {
+            unsubscribe_url: "https://www.fitko.de/unsubscribe/TOKEN".into(),
+            preferences_url: "https://www.fitko.de/preferences/TOKEN".into(),
+        };
+        let at = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        };
+        render(
+            &c,
+            &t,
+            &c.digest[0],
+            items,
+            at("2026-11-16T07:00:00Z"),
+            &links,
+            at("2026-11-23T07:00:00Z"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn snapshots_in_german_and_english() {
+        let items = [
+            item(1, "Bund und Länder haben den ersten Meilenstein erreicht."),
+            item(2, "Kurz."),
+        ];
+        for lang in ["de", "en"] {
+            let r = rendered(lang, &items);
+            insta::assert_snapshot!(
+                format!("digest_text_{lang}"),
+                format!("Subject: {}\n\n{}", r.subject, r.text)
+            );
+            insta::assert_snapshot!(format!("digest_html_{lang}"), r.html);
+        }
+    }
+
+    #[test]
+    fn three_hundred_long_items_stay_under_100_kb_with_a_link_to_the_rest() {
+        let long =
+            "Die Föderale IT-Kooperation berichtet ausführlich über den Stand der Umsetzung. "
+                .repeat(8);
+        let items: Vec<ItemView> = (0..300).map(|n| item(n, &long)).collect();
+        let r = rendered("de", &items);
+        assert!(
+            r.html.len() <= herold::digest::mail::MAX_HTML_BYTES,
+            "{} bytes",
+            r.html.len()
+        );
+        assert!(r.omitted > 0 && r.shown + r.omitted == 300);
+        assert!(r.shown > 50, "as many items as fit: {}", r.shown);
+        assert!(
+            r.html
+                .contains(&format!("{} weitere Meldungen finden Sie unter", r.omitted))
+        );
+        assert!(
+            r.html.contains("https://www.fitko.de/unsubscribe/TOKEN"),
+            "the footer survives the cut"
+        );
+        assert!(
+            r.text.contains("https://www.fitko.de/aktuelles\n")
+                || r.text.contains("https://www.fitko.de/aktuelles")
+        );
+    }
+}
