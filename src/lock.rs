@@ -11,6 +11,44 @@ pub struct InstanceLock {
     pub path: PathBuf,
 }
 
+/// Takes the lock for sending digest `name` (one process sends a run at a time).
+pub fn acquire_digest(database: &Path, name: &str) -> anyhow::Result<InstanceLock> {
+    let (file, path) = open(database, &format!("digest-{name}.lock"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(InstanceLock { _file: file, path }),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            anyhow::bail!(
+                "another herold process is sending the digest `{name}` right now ({} is locked)",
+                path.display()
+            )
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            anyhow::bail!("cannot lock {}: {e}", path.display())
+        }
+    }
+}
+
+fn open(database: &Path, suffix: &str) -> anyhow::Result<(File, PathBuf)> {
+    let dir = database
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    let name = database
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "herold".into());
+    let path = dir.join(format!("{name}.{suffix}"));
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot open the lock file {}: {e}", path.display()))?;
+    Ok((file, path))
+}
+
 /// Takes the daemon lock for the database at `database`, or says who holds it.
 pub fn acquire(database: &Path) -> anyhow::Result<InstanceLock> {
     let dir = database

@@ -20,6 +20,11 @@ pub struct Metrics {
     pub websub_ok: AtomicU64,
     pub websub_failed: AtomicU64,
     pub mails_sent: AtomicU64,
+    pub digest_sent: AtomicU64,
+    pub digest_failed: AtomicU64,
+    pub digest_retried: AtomicU64,
+    /// Sum of digest run durations, in microseconds.
+    pub digest_run_micros: AtomicU64,
     pub mails_failed: AtomicU64,
     http: Mutex<BTreeMap<(String, u16), u64>>,
 }
@@ -102,6 +107,14 @@ impl Metrics {
             "# HELP herold_websub_pings_total WebSub publish notifications sent to hubs.\n# TYPE herold_websub_pings_total counter\nherold_websub_pings_total{{result=\"ok\"}} {}\nherold_websub_pings_total{{result=\"failed\"}} {}",
             get(&self.websub_ok),
             get(&self.websub_failed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP herold_digest_mails_total Digest mails by outcome.\n# TYPE herold_digest_mails_total counter\nherold_digest_mails_total{{result=\"sent\"}} {}\nherold_digest_mails_total{{result=\"failed\"}} {}\nherold_digest_mails_total{{result=\"retried\"}} {}\n# HELP herold_digest_run_seconds_total Time spent delivering digests.\n# TYPE herold_digest_run_seconds_total counter\nherold_digest_run_seconds_total {:.6}",
+            get(&self.digest_sent),
+            get(&self.digest_failed),
+            get(&self.digest_retried),
+            get(&self.digest_run_micros) as f64 / 1e6
         );
         let _ = writeln!(
             out,

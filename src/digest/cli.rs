@@ -42,13 +42,36 @@ pub fn run(config: &Config, command: &DigestCommand) -> anyhow::Result<ExitCode>
     runtime.block_on(async {
         let subs = crate::daemon::open_subscriptions(config)?;
         let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
-        let sender = Sender { config, subs: &subs, dkim: super::mail::dkim_config(config, credentials.as_deref())? };
+        let mut sender = Sender::new(config, &subs, super::mail::dkim_config(config, credentials.as_deref())?);
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            sender.progress = Some(
+                indicatif::ProgressBar::new(0).with_style(
+                    indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} mails, {per_sec}, {eta} left")
+                        .expect("valid template"),
+                ),
+            );
+        }
         let now = crate::clock::unix_seconds() as i64;
         match command {
             DigestCommand::List => list(config, &sender, &corpus, now),
             DigestCommand::Send { name, dry_run } => {
                 let digest = run::find(config, name)?;
+                let _lock = crate::lock::acquire_digest(&config.database.path, name)?;
+                // SIGTERM or Ctrl-C: no new mail is started; those in flight finish and are
+                // recorded; the rest stays pending for the next send.
+                let stop = sender.stop.clone();
+                tokio::spawn(async move {
+                    use tokio::signal::unix::{SignalKind, signal};
+                    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else { return };
+                    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                    tracing::info!("stopping: the mails in flight finish, the rest stays for the next send");
+                    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                });
                 let r = sender.send(digest, &corpus, now, *dry_run).await?;
+                if let Some(p) = &sender.progress {
+                    p.finish_and_clear();
+                }
+                let stopped = sender.stop.load(std::sync::atomic::Ordering::SeqCst);
                 if let Some(why) = &r.nothing {
                     if r.sent + r.failed + r.skipped > 0 {
                         println!("{name}: an unfinished run was finished: {} sent, {} failed, {} skipped", r.sent, r.failed, r.skipped);
@@ -65,6 +88,10 @@ pub fn run(config: &Config, command: &DigestCommand) -> anyhow::Result<ExitCode>
                         r.skipped
                     );
                 }
+                if stopped {
+                    println!("{name}: stopped by a signal; the next send finishes the run");
+                    return Ok(ExitCode::SUCCESS);
+                }
                 Ok(if r.deferred > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
             }
             DigestCommand::Preview { name, to, out } => {
@@ -73,7 +100,11 @@ pub fn run(config: &Config, command: &DigestCommand) -> anyhow::Result<ExitCode>
                 let seen = sender.subs.store.lock().unwrap_or_else(|e| e.into_inner()).seen()?;
                 let last = sender.subs.store.lock().unwrap_or_else(|e| e.into_inner()).last_finished_run(&digest.name)?;
                 let subscribers = sender.subs.store.lock().unwrap_or_else(|e| e.into_inner()).list()?;
-                let plan = run::plan(digest, &schedule, &corpus, &seen, &subscribers, last.as_ref(), now);
+                let already = match &last {
+                    Some(r) => sender.subs.store.lock().unwrap_or_else(|e| e.into_inner()).items_of_runs_since(&digest.name, r.started_at)?,
+                    None => Vec::new(),
+                };
+                let plan = run::plan(digest, &schedule, &corpus, &seen, &subscribers, last.as_ref(), &already, now);
                 let subscriber = match to {
                     Some(e) => {
                         let email = Email::parse(e).map_err(|err| anyhow::anyhow!("`{e}`: {err}"))?;
@@ -150,6 +181,15 @@ fn list(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .last_finished_run(&d.name)?;
+        let already = match &last {
+            Some(r) => sender
+                .subs
+                .store
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .items_of_runs_since(&d.name, r.started_at)?,
+            None => Vec::new(),
+        };
         let plan = run::plan(
             d,
             &schedule,
@@ -157,6 +197,7 @@ fn list(
             &seen,
             &subscribers,
             last.as_ref(),
+            &already,
             now,
         );
         let next = schedule

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::mail::{self, Envelope, ItemView, RecipientLinks};
@@ -45,7 +47,10 @@ pub struct Plan {
     pub below_minimum: bool,
 }
 
-/// Decides a run of `digest` at `now`. Pure: every input is passed in.
+/// Decides a run of `digest` at `now`. Pure: every input is passed in. `already_sent` are
+/// the items of the runs that started at or after the last finished run (see
+/// [`select::run_items`]).
+#[allow(clippy::too_many_arguments)]
 pub fn plan(
     digest: &Digest,
     schedule: &Schedule,
@@ -53,6 +58,7 @@ pub fn plan(
     seen: &HashMap<String, i64>,
     subscribers: &[Subscriber],
     last_finished: Option<&Run>,
+    already_sent: &[String],
     now: i64,
 ) -> Plan {
     let now_utc = Utc.timestamp_opt(now, 0).single().unwrap_or_default();
@@ -70,6 +76,7 @@ pub fn plan(
         now,
         digest.max_age.as_secs() as i64,
         &digest.topics,
+        already_sent,
     );
     let recipients = subscribers
         .iter()
@@ -110,6 +117,73 @@ pub struct Sender<'a> {
     pub config: &'a Config,
     pub subs: &'a Subscriptions,
     pub dkim: Option<lettre::message::dkim::DkimConfig>,
+    /// Set (by SIGTERM) to start no new mail.
+    pub stop: Arc<AtomicBool>,
+    /// How often a temporary failure is retried within a run, and the first wait.
+    pub retries: u32,
+    pub first_backoff: std::time::Duration,
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    pub progress: Option<indicatif::ProgressBar>,
+}
+
+impl<'a> Sender<'a> {
+    pub fn new(
+        config: &'a Config,
+        subs: &'a Subscriptions,
+        dkim: Option<lettre::message::dkim::DkimConfig>,
+    ) -> Sender<'a> {
+        Sender {
+            config,
+            subs,
+            dkim,
+            stop: Arc::new(AtomicBool::new(false)),
+            retries: 3,
+            first_backoff: std::time::Duration::from_millis(500),
+            metrics: None,
+            progress: None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    sent: AtomicUsize,
+    failed: AtomicUsize,
+    deferred: AtomicUsize,
+    skipped: AtomicUsize,
+    retried: AtomicUsize,
+}
+
+/// Spaces mails evenly at `per_second` over all workers.
+struct Pacer {
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+    interval: std::time::Duration,
+}
+
+impl Pacer {
+    fn new(per_second: f64) -> Pacer {
+        Pacer {
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+            interval: std::time::Duration::from_secs_f64(1.0 / per_second.max(0.001)),
+        }
+    }
+
+    /// Waits for this mail's slot.
+    async fn wait(&self) {
+        let slot = {
+            let mut next = self.next.lock().await;
+            let now = tokio::time::Instant::now();
+            let slot = (*next).max(now);
+            *next = slot + self.interval;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+}
+
+/// `d` plus up to a quarter more, so that retries do not march in step.
+fn jitter(d: std::time::Duration) -> std::time::Duration {
+    d + d.mul_f64(f64::from(crate::clock::jitter_bits() % 1000) / 4000.0)
 }
 
 impl Sender<'_> {
@@ -148,6 +222,10 @@ impl Sender<'_> {
         };
         let last = self.store(|s| s.last_finished_run(&digest.name))?;
         let subscribers = self.store(|s| s.list())?;
+        let already = match &last {
+            Some(r) => self.store(|s| s.items_of_runs_since(&digest.name, r.started_at))?,
+            None => Vec::new(),
+        };
         let plan = plan(
             digest,
             &schedule,
@@ -155,6 +233,7 @@ impl Sender<'_> {
             &seen,
             &subscribers,
             last.as_ref(),
+            &already,
             now,
         );
         report.items = plan.items.len();
@@ -190,7 +269,11 @@ impl Sender<'_> {
         Ok(report)
     }
 
-    /// Sends the pending deliveries of `run` and records each outcome as it comes.
+    /// Sends the pending deliveries of `run` and records each outcome as it comes:
+    /// `mail.concurrency` workers (one SMTP connection each, reused), paced together to
+    /// `mail.rate_per_second`, temporary failures retried with exponential backoff and
+    /// jitter. When `stop` is set, no new mail is started; those in flight finish and are
+    /// recorded, the rest stay pending.
     pub async fn deliver(
         &self,
         digest: &Digest,
@@ -198,13 +281,15 @@ impl Sender<'_> {
         corpus: &Corpus,
         now: i64,
     ) -> anyhow::Result<Report> {
-        let mut report = Report {
-            run_id: Some(run.id),
-            ..Report::default()
-        };
+        let started = std::time::Instant::now();
         let by_id: HashMap<&str, &Arc<Item>> =
             corpus.items.iter().map(|i| (i.id.as_str(), i)).collect();
-        let mut renditions: HashMap<String, crate::content::Rendition> = HashMap::new();
+        let renditions: HashMap<String, crate::content::Rendition> = run
+            .items
+            .iter()
+            .filter_map(|id| by_id.get(id.as_str()))
+            .map(|i| (i.id.clone(), i.render()))
+            .collect();
         let since = Utc
             .timestamp_opt(run.window_start, 0)
             .single()
@@ -213,49 +298,146 @@ impl Sender<'_> {
             .timestamp_opt(run.started_at, 0)
             .single()
             .unwrap_or_default();
-        for d in self.store(|s| s.pending_deliveries(run.id))? {
-            let Some(subscriber) = self.store(|s| s.get(d.subscriber_id))? else {
-                // Unsubscribed since the run started.
-                self.store(|s| {
-                    s.record_delivery(
-                        run.id,
-                        d.subscriber_id,
-                        "skipped",
-                        Some("unsubscribed"),
-                        now,
-                    )
-                })?;
-                report.skipped += 1;
-                continue;
-            };
-            let items: Vec<&Arc<Item>> = d
-                .items
-                .iter()
-                .filter_map(|id| by_id.get(id.as_str()).copied())
-                .collect();
-            if items.is_empty() {
-                self.store(|s| {
-                    s.record_delivery(
-                        run.id,
-                        d.subscriber_id,
-                        "skipped",
-                        Some("its items were removed"),
-                        now,
-                    )
-                })?;
-                report.skipped += 1;
-                continue;
+        let queue = std::sync::Mutex::new(std::collections::VecDeque::from(
+            self.store(|s| s.pending_deliveries(run.id))?,
+        ));
+        let total = queue.lock().map(|q| q.len()).unwrap_or(0);
+        if let Some(p) = &self.progress {
+            p.set_length(total as u64);
+            p.set_message(digest.name.clone());
+        }
+        let pacer = Pacer::new(self.config.mail.rate_per_second);
+        let counts = Counts::default();
+        let worker = || async {
+            loop {
+                if self.stop.load(Ordering::SeqCst) {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                let Some(d) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else {
+                    return Ok(());
+                };
+                self.deliver_one(
+                    digest,
+                    run,
+                    &d,
+                    &by_id,
+                    &renditions,
+                    since,
+                    run_time,
+                    &pacer,
+                    &counts,
+                    now,
+                )
+                .await?;
+                if let Some(p) = &self.progress {
+                    p.inc(1);
+                }
             }
-            let message = self.compose(
-                digest,
-                run.id,
-                &subscriber,
-                &items,
-                &mut renditions,
-                since,
-                run_time,
-            )?;
-            match self.subs.mailer.send(message).await {
+        };
+        let workers: Vec<_> = (0..self.config.mail.concurrency.clamp(1, total.max(1)))
+            .map(|_| worker())
+            .collect();
+        for r in futures_util::future::join_all(workers).await {
+            r?;
+        }
+        let report = Report {
+            run_id: Some(run.id),
+            sent: counts.sent.load(Ordering::SeqCst),
+            failed: counts.failed.load(Ordering::SeqCst),
+            deferred: counts.deferred.load(Ordering::SeqCst),
+            skipped: counts.skipped.load(Ordering::SeqCst),
+            ..Report::default()
+        };
+        let done =
+            self.store(|s| s.finish_run_if_done(run.id, crate::clock::unix_seconds() as i64))?;
+        if let Some(m) = &self.metrics {
+            m.digest_sent
+                .fetch_add(report.sent as u64, Ordering::Relaxed);
+            m.digest_failed
+                .fetch_add(report.failed as u64, Ordering::Relaxed);
+            m.digest_retried.fetch_add(
+                counts.retried.load(Ordering::SeqCst) as u64,
+                Ordering::Relaxed,
+            );
+            m.digest_run_micros
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        }
+        tracing::info!(
+            digest = %digest.name,
+            run = run.id,
+            sent = report.sent,
+            failed = report.failed,
+            deferred = report.deferred,
+            skipped = report.skipped,
+            retried = counts.retried.load(Ordering::SeqCst),
+            stopped = self.stop.load(Ordering::SeqCst),
+            finished = done,
+            seconds = started.elapsed().as_secs_f64(),
+            "digest deliveries"
+        );
+        Ok(report)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn deliver_one(
+        &self,
+        digest: &Digest,
+        run: &Run,
+        d: &crate::store::Delivery,
+        by_id: &HashMap<&str, &Arc<Item>>,
+        renditions: &HashMap<String, crate::content::Rendition>,
+        since: DateTime<Utc>,
+        run_time: DateTime<Utc>,
+        pacer: &Pacer,
+        counts: &Counts,
+        now: i64,
+    ) -> anyhow::Result<()> {
+        let Some(subscriber) = self.store(|s| s.get(d.subscriber_id))? else {
+            // Unsubscribed since the run started.
+            self.store(|s| {
+                s.record_delivery(
+                    run.id,
+                    d.subscriber_id,
+                    "skipped",
+                    Some("unsubscribed"),
+                    now,
+                )
+            })?;
+            counts.skipped.fetch_add(1, Ordering::SeqCst);
+            return Ok(());
+        };
+        let items: Vec<&Arc<Item>> = d
+            .items
+            .iter()
+            .filter_map(|id| by_id.get(id.as_str()).copied())
+            .collect();
+        if items.is_empty() {
+            self.store(|s| {
+                s.record_delivery(
+                    run.id,
+                    d.subscriber_id,
+                    "skipped",
+                    Some("its items were removed"),
+                    now,
+                )
+            })?;
+            counts.skipped.fetch_add(1, Ordering::SeqCst);
+            return Ok(());
+        }
+        let mut cache = renditions.clone();
+        let message = self.compose(
+            digest,
+            run.id,
+            &subscriber,
+            &items,
+            &mut cache,
+            since,
+            run_time,
+        )?;
+        let mut backoff = self.first_backoff;
+        for attempt in 0..=self.retries {
+            pacer.wait().await;
+            match self.subs.mailer.send(message.clone()).await {
                 Ok(()) => {
                     self.store(|s| {
                         s.record_delivery(
@@ -266,7 +448,8 @@ impl Sender<'_> {
                             crate::clock::unix_seconds() as i64,
                         )
                     })?;
-                    report.sent += 1;
+                    counts.sent.fetch_add(1, Ordering::SeqCst);
+                    return Ok(());
                 }
                 Err(e) if e.permanent => {
                     tracing::warn!(
@@ -277,7 +460,19 @@ impl Sender<'_> {
                     self.store(|s| {
                         s.record_delivery(run.id, d.subscriber_id, "failed", Some(&e.message), now)
                     })?;
-                    report.failed += 1;
+                    counts.failed.fetch_add(1, Ordering::SeqCst);
+                    return Ok(());
+                }
+                Err(e) if attempt < self.retries && !self.stop.load(Ordering::SeqCst) => {
+                    tracing::debug!(
+                        run = run.id,
+                        subscriber = d.subscriber_id,
+                        attempt,
+                        "temporary failure, retrying: {e}"
+                    );
+                    counts.retried.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(jitter(backoff)).await;
+                    backoff *= 2;
                 }
                 Err(e) => {
                     tracing::warn!(
@@ -288,23 +483,12 @@ impl Sender<'_> {
                     self.store(|s| {
                         s.record_delivery(run.id, d.subscriber_id, "pending", Some(&e.message), now)
                     })?;
-                    report.deferred += 1;
+                    counts.deferred.fetch_add(1, Ordering::SeqCst);
+                    return Ok(());
                 }
             }
         }
-        let done =
-            self.store(|s| s.finish_run_if_done(run.id, crate::clock::unix_seconds() as i64))?;
-        tracing::info!(
-            digest = %digest.name,
-            run = run.id,
-            sent = report.sent,
-            failed = report.failed,
-            deferred = report.deferred,
-            skipped = report.skipped,
-            finished = done,
-            "digest deliveries"
-        );
-        Ok(report)
+        Ok(())
     }
 
     /// The mail of one delivery, signed when DKIM is configured.

@@ -20,8 +20,12 @@ pub fn published_at(item: &Item, seen: &HashMap<String, i64>, now: i64) -> i64 {
         .max(seen.get(&item.id).copied().unwrap_or(now))
 }
 
-/// The items of a run covering (`start`, `end`], newest first, limited to `topics` (tags, by
-/// slug) when the digest names any.
+/// The items of a run covering [`start`, `end`], newest first, limited to `topics` (tags, by
+/// slug) when the digest names any, without the items of the previous run (`previous`).
+///
+/// The start is inclusive and the previous run's items are excluded by id, rather than the
+/// start being exclusive: times are whole seconds, and a file first seen in the second a run
+/// started, but after that run was planned, must go into the next run, not into neither.
 pub fn run_items<'a>(
     items: &'a [Arc<Item>],
     seen: &HashMap<String, i64>,
@@ -29,6 +33,7 @@ pub fn run_items<'a>(
     end: i64,
     max_age_secs: i64,
     topics: &[String],
+    previous: &[String],
 ) -> Vec<&'a Arc<Item>> {
     let wanted: Vec<String> = topics.iter().map(|t| slugify(t)).collect();
     let mut out: Vec<&Arc<Item>> = items
@@ -37,7 +42,7 @@ pub fn run_items<'a>(
             let first_seen = seen.get(&i.id).copied().unwrap_or(end);
             let published = i.date.timestamp().max(first_seen);
             let history = first_seen - i.date.timestamp() > max_age_secs;
-            published > start && published <= end && !history
+            published >= start && published <= end && !history && !previous.contains(&i.id)
         })
         .filter(|i| wanted.is_empty() || i.tags.iter().any(|t| wanted.contains(&slugify(t))))
         .collect();
@@ -97,14 +102,51 @@ mod tests {
         seen.insert(items[2].id.clone(), t0 - 30 * DAY);
         // An old item imported now: history.
         seen.insert(items[3].id.clone(), t0 + 4 * DAY);
-        let run = run_items(&items, &seen, t0, t0 + 7 * DAY, 7 * DAY, &[]);
+        let run = run_items(&items, &seen, t0, t0 + 7 * DAY, 7 * DAY, &[], &[]);
         let slugs: Vec<&str> = run.iter().map(|i| i.slug.as_str()).collect();
         assert_eq!(slugs, ["neu", "spaet"]);
         // The next run does not repeat them.
-        assert!(run_items(&items, &seen, t0 + 7 * DAY, t0 + 14 * DAY, 7 * DAY, &[]).is_empty());
+        let ids: Vec<String> = run.iter().map(|i| i.id.clone()).collect();
+        assert!(
+            run_items(
+                &items,
+                &seen,
+                t0 + 7 * DAY,
+                t0 + 14 * DAY,
+                7 * DAY,
+                &[],
+                &ids
+            )
+            .is_empty()
+        );
+        // Same second as the previous run's start, but not in it: goes into this run.
+        let mut late = seen.clone();
+        late.insert(items[0].id.clone(), t0 + 7 * DAY);
+        let next = run_items(
+            &items,
+            &late,
+            t0 + 7 * DAY,
+            t0 + 14 * DAY,
+            7 * DAY,
+            &[],
+            &[items[1].id.clone()],
+        );
+        assert_eq!(
+            next.iter().map(|i| i.slug.as_str()).collect::<Vec<_>>(),
+            ["neu"]
+        );
         // Digest and subscriber topics, by slug.
         assert_eq!(
-            run_items(&items, &seen, t0, t0 + 7 * DAY, 7 * DAY, &["ozg".into()]).len(),
+            run_items(
+                &items,
+                &seen,
+                t0,
+                t0 + 7 * DAY,
+                7 * DAY,
+                &["ozg".into()],
+                &[]
+            )
+            .len(),
             1
         );
         assert_eq!(for_subscriber(&run, &["FIM".into()]).len(), 1);

@@ -651,6 +651,20 @@ impl Store {
             .optional()
     }
 
+    /// The items of every run of `digest` that started at or after `since` (runs that started
+    /// within the same second as the window start count as before it).
+    pub fn items_of_runs_since(&self, digest: &str, since: i64) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT items FROM digest_runs WHERE digest = ?1 AND started_at >= ?2",
+        )?;
+        let rows = stmt.query_map(params![digest, since], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.extend(serde_json::from_str::<Vec<String>>(&r?).unwrap_or_default());
+        }
+        Ok(out)
+    }
+
     /// The run of `digest` that started and has not finished, if any.
     pub fn unfinished_run(&self, digest: &str) -> Result<Option<Run>> {
         self.conn

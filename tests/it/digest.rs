@@ -28,14 +28,13 @@ fn subscriber(site: &Site, email: &str, topics: &[&str], digests: &[&str]) {
 
 fn send(site: &Site, name: &str) -> (Option<i32>, String) {
     let out = site.herold(&["digest", "send", name]);
-    (
-        out.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("digest send {name}: {text}");
+    (out.status.code(), text)
 }
 
 fn drain(sink: &SmtpSink, n: usize) -> Vec<Received> {
@@ -264,11 +263,16 @@ fn the_mail_has_list_headers_both_parts_and_working_links() {
 }
 
 #[test]
-fn temporary_failures_stay_pending_and_the_next_send_finishes_them() {
-    // The first DATA gets 451, the second 550, the rest 250.
-    let sink = SmtpSink::with_answers(|n| match n {
-        0 => "451 4.3.0 try again later".into(),
-        1 => "550 5.1.1 no such user".into(),
+fn temporary_failures_are_retried_then_left_for_the_next_send() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // s0 gets 451 until `open`; s1 gets 550; s2 gets one 451, then 250.
+    let open = std::sync::Arc::new(AtomicBool::new(false));
+    let s2_failed = std::sync::Arc::new(AtomicBool::new(false));
+    let (o, f) = (open.clone(), s2_failed.clone());
+    let sink = SmtpSink::with_answers(move |_, to| match to.first().map(String::as_str) {
+        Some("s0@example.org") if !o.load(Ordering::SeqCst) => "451 4.3.0 try again later".into(),
+        Some("s1@example.org") => "550 5.1.1 no such user".into(),
+        Some("s2@example.org") if !f.swap(true, Ordering::SeqCst) => "451 4.7.1 greylisted".into(),
         _ => "250 OK".into(),
     });
     let site = digest_site(&sink);
@@ -278,7 +282,9 @@ fn temporary_failures_stay_pending_and_the_next_send_finishes_them() {
     let (code, out) = send(&site, "woechentlich");
     assert_eq!(code, Some(1), "temporary failures left: exit 1: {out}");
     assert!(out.contains("1 sent, 1 failed, 1 deferred"), "{out}");
-    drain(&sink, 1);
+    assert!(out.contains("retried=4"), "s0 three times, s2 once: {out}");
+    assert_eq!(drain(&sink, 1)[0].to, ["s2@example.org"]);
+    open.store(true, Ordering::SeqCst);
     let (code, out) = send(&site, "woechentlich");
     assert_eq!(code, Some(0), "{out}");
     assert!(

@@ -457,10 +457,13 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     pub fn start() -> SmtpSink {
-        SmtpSink::with_answers(|_| "250 2.0.0 OK".to_string())
+        SmtpSink::with_answers(|_, _| "250 2.0.0 OK".to_string())
     }
 
-    pub fn with_answers(answer: impl Fn(usize) -> String + Send + Sync + 'static) -> SmtpSink {
+    /// `answer(n, recipients)` is the reply to the `n`-th DATA.
+    pub fn with_answers(
+        answer: impl Fn(usize, &[String]) -> String + Send + Sync + 'static,
+    ) -> SmtpSink {
         use std::io::{BufRead, BufReader, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -514,7 +517,7 @@ impl SmtpSink {
                                 data.extend_from_slice(l.as_bytes());
                             }
                             let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            let reply = answer(n);
+                            let reply = answer(n, &to);
                             if reply.starts_with('2') {
                                 let _ = tx.send(Received {
                                     from: from.clone(),
