@@ -42,6 +42,10 @@ pub enum Event {
     Watchdog,
     /// Hourly: expire pending subscriptions, delete consent log entries past retention.
     Housekeeping,
+    /// A digest's fire time (or its retry of deferred deliveries) has come.
+    DigestDue,
+    /// A digest send finished: its name and how many deliveries were deferred.
+    DigestDone(String, usize),
     /// SIGTERM or SIGINT.
     Shutdown,
 }
@@ -73,7 +77,20 @@ pub struct Daemon {
     bound: std::net::SocketAddr,
     /// Item ids whose first sight is in the database.
     recorded: std::collections::HashSet<String>,
+    /// The corpus of the last build, shared with digest sends.
+    corpus: Arc<crate::content::Corpus>,
+    /// Per digest: when to wake next, and whether that starts a new run (a fire time) or
+    /// only finishes deferred deliveries.
+    digest_wake: std::collections::BTreeMap<String, (chrono::DateTime<chrono::Utc>, bool)>,
+    /// Set on SIGTERM: digest sends start no new mail.
+    digest_stop: Arc<std::sync::atomic::AtomicBool>,
+    digest_tasks: tokio::task::JoinSet<()>,
+    digest_done: mpsc::UnboundedSender<(String, usize)>,
+    dkim: Option<Arc<lettre::message::dkim::DkimConfig>>,
 }
+
+/// How long deferred deliveries wait before the daemon tries them again.
+const DEFERRED_RETRY: Duration = Duration::from_secs(300);
 
 /// How a rebuild finds out what changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +131,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let config = Arc::new(with_bound_address(config, addr));
     let metrics = Arc::new(Metrics::default());
     let subs = Arc::new(open_subscriptions(&config)?);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, usize)>();
     let web = AppState::new(config.clone(), metrics.clone(), Some(subs.clone()));
     let mut daemon = Daemon {
         content: ContentState::new(
@@ -133,9 +151,21 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         subs,
         bound: addr,
         recorded: std::collections::HashSet::new(),
+        corpus: Arc::new(crate::content::Corpus::default()),
+        digest_wake: std::collections::BTreeMap::new(),
+        digest_stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        digest_tasks: tokio::task::JoinSet::new(),
+        digest_done: done_tx,
+        dkim: crate::digest::mail::dkim_config(
+            &config,
+            std::env::var_os("CREDENTIALS_DIRECTORY")
+                .map(PathBuf::from)
+                .as_deref(),
+        )?,
     };
     daemon.housekeeping();
     daemon.rebuild(Refresh::Full, true);
+    daemon.schedule_digests(true);
 
     tracing::info!(addr = %addr, public_url = %config.public_url(), "listening on http://{addr}");
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -175,6 +205,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             _ = hup.recv() => Event::Reload,
             _ = watchdog.tick() => Event::Watchdog,
             _ = housekeeping.tick() => Event::Housekeeping,
+            _ = tokio::time::sleep(daemon.digest_due_in().unwrap_or(Duration::from_secs(3600))), if daemon.digest_due_in().is_some() => Event::DigestDue,
+            Some((name, deferred)) = done_rx.recv() => Event::DigestDone(name, deferred),
             _ = term.recv() => Event::Shutdown,
             _ = int.recv() => Event::Shutdown,
         };
@@ -196,6 +228,19 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     drop(watcher);
     systemd::stopping();
     tracing::info!("shutting down");
+    daemon
+        .digest_stop
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    if !daemon.digest_tasks.is_empty() {
+        tracing::info!("waiting for the digest mails in flight");
+        let wait = async { while daemon.digest_tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(60), wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!("digest sends did not stop within 60 s");
+        }
+    }
     let _ = stop_tx.send(true);
     match tokio::time::timeout(Duration::from_secs(10), server).await {
         Ok(Ok(Ok(()))) => {}
@@ -219,6 +264,21 @@ impl Daemon {
             Event::Reload => self.reload(),
             Event::Watchdog => systemd::watchdog(),
             Event::Housekeeping => self.housekeeping(),
+            Event::DigestDue => self.run_due_digests(),
+            Event::DigestDone(name, deferred) => {
+                if deferred > 0 {
+                    let retry = crate::clock::now_utc()
+                        + chrono::TimeDelta::from_std(DEFERRED_RETRY).unwrap_or_default();
+                    let entry = self
+                        .digest_wake
+                        .entry(name.clone())
+                        .or_insert((retry, false));
+                    if retry < entry.0 {
+                        *entry = (retry, false);
+                    }
+                    tracing::info!(digest = %name, deferred, "deferred deliveries are tried again in 5 minutes");
+                }
+            }
             Event::Shutdown => {}
         }
     }
@@ -343,6 +403,7 @@ impl Daemon {
         *self.subs.topics.write().unwrap_or_else(|e| e.into_inner()) =
             offered_topics(&self.config, &corpus);
         self.record_seen(&corpus);
+        self.corpus = Arc::new(corpus);
     }
 
     /// Logs each problem once, when it first appears.
@@ -358,6 +419,150 @@ impl Daemon {
             }
         }
         self.reported = now;
+    }
+
+    /// How long until the next digest is due.
+    fn digest_due_in(&self) -> Option<Duration> {
+        let (at, _) = self.digest_wake.values().min_by_key(|(t, _)| *t)?;
+        Some(
+            (*at - crate::clock::now_utc())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(Duration::from_secs(3600)),
+        )
+    }
+
+    /// Sets each digest's next wake-up; at start, also runs a fire time missed while herold
+    /// was down (at most `catch_up` old) and finishes unfinished runs.
+    fn schedule_digests(&mut self, at_start: bool) {
+        let now = crate::clock::now_utc();
+        self.digest_wake.clear();
+        for d in self.config.digest.clone() {
+            let schedule = match crate::digest::run::schedule(&self.config, &d) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(digest = %d.name, "{e:#}");
+                    continue;
+                }
+            };
+            let (since, last, unfinished) = {
+                let mut store = self.subs.store.lock().unwrap_or_else(|e| e.into_inner());
+                let since = store
+                    .meta_or_insert(
+                        &format!("scheduler_since:{}", d.name),
+                        &now.timestamp().to_string(),
+                    )
+                    .ok()
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .unwrap_or(now.timestamp());
+                (
+                    since,
+                    store.last_run_started(&d.name).ok().flatten(),
+                    store.unfinished_run(&d.name).ok().flatten(),
+                )
+            };
+            let at = |t: i64| {
+                chrono::TimeZone::timestamp_opt(&chrono::Utc, t, 0)
+                    .single()
+                    .unwrap_or(now)
+            };
+            let catch_up = chrono::TimeDelta::from_std(d.catch_up).unwrap_or_default();
+            let due =
+                crate::digest::schedule::due(&schedule, at(since), last.map(at), now, catch_up);
+            if let Some(next) = due.next {
+                self.digest_wake.insert(d.name.clone(), (next, true));
+                tracing::info!(digest = %d.name, next = %schedule.local(next), "digest scheduled");
+            }
+            if at_start {
+                if let Some(missed) = due.missed {
+                    tracing::warn!(
+                        digest = %d.name,
+                        missed = %schedule.local(missed),
+                        "a run was missed while herold was down and is older than catch_up: not sent late; its items go into the next run"
+                    );
+                }
+                if let Some(fire) = due.run_now {
+                    tracing::info!(digest = %d.name, fire = %schedule.local(fire), "running a missed fire time now (catch_up)");
+                    self.spawn_digest(&d.name, true);
+                } else if unfinished.is_some() {
+                    self.spawn_digest(&d.name, false);
+                }
+            }
+        }
+    }
+
+    /// Starts the digests whose time has come.
+    fn run_due_digests(&mut self) {
+        let now = crate::clock::now_utc();
+        let due: Vec<(String, bool)> = self
+            .digest_wake
+            .iter()
+            .filter(|(_, (t, _))| *t <= now)
+            .map(|(n, (_, new_run))| (n.clone(), *new_run))
+            .collect();
+        for (name, new_run) in due {
+            self.spawn_digest(&name, new_run);
+            // The next fire time after this one.
+            let next = self
+                .config
+                .digest
+                .iter()
+                .find(|d| d.name == name)
+                .and_then(|d| crate::digest::run::schedule(&self.config, d).ok())
+                .and_then(|s| s.next_after(now));
+            match next {
+                Some(t) => {
+                    self.digest_wake.insert(name, (t, true));
+                }
+                None => {
+                    self.digest_wake.remove(&name);
+                }
+            }
+        }
+    }
+
+    /// Sends a digest on its own task: feeds and HTTP go on meanwhile. With `new_run` it runs
+    /// as the schedule would; without, it only finishes deferred deliveries.
+    fn spawn_digest(&mut self, name: &str, new_run: bool) {
+        let (config, subs, corpus, stop, metrics, dkim, done) = (
+            self.config.clone(),
+            self.subs.clone(),
+            self.corpus.clone(),
+            self.digest_stop.clone(),
+            self.metrics.clone(),
+            self.dkim.clone(),
+            self.digest_done.clone(),
+        );
+        let name = name.to_string();
+        self.digest_tasks.spawn(async move {
+            let result = async {
+                let _lock = crate::lock::acquire_digest(&config.database.path, &name)?;
+                let digest = crate::digest::run::find(&config, &name)?;
+                let mut sender = crate::digest::run::Sender::new(&config, &subs, dkim);
+                sender.stop = stop;
+                sender.metrics = Some(metrics);
+                let now = crate::clock::unix_seconds() as i64;
+                systemd::status(&format!("sending digest {name}"));
+                if new_run {
+                    sender.send(digest, &corpus, now, false).await
+                } else {
+                    sender.finish(digest, &corpus, now).await
+                }
+            }
+            .await;
+            match result {
+                Ok(r) => {
+                    if let Some(why) = &r.nothing {
+                        tracing::info!(digest = %name, "no digest sent: {why}");
+                    }
+                    let _ = done.send((name, r.deferred));
+                }
+                Err(e) => {
+                    tracing::error!(digest = %name, "digest send failed: {e:#}");
+                    let _ = done.send((name, 1));
+                }
+            }
+        });
     }
 
     /// Records the first sight of items the database does not know yet.
@@ -434,6 +639,7 @@ impl Daemon {
         self.web.set_config(new);
         tracing::info!(config = %self.config_path.display(), "configuration reloaded");
         self.rebuild(Refresh::Full, true);
+        self.schedule_digests(false);
     }
 }
 

@@ -221,7 +221,7 @@ ascii_header!(AutoSubmitted, "Auto-Submitted");
 pub fn dkim_config(
     config: &Config,
     credentials: Option<&std::path::Path>,
-) -> anyhow::Result<Option<dkim::DkimConfig>> {
+) -> anyhow::Result<Option<std::sync::Arc<dkim::DkimConfig>>> {
     use anyhow::Context;
     let Some(d) = &config.mail.dkim else {
         return Ok(None);
@@ -248,7 +248,7 @@ pub fn dkim_config(
     .into_iter()
     .map(HeaderName::new_from_ascii_str)
     .collect();
-    Ok(Some(dkim::DkimConfig::new(
+    Ok(Some(std::sync::Arc::new(dkim::DkimConfig::new(
         d.selector.clone(),
         d.domain.clone(),
         key,
@@ -257,7 +257,7 @@ pub fn dkim_config(
             header: dkim::DkimCanonicalizationType::Relaxed,
             body: dkim::DkimCanonicalizationType::Relaxed,
         },
-    )))
+    ))))
 }
 
 fn signing_key(pem: &str) -> anyhow::Result<dkim::DkimSigningKey> {

@@ -116,7 +116,7 @@ pub struct Report {
 pub struct Sender<'a> {
     pub config: &'a Config,
     pub subs: &'a Subscriptions,
-    pub dkim: Option<lettre::message::dkim::DkimConfig>,
+    pub dkim: Option<Arc<lettre::message::dkim::DkimConfig>>,
     /// Set (by SIGTERM) to start no new mail.
     pub stop: Arc<AtomicBool>,
     /// How often a temporary failure is retried within a run, and the first wait.
@@ -130,7 +130,7 @@ impl<'a> Sender<'a> {
     pub fn new(
         config: &'a Config,
         subs: &'a Subscriptions,
-        dkim: Option<lettre::message::dkim::DkimConfig>,
+        dkim: Option<Arc<lettre::message::dkim::DkimConfig>>,
     ) -> Sender<'a> {
         Sender {
             config,
@@ -187,6 +187,19 @@ fn jitter(d: std::time::Duration) -> std::time::Duration {
 }
 
 impl Sender<'_> {
+    /// Finishes an unfinished run of `digest`, if there is one; starts nothing new.
+    pub async fn finish(
+        &self,
+        digest: &Digest,
+        corpus: &Corpus,
+        now: i64,
+    ) -> anyhow::Result<Report> {
+        match self.store(|s| s.unfinished_run(&digest.name))? {
+            Some(run) => self.deliver(digest, &run, corpus, now).await,
+            None => Ok(Report::default()),
+        }
+    }
+
     /// Runs `digest` now as the schedule would: first finishes an unfinished run of it, then
     /// starts a new one if there is something to send. With `dry_run`, nothing is recorded
     /// or sent; the report says what would happen.

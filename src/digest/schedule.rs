@@ -167,3 +167,105 @@ mod tests {
         }
     }
 }
+
+/// What the scheduler should do about one digest at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    /// A fire time that passed with no run since: run it now.
+    pub run_now: Option<DateTime<Utc>>,
+    /// A fire time that passed with no run since, but longer ago than `catch_up`: not sent
+    /// late (its items go into the next run).
+    pub missed: Option<DateTime<Utc>>,
+    /// The next fire time after `now`.
+    pub next: Option<DateTime<Utc>>,
+}
+
+/// Decides, at `now`, whether a fire time was missed and when the next one is. `since` is
+/// when the scheduler first ran for this digest (fire times before it were never due);
+/// `last_run` when its last run started. Pure: the clock is a parameter.
+pub fn due(
+    schedule: &Schedule,
+    since: DateTime<Utc>,
+    last_run: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    catch_up: chrono::TimeDelta,
+) -> Due {
+    let reference = last_run.map_or(since, |r| r.max(since));
+    let latest = schedule.last_at_or_before(now).filter(|f| *f > reference);
+    let (run_now, missed) = match latest {
+        Some(f) if now - f <= catch_up => (Some(f), None),
+        Some(f) => (None, Some(f)),
+        None => (None, None),
+    };
+    Due {
+        run_now,
+        missed,
+        next: schedule.next_after(now),
+    }
+}
+
+#[cfg(test)]
+mod due_tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn catch_up_with_a_fake_clock() {
+        let s = Schedule::parse("0 8 * * 1", chrono_tz::Europe::Berlin).unwrap();
+        let h12 = chrono::TimeDelta::hours(12);
+        let since = t("2026-11-01T00:00:00Z");
+        // Down over Monday 08:00, back at 10:00: run once now.
+        let d = due(
+            &s,
+            since,
+            Some(t("2026-11-16T07:00:00Z")),
+            t("2026-11-23T09:00:00Z"),
+            h12,
+        );
+        assert_eq!(d.run_now, Some(t("2026-11-23T07:00:00Z")));
+        assert_eq!(d.next, Some(t("2026-11-30T07:00:00Z")));
+        // Back the next day: too late, not sent; the next run takes its items.
+        let d = due(
+            &s,
+            since,
+            Some(t("2026-11-16T07:00:00Z")),
+            t("2026-11-24T09:00:00Z"),
+            h12,
+        );
+        assert_eq!(
+            (d.run_now, d.missed),
+            (None, Some(t("2026-11-23T07:00:00Z")))
+        );
+        // Already ran at that fire time: nothing to catch up.
+        let d = due(
+            &s,
+            since,
+            Some(t("2026-11-23T07:00:00Z")),
+            t("2026-11-23T09:00:00Z"),
+            h12,
+        );
+        assert_eq!((d.run_now, d.missed), (None, None));
+        // A fresh install: fire times before the scheduler first ran were never due.
+        let d = due(
+            &s,
+            t("2026-11-23T08:00:00Z"),
+            None,
+            t("2026-11-23T09:00:00Z"),
+            h12,
+        );
+        assert_eq!((d.run_now, d.missed), (None, None));
+        // Several missed fire times: one run, not several.
+        let daily = Schedule::parse("@daily", chrono_tz::Europe::Berlin).unwrap();
+        let d = due(
+            &daily,
+            since,
+            Some(t("2026-11-20T00:00:00Z")),
+            t("2026-11-23T03:00:00Z"),
+            h12,
+        );
+        assert_eq!(d.run_now, Some(t("2026-11-22T23:00:00Z")));
+    }
+}

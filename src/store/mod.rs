@@ -651,6 +651,34 @@ impl Store {
             .optional()
     }
 
+    /// A setting kept in the database, e.g. when the scheduler first ran for a digest.
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })
+            .optional()
+            .map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// Sets `key` unless it is set; gives the value it has afterwards.
+    pub fn meta_or_insert(&mut self, key: &str, value: &str) -> Result<String> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
+            params![key, value.as_bytes()],
+        )?;
+        Ok(self.meta(key)?.unwrap_or_else(|| value.to_string()))
+    }
+
+    /// When the latest run of `digest` (finished or not) started.
+    pub fn last_run_started(&self, digest: &str) -> Result<Option<i64>> {
+        self.conn.query_row(
+            "SELECT MAX(started_at) FROM digest_runs WHERE digest = ?1",
+            [digest],
+            |r| r.get(0),
+        )
+    }
+
     /// The items of every run of `digest` that started at or after `since` (runs that started
     /// within the same second as the window start count as before it).
     pub fn items_of_runs_since(&self, digest: &str, since: i64) -> Result<Vec<String>> {

@@ -7,6 +7,7 @@ mod browser;
 mod build;
 mod cli;
 mod daemon;
+mod delivery;
 mod digest;
 mod helpers;
 mod import;
