@@ -25,6 +25,18 @@ pub struct Mailer {
     inner: Inner,
     pub from: Mailbox,
     pub reply_to: Option<Mailbox>,
+    /// For SMTP without TLS or with STARTTLS: how workers open connections of their own.
+    direct: Option<Direct>,
+}
+
+/// What a worker needs to open its own SMTP connection.
+#[derive(Clone)]
+struct Direct {
+    host: String,
+    port: u16,
+    starttls: bool,
+    credentials: Option<lettre::transport::smtp::authentication::Credentials>,
+    timeout: Duration,
 }
 
 /// Why a message was not sent.
@@ -56,6 +68,7 @@ impl Mailer {
             ),
             None => None,
         };
+        let mut direct = None;
         let inner = match config.mail.transport {
             Transport::File => {
                 std::fs::create_dir_all(&config.mail.outbox).with_context(|| {
@@ -89,16 +102,30 @@ impl Mailer {
                         .max_size(config.mail.concurrency as u32)
                         .idle_timeout(Duration::from_secs(60)),
                 );
+                let mut smtp_credentials = None;
                 if let Some(user) = &smtp.username {
                     let password = match (&smtp.password_file, credentials.map(|d| d.join("smtp-password"))) {
                         (Some(f), _) => std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,
                         (None, Some(c)) if c.exists() => std::fs::read_to_string(&c).with_context(|| format!("cannot read {}", c.display()))?,
                         _ => std::env::var("HEROLD_SMTP_PASSWORD").context("mail.smtp.username needs password_file, the credential smtp-password or HEROLD_SMTP_PASSWORD")?,
                     };
-                    b = b.credentials(lettre::transport::smtp::authentication::Credentials::new(
+                    let c = lettre::transport::smtp::authentication::Credentials::new(
                         user.clone(),
                         password.trim().to_string(),
-                    ));
+                    );
+                    b = b.credentials(c.clone());
+                    smtp_credentials = Some(c);
+                }
+                if smtp.tls != Tls::Tls {
+                    direct = Some(Direct {
+                        host: smtp.host.clone(),
+                        port: smtp
+                            .port
+                            .unwrap_or(if smtp.tls == Tls::Starttls { 587 } else { 25 }),
+                        starttls: smtp.tls == Tls::Starttls,
+                        credentials: smtp_credentials,
+                        timeout: smtp.timeout,
+                    });
                 }
                 Inner::Smtp(b.build())
             }
@@ -107,6 +134,7 @@ impl Mailer {
             inner,
             from,
             reply_to,
+            direct,
         })
     }
 
@@ -129,6 +157,17 @@ impl Mailer {
                 .map_err(|e| (e.is_permanent(), e.to_string())),
         };
         result.map_err(|(permanent, message)| SendError { permanent, message })
+    }
+
+    /// A sender for one worker: with SMTP (no TLS or STARTTLS) a connection of its own,
+    /// opened with `TCP_NODELAY` (lettre's pool leaves Nagle's algorithm on, which stalls
+    /// each message for a delayed ACK) and reused for every message; otherwise the shared
+    /// transport.
+    pub fn connection(&self) -> Connection<'_> {
+        Connection {
+            mailer: self,
+            conn: None,
+        }
     }
 
     /// A `multipart/alternative` message: `text` and `html` (its CSS inlined).
@@ -170,4 +209,78 @@ pub fn inline_css(html: &str) -> String {
         .build()
         .inline(html)
         .unwrap_or_else(|_| html.to_string())
+}
+
+/// A worker's sender; see [`Mailer::connection`].
+pub struct Connection<'a> {
+    mailer: &'a Mailer,
+    conn: Option<lettre::transport::smtp::client::AsyncSmtpConnection>,
+}
+
+impl Connection<'_> {
+    pub async fn send(&mut self, message: &Message) -> Result<(), SendError> {
+        let Some(direct) = self.mailer.direct.clone() else {
+            return self.mailer.send(message.clone()).await;
+        };
+        let temporary = |message: String| SendError {
+            permanent: false,
+            message,
+        };
+        if self.conn.as_ref().is_none_or(|c| c.has_broken()) {
+            self.conn = None;
+            let conn = tokio::time::timeout(direct.timeout, connect(&direct))
+                .await
+                .map_err(|_| {
+                    temporary(format!(
+                        "connecting to {}:{} timed out",
+                        direct.host, direct.port
+                    ))
+                })?
+                .map_err(|e| {
+                    temporary(format!(
+                        "cannot connect to {}:{}: {e}",
+                        direct.host, direct.port
+                    ))
+                })?;
+            self.conn = Some(conn);
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let envelope = message.envelope();
+        let bytes = message.formatted();
+        match tokio::time::timeout(direct.timeout, conn.send(envelope, &bytes)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                // lettre has closed the connection; the next message opens a new one.
+                self.conn = None;
+                Err(SendError {
+                    permanent: e.is_permanent(),
+                    message: e.to_string(),
+                })
+            }
+            Err(_) => {
+                self.conn = None;
+                Err(temporary("the server did not answer in time".into()))
+            }
+        }
+    }
+}
+
+async fn connect(
+    d: &Direct,
+) -> anyhow::Result<lettre::transport::smtp::client::AsyncSmtpConnection> {
+    use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+    use lettre::transport::smtp::extension::ClientId;
+    let stream = tokio::net::TcpStream::connect((d.host.as_str(), d.port)).await?;
+    stream.set_nodelay(true)?;
+    let hello = ClientId::default();
+    let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello).await?;
+    if d.starttls {
+        conn.starttls(TlsParameters::new(d.host.clone())?, &hello)
+            .await?;
+    }
+    if let Some(c) = &d.credentials {
+        use lettre::transport::smtp::authentication::Mechanism;
+        conn.auth(&[Mechanism::Plain, Mechanism::Login], c).await?;
+    }
+    Ok(conn)
 }

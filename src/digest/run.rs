@@ -124,7 +124,12 @@ pub struct Sender<'a> {
     pub first_backoff: std::time::Duration,
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     pub progress: Option<indicatif::ProgressBar>,
+    /// Rendered bodies by item set, with placeholders for the recipient's links.
+    rendered: std::sync::Mutex<HashMap<Vec<String>, Arc<mail::Rendered>>>,
 }
+
+const UNSUBSCRIBE_PLACEHOLDER: &str = "https://herold.invalid/unsubscribe-placeholder";
+const PREFERENCES_PLACEHOLDER: &str = "https://herold.invalid/preferences-placeholder";
 
 impl<'a> Sender<'a> {
     pub fn new(
@@ -141,6 +146,7 @@ impl<'a> Sender<'a> {
             first_backoff: std::time::Duration::from_millis(500),
             metrics: None,
             progress: None,
+            rendered: std::sync::Mutex::new(HashMap::new()),
         }
     }
 }
@@ -322,6 +328,7 @@ impl Sender<'_> {
         let pacer = Pacer::new(self.config.mail.rate_per_second);
         let counts = Counts::default();
         let worker = || async {
+            let mut connection = self.subs.mailer.connection();
             loop {
                 if self.stop.load(Ordering::SeqCst) {
                     return Ok::<(), anyhow::Error>(());
@@ -330,6 +337,7 @@ impl Sender<'_> {
                     return Ok(());
                 };
                 self.deliver_one(
+                    &mut connection,
                     digest,
                     run,
                     &d,
@@ -394,6 +402,7 @@ impl Sender<'_> {
     #[allow(clippy::too_many_arguments)]
     async fn deliver_one(
         &self,
+        connection: &mut crate::mail::Connection<'_>,
         digest: &Digest,
         run: &Run,
         d: &crate::store::Delivery,
@@ -450,7 +459,7 @@ impl Sender<'_> {
         let mut backoff = self.first_backoff;
         for attempt in 0..=self.retries {
             pacer.wait().await;
-            match self.subs.mailer.send(message.clone()).await {
+            match connection.send(&message).await {
                 Ok(()) => {
                     self.store(|s| {
                         s.record_delivery(
@@ -530,19 +539,50 @@ impl Sender<'_> {
             })
             .collect();
         let l = links(self.config, &self.subs.keys, s);
-        let recipient = RecipientLinks {
-            unsubscribe_url: l.unsubscribe.clone(),
-            preferences_url: l.preferences,
+        // The body is the same for everyone with the same items but for two links: render it
+        // once per item set with placeholders, then put each recipient's links in.
+        let key: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
+        let cached = self
+            .rendered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        let template = match cached {
+            Some(r) => r,
+            None => {
+                let placeholders = RecipientLinks {
+                    unsubscribe_url: UNSUBSCRIBE_PLACEHOLDER.into(),
+                    preferences_url: PREFERENCES_PLACEHOLDER.into(),
+                };
+                let r = Arc::new(mail::render(
+                    self.config,
+                    &templates,
+                    digest,
+                    &views,
+                    since,
+                    &placeholders,
+                    run_time,
+                )?);
+                let mut cache = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
+                if cache.len() > 1000 {
+                    cache.clear();
+                }
+                cache.insert(key, r.clone());
+                r
+            }
         };
-        let rendered = mail::render(
-            self.config,
-            &templates,
-            digest,
-            &views,
-            since,
-            &recipient,
-            run_time,
-        )?;
+        let personal = |t: &str| {
+            t.replace(UNSUBSCRIBE_PLACEHOLDER, &l.unsubscribe)
+                .replace(PREFERENCES_PLACEHOLDER, &l.preferences)
+        };
+        let rendered = mail::Rendered {
+            subject: template.subject.clone(),
+            text: personal(&template.text),
+            html: personal(&template.html),
+            shown: template.shown,
+            omitted: template.omitted,
+        };
         let host = self.config.site.base_url.host_str().unwrap_or("localhost");
         let title = digest.title.clone().unwrap_or_else(|| digest.name.clone());
         let mut list_unsubscribe = format!("<{}>", l.unsubscribe);

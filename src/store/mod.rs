@@ -774,11 +774,18 @@ impl Store {
         error: Option<&str>,
         now: i64,
     ) -> Result<()> {
-        self.conn.execute(
-            "UPDATE deliveries SET status = ?3, error = ?4, attempts = attempts + 1, updated_at = ?5 WHERE run_id = ?1 AND subscriber_id = ?2",
-            params![run, subscriber, status, error, now],
-        )?;
-        Ok(())
+        // Written to the WAL without waiting for the disk: the record survives a killed
+        // process (the page cache keeps it), which is what keeps a resumed run from sending
+        // twice; only a power loss could lose the last records (and send those mails again).
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let result = self
+            .conn
+            .prepare_cached(
+                "UPDATE deliveries SET status = ?3, error = ?4, attempts = attempts + 1, updated_at = ?5 WHERE run_id = ?1 AND subscriber_id = ?2",
+            )
+            .and_then(|mut st| st.execute(params![run, subscriber, status, error, now]));
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        result.map(|_| ())
     }
 
     /// Marks a run finished if no delivery is pending; says whether it is.

@@ -139,8 +139,8 @@ fn sigterm_mid_run_sends_nothing_twice_and_the_next_start_finishes() {
 
 #[test]
 fn sigkill_at_random_moments_loses_nobody_and_duplicates_only_mails_in_flight() {
-    let n = 150;
-    let sink = slow_sink(10);
+    let n = 200;
+    let sink = slow_sink(30);
     let site = busy_site(&sink, n, "0 8 * * 1", "12h");
     let mut counts: HashMap<String, usize> = HashMap::new();
     let mut kills = 0;

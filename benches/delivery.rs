@@ -1,0 +1,204 @@
+//! Benchmark of digest delivery: 100,000 subscribers sent over SMTP to postfix's `smtp-sink`
+//! with 4 connections, without DKIM and with RSA and Ed25519 DKIM; beside it, postfix's
+//! `smtp-source` sending the same number of messages of the same size to the same sink.
+//!
+//! Needs Debian's `postfix` (for `smtp-sink` and `smtp-source`), `openssl` and GNU `time`.
+//! `cargo bench --bench delivery` prints the figures; `HEROLD_BENCH_SUBSCRIBERS` changes the
+//! count.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+fn subscribers() -> usize {
+    std::env::var("HEROLD_BENCH_SUBSCRIBERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A site with `n` active subscribers of the digest `bench` and eight fresh items.
+fn site(dir: &Path, port: u16, dkim: Option<&str>, n: usize) {
+    std::fs::create_dir_all(dir.join("content")).unwrap();
+    let yesterday = (herold::clock::now_utc() - chrono::TimeDelta::days(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for i in 0..8 {
+        let body =
+            "Die Föderale IT-Kooperation berichtet über den Stand der Registermodernisierung. "
+                .repeat(12);
+        std::fs::write(
+            dir.join(format!("content/m{i}.md")),
+            format!("+++\ntitle = \"Meldung {i}: Neues aus dem IT-Planungsrat\"\ndate = {yesterday}\nslug = \"m{i}\"\ntags = [\"OZG\"]\ncategory = \"Pressemitteilung\"\n+++\n{body}\n\nMehr: [Details](/details-{i})\n"),
+        )
+        .unwrap();
+    }
+    let dkim_section = match dkim {
+        Some(kind) => {
+            let key = dir.join("dkim.pem");
+            let args: &[&str] = if kind == "rsa" {
+                &[
+                    "genpkey",
+                    "-algorithm",
+                    "RSA",
+                    "-pkeyopt",
+                    "rsa_keygen_bits:2048",
+                ]
+            } else {
+                &["genpkey", "-algorithm", "ED25519"]
+            };
+            assert!(
+                Command::new("openssl")
+                    .args(args)
+                    .arg("-out")
+                    .arg(&key)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+            format!(
+                "[mail.dkim]\ndomain = \"fitko.de\"\nselector = \"herold\"\nprivate_key_file = \"{}\"\n",
+                key.display()
+            )
+        }
+        None => String::new(),
+    };
+    std::fs::write(
+        dir.join("config.toml"),
+        format!(
+            "[site]\ntitle = \"FITKO – Aktuelles\"\nbase_url = \"https://www.fitko.de\"\nlink = \"https://www.fitko.de/aktuelles\"\n\
+             [server]\npublic_url = \"https://aktuelles.fitko.de\"\n\
+             [mail]\nfrom = \"FITKO Aktuelles <aktuelles@fitko.de>\"\ntransport = \"smtp\"\nconcurrency = 4\nrate_per_second = 1000000\n\
+             [mail.smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n{dkim_section}\
+             [[digest]]\nname = \"bench\"\ntitle = \"Wochenüberblick\"\nschedule = \"@daily\"\n"
+        ),
+    )
+    .unwrap();
+    let db = dir.join("data/herold.sqlite3");
+    drop(herold::store::Store::open(&db).unwrap());
+    let mut conn = rusqlite::Connection::open(&db).unwrap();
+    let tx = conn.transaction().unwrap();
+    {
+        let mut st = tx
+            .prepare(
+                "INSERT INTO subscribers (email, address_hash, status, topics, digests, created_at, confirmed_at, consent_version, source)
+                 VALUES (?1, ?2, 'active', '[]', '[\"bench\"]', 1, 1, '1', 'bench')",
+            )
+            .unwrap();
+        for i in 0..n {
+            st.execute(rusqlite::params![
+                format!("leser{i:06}@example.org"),
+                format!("h{i}")
+            ])
+            .unwrap();
+        }
+    }
+    tx.commit().unwrap();
+}
+
+/// Runs a command under GNU time; gives (seconds, peak KB, stdout).
+fn timed(cmd: &mut Command) -> (f64, u64, String) {
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let start = Instant::now();
+    let out = Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(report.path())
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .current_dir(cmd.get_current_dir().unwrap_or(Path::new(".")))
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    let kb = std::fs::read_to_string(report.path())
+        .unwrap()
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
+    (secs, kb, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn sink(port: u16) -> std::process::Child {
+    let child = Command::new("smtp-sink")
+        .args(["-u", "nobody", "-c", &format!("127.0.0.1:{port}"), "256"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("smtp-sink from Debian's postfix package");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
+fn main() {
+    let n = subscribers();
+    let herold = env!("CARGO_BIN_EXE_herold");
+    let mut size = 0;
+    for variant in [None, Some("rsa"), Some("ed25519")] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        site(dir.path(), port, variant, n);
+        if size == 0 {
+            let out = Command::new(herold)
+                .args(["-q", "digest", "preview", "bench"])
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            size = out.stdout.len();
+        }
+        let mut s = sink(port);
+        let (secs, kb, out) = timed(
+            Command::new(herold)
+                .args(["-q", "digest", "send", "bench"])
+                .current_dir(dir.path()),
+        );
+        let _ = s.kill();
+        let _ = s.wait();
+        println!(
+            "herold, DKIM {:8}: {n} messages of ~{} KB in {secs:.2} s = {:.0} messages/s, peak {} MB  [{}]",
+            variant.unwrap_or("none"),
+            size / 1024,
+            n as f64 / secs,
+            kb / 1024,
+            out.trim()
+        );
+    }
+    let port = free_port();
+    let mut s = sink(port);
+    let (secs, kb, _) = timed(Command::new("smtp-source").args([
+        "-s",
+        "4",
+        "-m",
+        &n.to_string(),
+        "-l",
+        &size.to_string(),
+        "-f",
+        "aktuelles@fitko.de",
+        "-t",
+        "leser@example.org",
+        &format!("127.0.0.1:{port}"),
+    ]));
+    let _ = s.kill();
+    let _ = s.wait();
+    println!(
+        "smtp-source, 4 sessions: {n} messages of {} KB in {secs:.2} s = {:.0} messages/s, peak {} MB",
+        size / 1024,
+        n as f64 / secs,
+        kb / 1024
+    );
+}
