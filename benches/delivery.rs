@@ -103,13 +103,13 @@ fn site(dir: &Path, port: u16, dkim: Option<&str>, n: usize) {
     tx.commit().unwrap();
 }
 
-/// Runs a command under GNU time; gives (seconds, peak KB, stdout).
+/// Runs a command under GNU time; gives (seconds, peak KB, stdout with the CPU seconds).
 fn timed(cmd: &mut Command) -> (f64, u64, String) {
     let report = tempfile::NamedTempFile::new().unwrap();
     let start = Instant::now();
     let out = Command::new("/usr/bin/time")
         .arg("-f")
-        .arg("%M")
+        .arg("%M %U %S")
         .arg("-o")
         .arg(report.path())
         .arg(cmd.get_program())
@@ -119,15 +119,28 @@ fn timed(cmd: &mut Command) -> (f64, u64, String) {
         .output()
         .unwrap();
     let secs = start.elapsed().as_secs_f64();
-    let kb = std::fs::read_to_string(report.path())
-        .unwrap()
+    let report = std::fs::read_to_string(report.path()).unwrap();
+    let fields: Vec<&str> = report
         .trim()
         .lines()
         .last()
-        .unwrap_or("0")
-        .parse()
-        .unwrap_or(0);
-    (secs, kb, String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or("0 0 0")
+        .split_whitespace()
+        .collect();
+    let kb = fields.first().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let cpu: f64 = fields
+        .iter()
+        .skip(1)
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum();
+    (
+        secs,
+        kb,
+        format!(
+            "{} (CPU {cpu:.1} s)",
+            String::from_utf8_lossy(&out.stdout).trim()
+        ),
+    )
 }
 
 fn sink(port: u16) -> std::process::Child {

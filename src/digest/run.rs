@@ -174,7 +174,8 @@ impl Pacer {
         }
     }
 
-    /// Waits for this mail's slot.
+    /// Waits for this mail's slot. A slot that has come returns at once: tokio's timers
+    /// have millisecond resolution, and sleeping to "now" would cost each mail up to 1 ms.
     async fn wait(&self) {
         let slot = {
             let mut next = self.next.lock().await;
@@ -183,7 +184,9 @@ impl Pacer {
             *next = slot + self.interval;
             slot
         };
-        tokio::time::sleep_until(slot).await;
+        if slot > tokio::time::Instant::now() {
+            tokio::time::sleep_until(slot).await;
+        }
     }
 }
 
