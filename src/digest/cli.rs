@@ -99,16 +99,17 @@ pub fn run(config: &Config, command: &DigestCommand) -> anyhow::Result<ExitCode>
                 let schedule = run::schedule(config, digest)?;
                 let seen = sender.subs.store.lock().unwrap_or_else(|e| e.into_inner()).seen()?;
                 let last = sender.subs.store.lock().unwrap_or_else(|e| e.into_inner()).last_finished_run(&digest.name)?;
-                let subscribers = sender.subs.store.lock().unwrap_or_else(|e| e.into_inner()).list()?;
+                let recipients = sender.subs.store.lock().unwrap_or_else(|e| e.into_inner()).digest_recipients(&digest.name)?;
                 let already = match &last {
                     Some(r) => sender.subs.store.lock().unwrap_or_else(|e| e.into_inner()).items_of_runs_since(&digest.name, r.started_at)?,
                     None => Vec::new(),
                 };
-                let plan = run::plan(digest, &schedule, &corpus, &seen, &subscribers, last.as_ref(), &already, now);
+                let plan = run::plan(digest, &schedule, &corpus, &seen, &recipients, last.as_ref(), &already, now);
                 let subscriber = match to {
                     Some(e) => {
                         let email = Email::parse(e).map_err(|err| anyhow::anyhow!("`{e}`: {err}"))?;
-                        subscribers.into_iter().find(|s| s.email == email).ok_or_else(|| anyhow::anyhow!("`{e}` is not a subscriber"))?
+                        let found = sender.subs.store.lock().unwrap_or_else(|e| e.into_inner()).by_email(&email)?;
+                        found.ok_or_else(|| anyhow::anyhow!("`{e}` is not a subscriber"))?
                     }
                     None => sample_subscriber(digest),
                 };
@@ -166,12 +167,16 @@ fn list(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .seen()?;
-    let subscribers = sender
-        .subs
-        .store
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .list()?;
+    let mut recipients = std::collections::HashMap::new();
+    for d in &config.digest {
+        let r = sender
+            .subs
+            .store
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .digest_recipients(&d.name)?;
+        recipients.insert(d.name.clone(), r);
+    }
     let now_utc = Utc.timestamp_opt(now, 0).single().unwrap_or_default();
     for d in &config.digest {
         let schedule = run::schedule(config, d)?;
@@ -195,7 +200,7 @@ fn list(
             &schedule,
             corpus,
             &seen,
-            &subscribers,
+            &recipients[&d.name],
             last.as_ref(),
             &already,
             now,

@@ -14,7 +14,7 @@ use super::schedule::Schedule;
 use super::select;
 use crate::config::{Config, Digest};
 use crate::content::{Corpus, Item};
-use crate::store::{Run, Status, Subscriber};
+use crate::store::{Run, Subscriber};
 use crate::web::subscribe::{Subscriptions, links};
 
 /// The digest named `name`, or an error listing the names there are.
@@ -41,8 +41,9 @@ pub fn schedule(config: &Config, d: &Digest) -> anyhow::Result<Schedule> {
 pub struct Plan {
     pub window_start: i64,
     pub items: Vec<Arc<Item>>,
-    /// Active subscribers of this digest with at least one item, and their items.
-    pub recipients: Vec<(Subscriber, Vec<Arc<Item>>)>,
+    /// Active subscribers of this digest with at least one item: their id, and their items
+    /// as positions in `items`.
+    pub recipients: Vec<(i64, Vec<usize>)>,
     /// Fewer items than `min_items`: nothing is sent and the window does not advance.
     pub below_minimum: bool,
 }
@@ -56,7 +57,7 @@ pub fn plan(
     schedule: &Schedule,
     corpus: &Corpus,
     seen: &HashMap<String, i64>,
-    subscribers: &[Subscriber],
+    recipients: &[(i64, Vec<String>)],
     last_finished: Option<&Run>,
     already_sent: &[String],
     now: i64,
@@ -78,15 +79,33 @@ pub fn plan(
         &digest.topics,
         already_sent,
     );
-    let recipients = subscribers
+    // Tags by slug, once per item, not once per recipient.
+    let slugs: Vec<Vec<String>> = run
         .iter()
-        .filter(|s| s.status == Status::Active && s.digests.contains(&digest.name))
-        .filter_map(|s| {
-            let mine: Vec<Arc<Item>> = select::for_subscriber(&run, &s.topics)
-                .into_iter()
-                .cloned()
-                .collect();
-            (!mine.is_empty()).then(|| (s.clone(), mine))
+        .map(|i| {
+            i.tags
+                .iter()
+                .map(|t| crate::content::slug::slugify(t))
+                .collect()
+        })
+        .collect();
+    let all: Vec<usize> = (0..run.len()).collect();
+    let recipients = recipients
+        .iter()
+        .filter_map(|(id, topics)| {
+            let mine: Vec<usize> = if topics.is_empty() {
+                all.clone()
+            } else {
+                let wanted: Vec<String> = topics
+                    .iter()
+                    .map(|t| crate::content::slug::slugify(t))
+                    .collect();
+                all.iter()
+                    .copied()
+                    .filter(|&i| slugs[i].iter().any(|s| wanted.contains(s)))
+                    .collect()
+            };
+            (!mine.is_empty()).then_some((*id, mine))
         })
         .collect();
     Plan {
@@ -127,6 +146,9 @@ pub struct Sender<'a> {
     /// Rendered bodies by item set, with placeholders for the recipient's links.
     rendered: std::sync::Mutex<HashMap<Vec<String>, Arc<mail::Rendered>>>,
 }
+
+/// How many pending deliveries are read at a time.
+const DELIVERY_PAGE: usize = 1000;
 
 const UNSUBSCRIBE_PLACEHOLDER: &str = "https://herold.invalid/unsubscribe-placeholder";
 const PREFERENCES_PLACEHOLDER: &str = "https://herold.invalid/preferences-placeholder";
@@ -243,7 +265,7 @@ impl Sender<'_> {
             self.store(|s| s.record_seen(&ids, now))?
         };
         let last = self.store(|s| s.last_finished_run(&digest.name))?;
-        let subscribers = self.store(|s| s.list())?;
+        let recipients = self.store(|s| s.digest_recipients(&digest.name))?;
         let already = match &last {
             Some(r) => self.store(|s| s.items_of_runs_since(&digest.name, r.started_at))?,
             None => Vec::new(),
@@ -253,7 +275,7 @@ impl Sender<'_> {
             &schedule,
             corpus,
             &seen,
-            &subscribers,
+            &recipients,
             last.as_ref(),
             &already,
             now,
@@ -274,10 +296,22 @@ impl Sender<'_> {
             return Ok(report);
         }
         let item_ids: Vec<String> = plan.items.iter().map(|i| i.id.clone()).collect();
-        let deliveries: Vec<(i64, Vec<String>)> = plan
+        // Most recipients share an item set: one JSON text per set, not per recipient.
+        let mut sets: HashMap<&[usize], String> = HashMap::new();
+        for (_, its) in &plan.recipients {
+            sets.entry(its.as_slice()).or_insert_with(|| {
+                serde_json::to_string(
+                    &its.iter()
+                        .map(|&i| plan.items[i].id.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .expect("ids serialise")
+            });
+        }
+        let deliveries: Vec<(i64, &str)> = plan
             .recipients
             .iter()
-            .map(|(s, its)| (s.id, its.iter().map(|i| i.id.clone()).collect()))
+            .map(|(id, its)| (*id, sets[its.as_slice()].as_str()))
             .collect();
         let run = self
             .store(|s| s.start_run(&digest.name, now, plan.window_start, &item_ids, &deliveries))?;
@@ -320,49 +354,63 @@ impl Sender<'_> {
             .timestamp_opt(run.started_at, 0)
             .single()
             .unwrap_or_default();
-        let queue = std::sync::Mutex::new(std::collections::VecDeque::from(
-            self.store(|s| s.pending_deliveries(run.id))?,
-        ));
-        let total = queue.lock().map(|q| q.len()).unwrap_or(0);
+        let queue = std::sync::Mutex::new(std::collections::VecDeque::new());
+        let total = self
+            .store(|s| s.delivery_counts(run.id))?
+            .get("pending")
+            .copied()
+            .unwrap_or(0) as usize;
         if let Some(p) = &self.progress {
             p.set_length(total as u64);
             p.set_message(digest.name.clone());
         }
         let pacer = Pacer::new(self.config.mail.rate_per_second);
         let counts = Counts::default();
-        let worker = || async {
-            let mut connection = self.subs.mailer.connection();
-            loop {
-                if self.stop.load(Ordering::SeqCst) {
-                    return Ok::<(), anyhow::Error>(());
+        let workers_wanted = self.config.mail.concurrency.clamp(1, total.max(1));
+        // Pending deliveries are read a page at a time, so a run for many subscribers needs
+        // no more memory than a page.
+        let mut after = i64::MIN;
+        loop {
+            let page = self.store(|s| s.pending_deliveries_page(run.id, after, DELIVERY_PAGE))?;
+            let Some(last) = page.last() else { break };
+            after = last.subscriber_id;
+            queue.lock().unwrap_or_else(|e| e.into_inner()).extend(page);
+            let worker = || async {
+                let mut connection = self.subs.mailer.connection();
+                loop {
+                    if self.stop.load(Ordering::SeqCst) {
+                        return Ok::<(), anyhow::Error>(());
+                    }
+                    let Some(d) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+                    else {
+                        return Ok(());
+                    };
+                    self.deliver_one(
+                        &mut connection,
+                        digest,
+                        run,
+                        &d,
+                        &by_id,
+                        &renditions,
+                        since,
+                        run_time,
+                        &pacer,
+                        &counts,
+                        now,
+                    )
+                    .await?;
+                    if let Some(p) = &self.progress {
+                        p.inc(1);
+                    }
                 }
-                let Some(d) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else {
-                    return Ok(());
-                };
-                self.deliver_one(
-                    &mut connection,
-                    digest,
-                    run,
-                    &d,
-                    &by_id,
-                    &renditions,
-                    since,
-                    run_time,
-                    &pacer,
-                    &counts,
-                    now,
-                )
-                .await?;
-                if let Some(p) = &self.progress {
-                    p.inc(1);
-                }
+            };
+            let workers: Vec<_> = (0..workers_wanted).map(|_| worker()).collect();
+            for r in futures_util::future::join_all(workers).await {
+                r?;
             }
-        };
-        let workers: Vec<_> = (0..self.config.mail.concurrency.clamp(1, total.max(1)))
-            .map(|_| worker())
-            .collect();
-        for r in futures_util::future::join_all(workers).await {
-            r?;
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
         }
         let report = Report {
             run_id: Some(run.id),

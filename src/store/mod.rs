@@ -711,7 +711,7 @@ impl Store {
         now: i64,
         window_start: i64,
         items: &[String],
-        deliveries: &[(i64, Vec<String>)],
+        deliveries: &[(i64, &str)],
     ) -> Result<Run> {
         let tx = self
             .conn
@@ -726,7 +726,7 @@ impl Store {
                 "INSERT INTO deliveries (run_id, subscriber_id, items, status, updated_at) VALUES (?1, ?2, ?3, 'pending', ?4)",
             )?;
             for (subscriber, its) in deliveries {
-                insert.execute(params![id, subscriber, json(its), now])?;
+                insert.execute(params![id, subscriber, its, now])?;
             }
         }
         if deliveries.is_empty() {
@@ -744,6 +744,43 @@ impl Store {
             items: items.to_vec(),
             finished_at: deliveries.is_empty().then_some(now),
         })
+    }
+
+    /// Active subscribers of `digest`: their id and topics.
+    pub fn digest_recipients(&self, digest: &str) -> Result<Vec<(i64, Vec<String>)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, topics FROM subscribers WHERE status = 'active'
+             AND EXISTS (SELECT 1 FROM json_each(subscribers.digests) WHERE value = ?1) ORDER BY id",
+        )?;
+        let rows = stmt.query_map([digest], |r| {
+            let topics: String = r.get(1)?;
+            Ok((r.get(0)?, serde_json::from_str(&topics).unwrap_or_default()))
+        })?;
+        rows.collect()
+    }
+
+    /// Up to `limit` pending deliveries of a run with a subscriber id above `after`.
+    pub fn pending_deliveries_page(
+        &self,
+        run: i64,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT run_id, subscriber_id, items, status, attempts FROM deliveries
+             WHERE run_id = ?1 AND status = 'pending' AND subscriber_id > ?2 ORDER BY subscriber_id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![run, after, limit as i64], |r| {
+            let items: String = r.get(2)?;
+            Ok(Delivery {
+                run_id: r.get(0)?,
+                subscriber_id: r.get(1)?,
+                items: serde_json::from_str(&items).unwrap_or_default(),
+                status: r.get(3)?,
+                attempts: r.get(4)?,
+            })
+        })?;
+        rows.collect()
     }
 
     /// The deliveries of a run that are still pending.
