@@ -59,10 +59,10 @@ pub fn run(config: &Config, command: &SubscribersCommand) -> anyhow::Result<Exit
                 );
             } else {
                 for s in &list {
-                    let status = if s.status == Status::Active {
-                        "active"
-                    } else {
-                        "pending"
+                    let status = match (s.status, s.suspended) {
+                        (_, true) => "suspended",
+                        (Status::Active, false) => "active",
+                        (Status::Pending, false) => "pending",
                     };
                     println!(
                         "{}\t{status}\t{}\t{}",
@@ -222,6 +222,7 @@ fn export_subscriber(s: &Subscriber) -> serde_json::Value {
         "consent_version": s.consent_version,
         "source": s.source,
         "client_address": s.client_address,
+        "suspended": s.suspended,
     })
 }
 

@@ -152,6 +152,7 @@ fn sample_subscriber(digest: &crate::config::Digest) -> crate::store::Subscriber
         consent_version: String::new(),
         source: "preview".into(),
         client_address: None,
+        suspended: false,
     }
 }
 

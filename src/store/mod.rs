@@ -69,7 +69,12 @@ const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL,
         PRIMARY KEY (run_id, subscriber_id)
      ) STRICT;",
+    // 3: an address whose mails fail permanently again and again is suspended.
+    "ALTER TABLE subscribers ADD COLUMN suspended_at INTEGER;",
 ];
+
+/// After this many permanent failures in a row, an address gets no more digests.
+pub const SUSPEND_AFTER_FAILURES: i64 = 3;
 
 /// How many mails one address may trigger through the subscription form per day.
 pub const MAILS_PER_DAY: i64 = 3;
@@ -104,6 +109,8 @@ pub struct Subscriber {
     pub consent_version: String,
     pub source: String,
     pub client_address: Option<String>,
+    /// No more digests: its mails failed permanently again and again.
+    pub suspended: bool,
 }
 
 /// One entry of the consent log.
@@ -749,7 +756,7 @@ impl Store {
     /// Active subscribers of `digest`: their id and topics.
     pub fn digest_recipients(&self, digest: &str) -> Result<Vec<(i64, Vec<String>)>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, topics FROM subscribers WHERE status = 'active'
+            "SELECT id, topics FROM subscribers WHERE status = 'active' AND suspended_at IS NULL
              AND EXISTS (SELECT 1 FROM json_each(subscribers.digests) WHERE value = ?1) ORDER BY id",
         )?;
         let rows = stmt.query_map([digest], |r| {
@@ -822,7 +829,51 @@ impl Store {
             )
             .and_then(|mut st| st.execute(params![run, subscriber, status, error, now]));
         self.conn.pragma_update(None, "synchronous", "FULL")?;
-        result.map(|_| ())
+        result?;
+        if status == "failed" {
+            self.suspend_if_failing(subscriber, now)?;
+        }
+        Ok(())
+    }
+
+    /// Suspends a subscriber whose last [`SUSPEND_AFTER_FAILURES`] deliveries all failed
+    /// permanently (the address is gone, the mailbox refuses): no more digests until the
+    /// address subscribes again or an operator clears it.
+    fn suspend_if_failing(&mut self, subscriber: i64, now: i64) -> Result<()> {
+        let recent: Vec<String> = {
+            let mut st = self.conn.prepare_cached(
+                "SELECT status FROM deliveries WHERE subscriber_id = ?1 AND status IN ('sent', 'failed')
+                 ORDER BY updated_at DESC, run_id DESC LIMIT ?2",
+            )?;
+            st.query_map(params![subscriber, SUSPEND_AFTER_FAILURES], |r| r.get(0))?
+                .collect::<Result<_>>()?
+        };
+        if recent.len() as i64 == SUSPEND_AFTER_FAILURES && recent.iter().all(|s| s == "failed") {
+            let n = self.conn.execute(
+                "UPDATE subscribers SET suspended_at = ?2 WHERE id = ?1 AND suspended_at IS NULL",
+                params![subscriber, now],
+            )?;
+            if n == 1 {
+                tracing::warn!(
+                    subscriber,
+                    failures = SUSPEND_AFTER_FAILURES,
+                    "address suspended after repeated permanent failures"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a subscriber is suspended (repeated permanent failures).
+    pub fn is_suspended(&self, id: i64) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT suspended_at IS NOT NULL FROM subscribers WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(|v| v.unwrap_or(false))
     }
 
     /// Marks a run finished if no delivery is pending; says whether it is.
@@ -866,7 +917,7 @@ fn row_to_run(r: &rusqlite::Row) -> Result<Run> {
     })
 }
 
-const SELECT: &str = "SELECT id, email, status, topics, digests, created_at, confirmed_at, consent_version, source, client_address FROM subscribers";
+const SELECT: &str = "SELECT id, email, status, topics, digests, created_at, confirmed_at, consent_version, source, client_address, suspended_at IS NOT NULL FROM subscribers";
 
 fn get_where(
     conn: &Connection,
@@ -902,6 +953,7 @@ fn row_to_subscriber(r: &rusqlite::Row) -> Result<Subscriber> {
         consent_version: r.get(7)?,
         source: r.get(8)?,
         client_address: r.get(9)?,
+        suspended: r.get(10)?,
     })
 }
 

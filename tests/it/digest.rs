@@ -509,3 +509,67 @@ mod rendering {
         );
     }
 }
+
+#[test]
+fn a_server_that_hangs_up_mid_data_gets_the_mail_again_once() {
+    // The first DATA: the server reads the message and hangs up without answering.
+    let sink = SmtpSink::with_answers(|n, _| {
+        if n == 0 {
+            "HANGUP".into()
+        } else {
+            "250 OK".into()
+        }
+    });
+    let site = digest_site(&sink);
+    subscriber(&site, "a@example.org", &[], &["woechentlich"]);
+    subscriber(&site, "b@example.org", &[], &["woechentlich"]);
+    let (code, out) = send(&site, "woechentlich");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("2 sent, 0 failed, 0 deferred"), "{out}");
+    let mails = drain(&sink, 2);
+    assert_eq!(
+        (mails[0].to.clone(), mails[1].to.clone()),
+        (
+            vec!["a@example.org".to_string()],
+            vec!["b@example.org".to_string()]
+        )
+    );
+}
+
+#[test]
+fn repeated_permanent_failures_suspend_the_address() {
+    let sink = SmtpSink::with_answers(|_, to| {
+        if to.first().is_some_and(|t| t == "weg@example.org") {
+            "550 5.1.1 mailbox unavailable".into()
+        } else {
+            "250 OK".into()
+        }
+    });
+    let site = digest_site(&sink);
+    subscriber(&site, "weg@example.org", &[], &["woechentlich"]);
+    subscriber(&site, "da@example.org", &[], &["woechentlich"]);
+    for n in 0..3 {
+        site.item(
+            &format!("neu{n}.md"),
+            &format!("Neu {n}"),
+            &days_ago(0),
+            "",
+            "x",
+        );
+        let (code, out) = send(&site, "woechentlich");
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains("1 sent, 1 failed"), "run {n}: {out}");
+        assert_eq!(drain(&sink, 1)[0].to, ["da@example.org"]);
+    }
+    let store = herold::store::Store::open(&site.path("data/herold.sqlite3")).unwrap();
+    let weg = subscribers(&site)
+        .into_iter()
+        .find(|s| s.email.as_str() == "weg@example.org")
+        .unwrap();
+    assert!(store.is_suspended(weg.id).unwrap());
+    // The fourth run no longer tries the address.
+    site.item("neu3.md", "Neu 3", &days_ago(0), "", "x");
+    let (_, out) = send(&site, "woechentlich");
+    assert!(out.contains("1 sent, 0 failed"), "{out}");
+    assert_eq!(drain(&sink, 1)[0].to, ["da@example.org"]);
+}

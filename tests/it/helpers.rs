@@ -518,6 +518,10 @@ impl SmtpSink {
                             }
                             let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             let reply = answer(n, &to);
+                            if reply == "HANGUP" {
+                                // The server goes away after the message, before answering.
+                                return;
+                            }
                             if reply.starts_with('2') {
                                 let _ = tx.send(Received {
                                     from: from.clone(),
