@@ -13,15 +13,24 @@ pub struct InstanceLock {
 
 /// Takes the lock for sending digest `name` (one process sends a run at a time).
 pub fn acquire_digest(database: &Path, name: &str) -> anyhow::Result<InstanceLock> {
-    let (file, path) = open(database, &format!("digest-{name}.lock"))?;
+    take(database, &format!("digest-{name}.lock"), |path| {
+        format!(
+            "another herold process is sending the digest `{name}` right now ({} is locked)",
+            path.display()
+        )
+    })
+}
+
+/// Takes the lock file `{database}.{suffix}`; `busy` says who holds it when it is taken.
+fn take(
+    database: &Path,
+    suffix: &str,
+    busy: impl FnOnce(&Path) -> String,
+) -> anyhow::Result<InstanceLock> {
+    let (file, path) = open(database, suffix)?;
     match file.try_lock() {
         Ok(()) => Ok(InstanceLock { _file: file, path }),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            anyhow::bail!(
-                "another herold process is sending the digest `{name}` right now ({} is locked)",
-                path.display()
-            )
-        }
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!("{}", busy(&path)),
         Err(std::fs::TryLockError::Error(e)) => {
             anyhow::bail!("cannot lock {}: {e}", path.display())
         }
@@ -51,34 +60,13 @@ fn open(database: &Path, suffix: &str) -> anyhow::Result<(File, PathBuf)> {
 
 /// Takes the daemon lock for the database at `database`, or says who holds it.
 pub fn acquire(database: &Path) -> anyhow::Result<InstanceLock> {
-    let dir = database
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-    let name = database
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "herold".into());
-    let path = dir.join(format!("{name}.daemon.lock"));
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| anyhow::anyhow!("cannot open the lock file {}: {e}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(InstanceLock { _file: file, path }),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+    take(database, "daemon.lock", |path| {
+        format!(
             "another herold daemon is running on the database {} (it holds {}); refusing to start",
             database.display(),
             path.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            anyhow::bail!("cannot lock {}: {e}", path.display())
-        }
-    }
+        )
+    })
 }
 
 #[cfg(test)]

@@ -362,28 +362,7 @@ pub async fn subscribe(
             );
         }
     };
-    let offered = subs
-        .topics
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let mut topics: Vec<String> = req
-        .topics
-        .into_iter()
-        .filter(|t| offered.contains(t))
-        .collect();
-    topics.sort();
-    topics.dedup();
-    let mut digests: Vec<String> = req
-        .digests
-        .into_iter()
-        .filter(|d| config.digest.iter().any(|x| &x.name == d))
-        .collect();
-    digests.sort();
-    digests.dedup();
-    if digests.is_empty() {
-        digests.extend(config.digest.first().map(|d| d.name.clone()));
-    }
+    let (topics, digests) = choices(&config, &subs, req.topics, req.digests);
     let client = config.privacy.record_client_address.then(|| ip.to_string());
     let now = crate::clock::unix_seconds() as i64;
     let version = subs.templates().consent_version.clone();
@@ -408,6 +387,34 @@ pub async fn subscribe(
             .into_response();
     }
     Page::message(StatusCode::OK, "check_inbox").render(&state, &subs)
+}
+
+/// The topics and digests of a request that the site offers (others are dropped), sorted;
+/// no digest chosen means the first.
+fn choices(
+    config: &Config,
+    subs: &Subscriptions,
+    topics: Vec<String>,
+    digests: Vec<String>,
+) -> (Vec<String>, Vec<String>) {
+    let offered = subs
+        .topics
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut topics: Vec<String> = topics.into_iter().filter(|t| offered.contains(t)).collect();
+    topics.sort();
+    topics.dedup();
+    let mut digests: Vec<String> = digests
+        .into_iter()
+        .filter(|d| config.digest.iter().any(|x| &x.name == d))
+        .collect();
+    digests.sort();
+    digests.dedup();
+    if digests.is_empty() {
+        digests.extend(config.digest.first().map(|d| d.name.clone()));
+    }
+    (topics, digests)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -682,24 +689,7 @@ pub async fn save_preferences(
         return Page::message(StatusCode::BAD_REQUEST, "bad_request").render(&state, &subs);
     };
     let config = state.config();
-    let offered = subs
-        .topics
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let topics: Vec<String> = req
-        .topics
-        .into_iter()
-        .filter(|t| offered.contains(t))
-        .collect();
-    let mut digests: Vec<String> = req
-        .digests
-        .into_iter()
-        .filter(|d| config.digest.iter().any(|x| &x.name == d))
-        .collect();
-    if digests.is_empty() {
-        digests.extend(config.digest.first().map(|d| d.name.clone()));
-    }
+    let (topics, digests) = choices(&config, &subs, req.topics, req.digests);
     let now = crate::clock::unix_seconds() as i64;
     match subs.with_store(|st| st.set_preferences(s.id, &topics, &digests, now)) {
         Ok(true) => Page::message(StatusCode::OK, "saved").render(&state, &subs),
