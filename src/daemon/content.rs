@@ -140,14 +140,7 @@ impl ContentState {
                 ))
             })
             .collect();
-        let mut changes = self.apply(changed);
-        for rel in gone {
-            self.files.remove(&rel);
-            changes.removed.push(rel);
-        }
-        changes.parsed.sort();
-        changes.removed.sort();
-        Ok(changes)
+        Ok(self.apply(changed, gone))
     }
 
     /// Looks at the paths a watcher reported: a content file is stat'ed and read again if
@@ -183,14 +176,7 @@ impl ContentState {
         }
         changed.sort_by(|a, b| a.0.cmp(&b.0));
         changed.dedup_by(|a, b| a.0 == b.0);
-        let mut changes = self.apply(changed);
-        for rel in gone {
-            self.files.remove(&rel);
-            changes.removed.push(rel);
-        }
-        changes.removed.sort();
-        changes.removed.dedup();
-        Ok(changes)
+        Ok(self.apply(changed, gone))
     }
 
     /// The idle poll beside a working watcher, a safety net for missed events: every
@@ -218,18 +204,11 @@ impl ContentState {
                 Err(_) => gone.push(rel.clone()),
             }
         }
-        let mut changes = self.apply(changed);
-        for rel in gone {
-            self.files.remove(&rel);
-            changes.removed.push(rel);
-        }
-        changes.parsed.sort();
-        changes.removed.sort();
-        Ok(changes)
+        Ok(self.apply(changed, gone))
     }
 
-    /// Reads the changed files and records them.
-    fn apply(&mut self, changed: Vec<(String, PathBuf, Stamp)>) -> Changes {
+    /// Reads the changed files and records them, and forgets the files that are gone.
+    fn apply(&mut self, changed: Vec<(String, PathBuf, Stamp)>, gone: Vec<String>) -> Changes {
         let mut changes = Changes::default();
         for (rel, full, stamp) in changed {
             let result = read_item(&rel, &full, &self.site);
@@ -253,7 +232,15 @@ impl ContentState {
             self.files.insert(rel.clone(), entry);
             changes.parsed.push(rel);
         }
+        for rel in gone {
+            if self.files.remove(&rel).is_some() {
+                changes.removed.push(rel);
+            }
+        }
         changes.parsed.sort();
+        changes.parsed.dedup();
+        changes.removed.sort();
+        changes.removed.dedup();
         changes
     }
 

@@ -790,24 +790,6 @@ impl Store {
         rows.collect()
     }
 
-    /// The deliveries of a run that are still pending.
-    pub fn pending_deliveries(&self, run: i64) -> Result<Vec<Delivery>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT run_id, subscriber_id, items, status, attempts FROM deliveries WHERE run_id = ?1 AND status = 'pending' ORDER BY subscriber_id",
-        )?;
-        let rows = stmt.query_map([run], |r| {
-            let items: String = r.get(2)?;
-            Ok(Delivery {
-                run_id: r.get(0)?,
-                subscriber_id: r.get(1)?,
-                items: serde_json::from_str(&items).unwrap_or_default(),
-                status: r.get(3)?,
-                attempts: r.get(4)?,
-            })
-        })?;
-        rows.collect()
-    }
-
     /// Records the outcome of one delivery: `sent`, `failed` (permanently), `skipped`, or
     /// `pending` again after a temporary failure.
     pub fn record_delivery(
