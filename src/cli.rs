@@ -269,10 +269,34 @@ fn check(cli: &Cli, config: &Config, deny_warnings: bool) -> anyhow::Result<Exit
 /// Records in the database when each item was first seen (digests count an item as
 /// published at the later of its date and its first sight).
 pub fn record_seen(config: &Config, corpus: &Corpus) -> anyhow::Result<()> {
-    let mut store = crate::store::Store::open(&config.database.path)?;
-    let ids: Vec<&str> = corpus.items.iter().map(|i| i.id.as_str()).collect();
-    store.record_seen(&ids, crate::clock::unix_seconds() as i64)?;
+    let now = crate::clock::unix_seconds() as i64;
+    let ids = digest_relevant_ids(config, corpus, now);
+    if ids.is_empty() {
+        return Ok(());
+    }
+    crate::store::Store::open(&config.database.path)?.note_seen(&ids, now)?;
     Ok(())
+}
+
+/// The ids whose first sight matters: an item first seen more than a digest's `max_age`
+/// after its date is history for every digest, whenever it is recorded, so only items dated
+/// within the largest `max_age` (or in the future) need it.
+pub fn digest_relevant_ids<'a>(config: &Config, corpus: &'a Corpus, now: i64) -> Vec<&'a str> {
+    let max_age = config
+        .digest
+        .iter()
+        .map(|d| d.max_age.as_secs() as i64)
+        .max()
+        .unwrap_or(0);
+    if config.digest.is_empty() {
+        return Vec::new();
+    }
+    corpus
+        .items
+        .iter()
+        .filter(|i| i.date.timestamp() >= now - max_age)
+        .map(|i| i.id.as_str())
+        .collect()
 }
 
 /// Scans the content directory, with a progress bar on a terminal.

@@ -567,18 +567,16 @@ impl Daemon {
 
     /// Records the first sight of items the database does not know yet.
     fn record_seen(&mut self, corpus: &crate::content::Corpus) {
-        let new: Vec<&str> = corpus
-            .items
-            .iter()
-            .map(|i| i.id.as_str())
+        let now = crate::clock::unix_seconds() as i64;
+        let new: Vec<&str> = crate::cli::digest_relevant_ids(&self.config, corpus, now)
+            .into_iter()
             .filter(|id| !self.recorded.contains(*id))
             .collect();
         if new.is_empty() {
             return;
         }
-        let now = crate::clock::unix_seconds() as i64;
         let mut store = self.subs.store.lock().unwrap_or_else(|e| e.into_inner());
-        match store.record_seen(&new, now) {
+        match store.note_seen(&new, now) {
             Ok(_) => self.recorded.extend(new.into_iter().map(String::from)),
             Err(e) => tracing::error!("cannot record when items were first seen: {e}"),
         }

@@ -641,6 +641,16 @@ impl Store {
         Ok(seen)
     }
 
+    /// Records `now` as the first sight of every id not seen before, in one statement, without
+    /// reading anything back (for `build`, which needs no answer).
+    pub fn note_seen(&mut self, ids: &[&str], now: i64) -> Result<usize> {
+        let json = serde_json::to_string(ids).expect("strings serialise");
+        self.conn.execute(
+            "INSERT OR IGNORE INTO items_seen (item_id, first_seen) SELECT value, ?2 FROM json_each(?1)",
+            params![json, now],
+        )
+    }
+
     /// The first sight of every item herold has seen.
     pub fn seen(&self) -> Result<std::collections::HashMap<String, i64>> {
         let mut stmt = self
