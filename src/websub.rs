@@ -65,17 +65,11 @@ pub async fn ping(
             break;
         }
         tracing::debug!(hub = %hub, feed, attempt, "websub ping failed, retrying: {reason}");
-        tokio::time::sleep(jitter(delay)).await;
+        tokio::time::sleep(crate::clock::jitter(delay)).await;
         delay = (delay * 2).min(Duration::from_secs(300));
     }
     metrics.websub_failed.fetch_add(1, Ordering::Relaxed);
     false
-}
-
-/// `d` plus up to a quarter more, so that many pings do not retry in lockstep.
-fn jitter(d: Duration) -> Duration {
-    let nanos = crate::clock::jitter_bits();
-    d + d.mul_f64(f64::from(nanos % 1000) / 4000.0)
 }
 
 /// The HTTP client for hubs (and imports): rustls, timeouts, an identifying user agent.

@@ -96,19 +96,11 @@ pub fn run(config: &Config, command: &DigestCommand) -> anyhow::Result<ExitCode>
             }
             DigestCommand::Preview { name, to, out } => {
                 let digest = run::find(config, name)?;
-                let schedule = run::schedule(config, digest)?;
-                let seen = sender.subs.store.lock().unwrap_or_else(|e| e.into_inner()).seen()?;
-                let last = sender.subs.store.lock().unwrap_or_else(|e| e.into_inner()).last_finished_run(&digest.name)?;
-                let recipients = sender.subs.store.lock().unwrap_or_else(|e| e.into_inner()).digest_recipients(&digest.name)?;
-                let already = match &last {
-                    Some(r) => sender.subs.store.lock().unwrap_or_else(|e| e.into_inner()).items_of_runs_since(&digest.name, r.started_at)?,
-                    None => Vec::new(),
-                };
-                let plan = run::plan(digest, &schedule, &corpus, &seen, &recipients, last.as_ref(), &already, now);
+                let (plan, _) = sender.plan_now(digest, &corpus, now, false)?;
                 let subscriber = match to {
                     Some(e) => {
                         let email = Email::parse(e).map_err(|err| anyhow::anyhow!("`{e}`: {err}"))?;
-                        let found = sender.subs.store.lock().unwrap_or_else(|e| e.into_inner()).by_email(&email)?;
+                        let found = sender.store(|s| s.by_email(&email))?;
                         found.ok_or_else(|| anyhow::anyhow!("`{e}` is not a subscriber"))?
                     }
                     None => sample_subscriber(digest),
@@ -162,50 +154,10 @@ fn list(
     corpus: &crate::content::Corpus,
     now: i64,
 ) -> anyhow::Result<ExitCode> {
-    let seen = sender
-        .subs
-        .store
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .seen()?;
-    let mut recipients = std::collections::HashMap::new();
-    for d in &config.digest {
-        let r = sender
-            .subs
-            .store
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .digest_recipients(&d.name)?;
-        recipients.insert(d.name.clone(), r);
-    }
     let now_utc = Utc.timestamp_opt(now, 0).single().unwrap_or_default();
     for d in &config.digest {
         let schedule = run::schedule(config, d)?;
-        let last = sender
-            .subs
-            .store
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .last_finished_run(&d.name)?;
-        let already = match &last {
-            Some(r) => sender
-                .subs
-                .store
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .items_of_runs_since(&d.name, r.started_at)?,
-            None => Vec::new(),
-        };
-        let plan = run::plan(
-            d,
-            &schedule,
-            corpus,
-            &seen,
-            &recipients[&d.name],
-            last.as_ref(),
-            &already,
-            now,
-        );
+        let (plan, last) = sender.plan_now(d, corpus, now, false)?;
         let next = schedule
             .next_after(now_utc)
             .map(|t| schedule.local(t))

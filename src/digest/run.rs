@@ -212,11 +212,6 @@ impl Pacer {
     }
 }
 
-/// `d` plus up to a quarter more, so that retries do not march in step.
-fn jitter(d: std::time::Duration) -> std::time::Duration {
-    d + d.mul_f64(f64::from(crate::clock::jitter_bits() % 1000) / 4000.0)
-}
-
 impl Sender<'_> {
     /// Finishes an unfinished run of `digest`, if there is one; starts nothing new.
     pub async fn finish(
@@ -257,29 +252,7 @@ impl Sender<'_> {
                 return Ok(report);
             }
         }
-        let schedule = schedule(self.config, digest)?;
-        let ids: Vec<&str> = corpus.items.iter().map(|i| i.id.as_str()).collect();
-        let seen = if dry_run {
-            self.store(|s| s.seen())?
-        } else {
-            self.store(|s| s.record_seen(&ids, now))?
-        };
-        let last = self.store(|s| s.last_finished_run(&digest.name))?;
-        let recipients = self.store(|s| s.digest_recipients(&digest.name))?;
-        let already = match &last {
-            Some(r) => self.store(|s| s.items_of_runs_since(&digest.name, r.started_at))?,
-            None => Vec::new(),
-        };
-        let plan = plan(
-            digest,
-            &schedule,
-            corpus,
-            &seen,
-            &recipients,
-            last.as_ref(),
-            &already,
-            now,
-        );
+        let (plan, _) = self.plan_now(digest, corpus, now, !dry_run)?;
         report.items = plan.items.len();
         report.recipients = plan.recipients.len();
         report.run_id = None;
@@ -323,6 +296,42 @@ impl Sender<'_> {
         report.deferred += r.deferred;
         report.skipped += r.skipped;
         Ok(report)
+    }
+
+    /// Plans a run of `digest` at `now` from the database's state (first sights, the last
+    /// finished run, the items sent since, the recipients); with `record`, first records the
+    /// first sight of the corpus's items. Gives the plan and the last finished run.
+    pub fn plan_now(
+        &self,
+        digest: &Digest,
+        corpus: &Corpus,
+        now: i64,
+        record: bool,
+    ) -> anyhow::Result<(Plan, Option<Run>)> {
+        let schedule = schedule(self.config, digest)?;
+        let seen = if record {
+            let ids: Vec<&str> = corpus.items.iter().map(|i| i.id.as_str()).collect();
+            self.store(|s| s.record_seen(&ids, now))?
+        } else {
+            self.store(|s| s.seen())?
+        };
+        let last = self.store(|s| s.last_finished_run(&digest.name))?;
+        let recipients = self.store(|s| s.digest_recipients(&digest.name))?;
+        let already = match &last {
+            Some(r) => self.store(|s| s.items_of_runs_since(&digest.name, r.started_at))?,
+            None => Vec::new(),
+        };
+        let plan = plan(
+            digest,
+            &schedule,
+            corpus,
+            &seen,
+            &recipients,
+            last.as_ref(),
+            &already,
+            now,
+        );
+        Ok((plan, last))
     }
 
     /// Sends the pending deliveries of `run` and records each outcome as it comes:
@@ -544,7 +553,7 @@ impl Sender<'_> {
                         "temporary failure, retrying: {e}"
                     );
                     counts.retried.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(jitter(backoff)).await;
+                    tokio::time::sleep(crate::clock::jitter(backoff)).await;
                     backoff *= 2;
                 }
                 Err(e) => {
@@ -660,7 +669,8 @@ impl Sender<'_> {
         Ok(message)
     }
 
-    fn store<T>(
+    /// Runs `f` on the database.
+    pub fn store<T>(
         &self,
         f: impl FnOnce(&mut crate::store::Store) -> crate::store::Result<T>,
     ) -> anyhow::Result<T> {

@@ -12,14 +12,6 @@ use std::sync::Arc;
 use crate::content::Item;
 use crate::content::slug::slugify;
 
-/// When an item counts as published: the later of its date and its first sight (Unix
-/// seconds). An item not seen yet is published at `now`.
-pub fn published_at(item: &Item, seen: &HashMap<String, i64>, now: i64) -> i64 {
-    item.date
-        .timestamp()
-        .max(seen.get(&item.id).copied().unwrap_or(now))
-}
-
 /// The items of a run covering [`start`, `end`], newest first, limited to `topics` (tags, by
 /// slug) when the digest names any, without the items of the previous run (`previous`).
 ///
