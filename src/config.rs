@@ -452,7 +452,7 @@ impl Config {
 
     fn validate(&self, file: &str, text: &str) -> Result<(), ConfigError> {
         let err = |key: &str, message: String| ConfigError {
-            location: format!("{file}:{}", key_line(text, key)),
+            location: format!("{file}:{}", key_line(text, key).unwrap_or(1)),
             message,
         };
         if self.site.title.trim().is_empty() {
@@ -712,16 +712,17 @@ pub fn line_of(text: &str, pos: usize) -> usize {
         + 1
 }
 
-/// The line where `key = …` is first written, for errors found after parsing.
-fn key_line(text: &str, key: &str) -> usize {
+/// The 1-based line where `key` is set, in TOML (`key =`) or YAML (`key:`) text, for errors
+/// found after parsing.
+pub fn key_line(text: &str, key: &str) -> Option<usize> {
     text.lines()
         .position(|l| {
-            let l = l.trim_start();
-            l.strip_prefix(key)
-                .is_some_and(|r| r.trim_start().starts_with('='))
+            l.trim_start().strip_prefix(key).is_some_and(|r| {
+                let r = r.trim_start();
+                r.starts_with('=') || r.starts_with(':')
+            })
         })
         .map(|i| i + 1)
-        .unwrap_or(1)
 }
 
 /// The sections an environment variable may address, longest first so that

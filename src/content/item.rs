@@ -162,7 +162,11 @@ pub fn parse_item(path: &str, bytes: &[u8], site: &SiteContext) -> Result<Item, 
     let front_text = strip_controls(split.front);
     split.front = &front_text;
     let front_line = |line_in_front: usize| split.front_line + line_in_front - 1;
-    let key_line = |key: &str| key_line(split.front, key).map(front_line).unwrap_or(1);
+    let key_line = |key: &str| {
+        crate::config::key_line(split.front, key)
+            .map(front_line)
+            .unwrap_or(1)
+    };
 
     let fm: FrontMatter = match split.syntax {
         Syntax::Toml => toml::from_str(split.front).map_err(|e| {
@@ -379,19 +383,6 @@ fn item_link(template: &str, slug: &str, date: &DateTime<FixedOffset>) -> Result
     Url::parse(&link)
         .map(|u| u.to_string())
         .map_err(|e| format!("the item link `{link}` is not a URL: {e}"))
-}
-
-/// The 1-based line (within `front`) where `key` is set, in TOML (`key =`) or YAML (`key:`).
-fn key_line(front: &str, key: &str) -> Option<usize> {
-    front
-        .lines()
-        .position(|l| {
-            l.strip_prefix(key).is_some_and(|r| {
-                let r = r.trim_start();
-                r.starts_with('=') || r.starts_with(':')
-            })
-        })
-        .map(|i| i + 1)
 }
 
 #[cfg(test)]
