@@ -15,6 +15,10 @@ const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../templates/de/layout.html"),
     ),
     (
+        "de/choices.html",
+        include_str!("../templates/de/choices.html"),
+    ),
+    (
         "de/subscribe.html",
         include_str!("../templates/de/subscribe.html"),
     ),
@@ -53,6 +57,10 @@ const BUILT_IN: &[(&str, &str)] = &[
     (
         "en/layout.html",
         include_str!("../templates/en/layout.html"),
+    ),
+    (
+        "en/choices.html",
+        include_str!("../templates/en/choices.html"),
     ),
     (
         "en/subscribe.html",
