@@ -112,8 +112,6 @@ const POLL_SLICES: u64 = 10;
 struct FeedWriter {
     cache: HtmlCache,
     fingerprints: HashMap<String, u64>,
-    /// Bumped on reload: settings may change every file.
-    epoch: u64,
 }
 
 /// Runs the daemon until SIGTERM. Returns once the server has stopped.
@@ -198,6 +196,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
 
     loop {
         let due_in = daemon.due_in();
+        let digest_in = daemon.digest_due_in();
         let event = tokio::select! {
             Some(path) = watch_rx.recv() => Event::ContentChanged(debounce(path, &mut watch_rx).await),
             _ = poll.tick() => Event::Poll,
@@ -205,7 +204,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             _ = hup.recv() => Event::Reload,
             _ = watchdog.tick() => Event::Watchdog,
             _ = housekeeping.tick() => Event::Housekeeping,
-            _ = tokio::time::sleep(daemon.digest_due_in().unwrap_or(Duration::from_secs(3600))), if daemon.digest_due_in().is_some() => Event::DigestDue,
+            _ = tokio::time::sleep(digest_in.unwrap_or(Duration::from_secs(3600))), if digest_in.is_some() => Event::DigestDue,
             Some((name, deferred)) = done_rx.recv() => Event::DigestDone(name, deferred),
             _ = term.recv() => Event::Shutdown,
             _ = int.recv() => Event::Shutdown,
@@ -339,12 +338,8 @@ impl Daemon {
         let now = crate::clock::now_in(self.config.site.timezone);
         let meta = FeedMeta::from_config(&self.config);
         let plan = build::prepare(&corpus, now, &meta, &mut self.feeds.cache);
-        let epoch = self.feeds.epoch;
         let fingerprints: Vec<u64> = (0..plan.len())
-            .map(|i| {
-                plan.fingerprint(i, &|item| self.content.revision(item))
-                    ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            })
+            .map(|i| plan.fingerprint(i, &|item| self.content.revision(item)))
             .collect();
         let known = &self.feeds.fingerprints;
         let select = |i: usize| known.get(&plan.path(i)) != Some(&fingerprints[i]);
@@ -632,7 +627,8 @@ impl Daemon {
         let new = Arc::new(new);
         self.content
             .reset(new.content.dir.clone(), SiteContext::from_config(&new));
-        self.feeds.epoch += 1;
+        // New settings may change every file: render each once and compare it with the disk.
+        self.feeds.fingerprints.clear();
         self.config = new.clone();
         self.web.set_config(new);
         tracing::info!(config = %self.config_path.display(), "configuration reloaded");
