@@ -6,11 +6,6 @@ use std::time::Duration;
 
 use crate::helpers::*;
 
-fn days_ago(days: i64) -> String {
-    (chrono::Utc::now() - chrono::TimeDelta::days(days))
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 /// A site with `n` active subscribers of `woechentlich` (or of the hourly digest), fresh
 /// items, and the scheduler's start two days back (so a missed fire time counts).
 fn busy_site(sink: &SmtpSink, n: usize, schedule: &str, catch_up: &str) -> Site {

@@ -2,12 +2,6 @@
 
 use crate::helpers::*;
 
-/// An RFC 3339 time `days` before now.
-fn days_ago(days: i64) -> String {
-    (chrono::Utc::now() - chrono::TimeDelta::days(days))
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 fn subscriber(site: &Site, email: &str, topics: &[&str], digests: &[&str]) {
     let mut store = herold::store::Store::open(&site.path("data/herold.sqlite3")).unwrap();
     let t: Vec<String> = topics.iter().map(|s| s.to_string()).collect();

@@ -634,3 +634,9 @@ pub fn subscribers(site: &Site) -> Vec<herold::store::Subscriber> {
         .list()
         .unwrap()
 }
+
+/// An RFC 3339 time `days` before now, so that tests hold whenever they run.
+pub fn days_ago(days: i64) -> String {
+    (chrono::Utc::now() - chrono::TimeDelta::days(days))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
