@@ -329,6 +329,15 @@ fn report(cli: &Cli, problems: &[Problem], with_warnings: bool) {
     }
 }
 
+/// A progress bar of `len` steps on a terminal (`template` as indicatif writes it); `None`
+/// otherwise, where plain log lines say the same.
+pub fn progress_bar(len: u64, template: &str) -> Option<indicatif::ProgressBar> {
+    std::io::stderr().is_terminal().then(|| {
+        indicatif::ProgressBar::new(len)
+            .with_style(indicatif::ProgressStyle::with_template(template).expect("valid template"))
+    })
+}
+
 /// A progress bar on a terminal for scans of many files; nothing otherwise.
 #[derive(Default)]
 struct TerminalProgress(std::sync::OnceLock<indicatif::ProgressBar>);

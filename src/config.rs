@@ -69,6 +69,9 @@ pub struct Site {
     pub item_url: Option<String>,
     #[serde(default = "default_language")]
     pub language: String,
+    /// The languages subscribers may choose (section 13); default `[language]`.
+    #[serde(default)]
+    pub languages: Vec<String>,
     #[serde(default = "default_timezone", deserialize_with = "de_tz")]
     pub timezone: chrono_tz::Tz,
     /// Default author of items; default: the site title.
@@ -80,6 +83,17 @@ pub struct Site {
     pub imprint_url: Option<Url>,
     #[serde(default, deserialize_with = "de_opt_url")]
     pub accessibility_url: Option<Url>,
+}
+
+impl Site {
+    /// The languages subscribers may choose: `languages`, or just `language`.
+    pub fn languages(&self) -> Vec<&str> {
+        if self.languages.is_empty() {
+            vec![self.language.as_str()]
+        } else {
+            self.languages.iter().map(String::as_str).collect()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -460,6 +474,32 @@ impl Config {
         }
         if self.site.base_url.host_str().is_none() {
             return Err(err("base_url", "site.base_url must have a host".into()));
+        }
+        for l in std::iter::once(&self.site.language).chain(&self.site.languages) {
+            let valid = !l.is_empty()
+                && l.len() <= 35
+                && l.split('-').all(|p| {
+                    !p.is_empty() && p.len() <= 8 && p.chars().all(|c| c.is_ascii_alphanumeric())
+                });
+            if !valid {
+                return Err(err(
+                    if l == &self.site.language {
+                        "language"
+                    } else {
+                        "languages"
+                    },
+                    format!("`{l}` is not a language tag (like `de` or `en-GB`)"),
+                ));
+            }
+        }
+        if !self.site.languages.is_empty() && !self.site.languages.contains(&self.site.language) {
+            return Err(err(
+                "languages",
+                format!(
+                    "site.languages must include site.language (`{}`)",
+                    self.site.language
+                ),
+            ));
         }
         if let Some(t) = &self.site.item_url {
             if !t.contains("{slug}") {

@@ -25,6 +25,8 @@ pub struct Mailer {
     inner: Inner,
     pub from: Mailbox,
     pub reply_to: Option<Mailbox>,
+    /// The site's time zone: `Date` headers carry its offset.
+    pub timezone: chrono_tz::Tz,
     /// For SMTP without TLS or with STARTTLS: how workers open connections of their own.
     direct: Option<Direct>,
 }
@@ -134,6 +136,7 @@ impl Mailer {
             inner,
             from,
             reply_to,
+            timezone: config.site.timezone,
             direct,
         })
     }
@@ -186,7 +189,7 @@ impl Mailer {
             b = b.reply_to(r.clone());
         }
         let html = inline_css(html);
-        Ok(b.multipart(
+        let mut message = b.multipart(
             MultiPart::alternative()
                 .singlepart(
                     SinglePart::builder()
@@ -198,8 +201,27 @@ impl Mailer {
                         .header(header::ContentType::TEXT_HTML)
                         .body(html),
                 ),
-        )?)
+        )?;
+        set_date(&mut message, crate::clock::now_utc(), self.timezone);
+        Ok(message)
     }
+}
+
+/// Sets the `Date` header to `at` in `tz` (`Mon, 30 Nov 2026 09:00:00 +0100`); lettre
+/// writes every date in UTC (`+0000`), which readers show as a foreign time.
+pub fn set_date(message: &mut Message, at: chrono::DateTime<chrono::Utc>, tz: chrono_tz::Tz) {
+    use lettre::message::header::{HeaderName, HeaderValue};
+    let value = at
+        .with_timezone(&tz)
+        .format("%a, %d %b %Y %H:%M:%S %z")
+        .to_string();
+    message
+        .headers_mut()
+        .insert_raw(HeaderValue::dangerous_new_pre_encoded(
+            HeaderName::new_from_ascii_str("Date"),
+            value.clone(),
+            value,
+        ));
 }
 
 /// Moves the `<style>` rules into `style` attributes (many mail clients drop `<style>`).

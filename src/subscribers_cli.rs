@@ -9,7 +9,12 @@ use clap::Subcommand;
 
 use crate::config::Config;
 use crate::email::Email;
-use crate::store::{Imported, Requested, Status, Store, Subscriber};
+use crate::store::{
+    Choice, ImportAction, ImportRow, Imported, Requested, Status, Store, Subscriber,
+};
+
+/// Rows imported in one transaction: one sync to disk per batch instead of per row.
+const IMPORT_BATCH: usize = 2_000;
 
 #[derive(Debug, Subcommand)]
 pub enum SubscribersCommand {
@@ -29,6 +34,9 @@ pub enum SubscribersCommand {
         /// Where the consent was given (a form, a list, an event).
         #[arg(long)]
         source: Option<String>,
+        /// The language of the subscriber's mails and pages (one of site.languages).
+        #[arg(long)]
+        language: Option<String>,
     },
     /// Unsubscribe an address from everything and erase it; only a keyed hash stays to block
     /// re-imports.
@@ -38,7 +46,7 @@ pub enum SubscribersCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Import a CSV file with the header `email,topics,status,digests[,consented_at,source]`.
+    /// Import a CSV file with the header `email,topics,status,digests[,consented_at,source,language]`.
     Import { csv: std::path::PathBuf },
     /// Everything stored about an address, as JSON (DSGVO Art. 15).
     Export { email: String },
@@ -101,7 +109,7 @@ pub fn run(config: &Config, command: &SubscribersCommand) -> anyhow::Result<Exit
                 log.iter()
                     .map(|e| {
                         serde_json::json!({ "event": e.event, "at": rfc3339(e.at), "consent_version": e.consent_version,
-                            "source": e.source, "client_address": e.client_address })
+                            "language": e.language, "source": e.source, "client_address": e.client_address })
                     })
                     .collect(),
             );
@@ -114,9 +122,14 @@ pub fn run(config: &Config, command: &SubscribersCommand) -> anyhow::Result<Exit
             digests,
             consented_at,
             source,
+            language,
         } => {
             let email = parse_email(email)?;
-            let digests = check_digests(config, digests)?;
+            let choice = Choice {
+                topics: topics.clone(),
+                digests: check_digests(config, digests)?,
+                language: check_language(config, language.as_deref())?,
+            };
             let version = config.privacy.consent_text_version.clone();
             match consented_at {
                 Some(at) => {
@@ -124,17 +137,17 @@ pub fn run(config: &Config, command: &SubscribersCommand) -> anyhow::Result<Exit
                         .map_err(anyhow::Error::msg)?
                         .timestamp();
                     let mut store = Store::open(&config.database.path)?;
-                    let source = source.as_deref().unwrap_or("command line");
-                    match store.import(
-                        &email,
-                        Status::Active,
-                        topics,
-                        &digests,
-                        Some(at),
-                        source,
-                        &version,
-                        now,
-                    )? {
+                    let row = ImportRow {
+                        email,
+                        source: source.as_deref().unwrap_or("command line").to_string(),
+                        action: ImportAction::Subscribe {
+                            status: Status::Active,
+                            choice,
+                            consented_at: Some(at),
+                            consent_version: version,
+                        },
+                    };
+                    match store.import(&row, now)? {
                         Imported::Blocked => {
                             eprintln!(
                                 "this address unsubscribed earlier and is blocked; it can subscribe again itself"
@@ -144,7 +157,7 @@ pub fn run(config: &Config, command: &SubscribersCommand) -> anyhow::Result<Exit
                         _ => Ok(ExitCode::SUCCESS),
                     }
                 }
-                None => add_pending(config, &email, topics, &digests, &version, now),
+                None => add_pending(config, &email, &choice, &version, now),
             }
         }
         SubscribersCommand::Import { csv } => import_csv(config, csv, now),
@@ -155,8 +168,7 @@ pub fn run(config: &Config, command: &SubscribersCommand) -> anyhow::Result<Exit
 fn add_pending(
     config: &Config,
     email: &Email,
-    topics: &[String],
-    digests: &[String],
+    choice: &Choice,
     version: &str,
     now: i64,
 ) -> anyhow::Result<ExitCode> {
@@ -170,7 +182,7 @@ fn add_pending(
             .store
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .request(email, topics, digests, version, None, now)?;
+            .request(email, choice, version, None, now)?;
         let (s, kind): (Subscriber, _) = match outcome {
             Requested::Confirm(s) => (s, crate::web::subscribe::MailKind::Confirm),
             Requested::AlreadyActive(s) => (s, crate::web::subscribe::MailKind::Notice),
@@ -203,6 +215,24 @@ fn check_digests(config: &Config, digests: &[String]) -> anyhow::Result<Vec<Stri
     Ok(out)
 }
 
+/// The language as configured (`site.languages`), or an error that lists them.
+fn check_language(config: &Config, language: Option<&str>) -> anyhow::Result<Option<String>> {
+    let Some(l) = language.map(str::trim).filter(|l| !l.is_empty()) else {
+        return Ok(None);
+    };
+    let languages = config.site.languages();
+    languages
+        .iter()
+        .find(|c| c.eq_ignore_ascii_case(l))
+        .map(|c| Some(c.to_string()))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "language `{l}` is not one of site.languages ({})",
+                languages.join(", ")
+            )
+        })
+}
+
 fn rfc3339(t: i64) -> String {
     chrono::Utc
         .timestamp_opt(t, 0)
@@ -222,21 +252,25 @@ fn export_subscriber(s: &Subscriber) -> serde_json::Value {
         "consent_version": s.consent_version,
         "source": s.source,
         "client_address": s.client_address,
+        "language": s.language,
         "suspended": s.suspended,
     })
 }
 
-/// Imports the rows of a CSV file. Every bad row is reported as `FILE:LINE: reason` and
-/// skipped; exit 1 if there was one.
+/// Imports the rows of a CSV file (RFC 4180: quotes, line breaks in quotes, a BOM, CRLF),
+/// in batches of [`IMPORT_BATCH`] rows a transaction. Every bad row is reported as
+/// `FILE:LINE: reason` and skipped; exit 1 if there was one.
 fn import_csv(config: &Config, path: &Path, now: i64) -> anyhow::Result<ExitCode> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let shown = path.display();
-    let mut rows = parse_csv(&text).into_iter();
-    let Some((_, header)) = rows.next() else {
-        anyhow::bail!("{shown}:1: the file is empty");
-    };
-    let header: Vec<String> = header
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(std::io::BufReader::new(file));
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| anyhow::anyhow!("{shown}:{}: {}", csv_line(&e), csv_reason(&e)))?
         .iter()
         .map(|h| h.trim().to_ascii_lowercase())
         .collect();
@@ -245,81 +279,80 @@ fn import_csv(config: &Config, path: &Path, now: i64) -> anyhow::Result<ExitCode
         (col("email"), col("topics"), col("status"), col("digests"))
     else {
         anyhow::bail!(
-            "{shown}:1: the header must be email,topics,status,digests (optional: consented_at,source)"
+            "{shown}:1: the header must be email,topics,status,digests (optional: consented_at,source,language)"
         );
     };
-    let (c_at, c_source) = (col("consented_at"), col("source"));
+    let (c_at, c_source, c_language) = (col("consented_at"), col("source"), col("language"));
+    let default_source = format!(
+        "import {}",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
     let mut store = Store::open(&config.database.path)?;
     let version = config.privacy.consent_text_version.clone();
+    let progress =
+        crate::cli::progress_bar(size, "{msg} {bar:40} {bytes}/{total_bytes}, {eta} left");
     let (mut counts, mut problems) = (std::collections::BTreeMap::<&str, usize>::new(), 0);
-    for (line, row) in rows {
-        let field = |i: Option<usize>| i.and_then(|i| row.get(i)).map(|s| s.trim()).unwrap_or("");
-        let list = |s: &str| {
-            s.split(';')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(String::from)
-                .collect::<Vec<_>>()
-        };
-        let result = (|| -> anyhow::Result<&'static str> {
-            let email = Email::parse(field(Some(c_email))).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let digests = check_digests(config, &list(field(Some(c_digests))))?;
-            let topics = list(field(Some(c_topics)));
-            let source = match field(c_source) {
-                "" => format!(
-                    "import {}",
-                    path.file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default()
-                ),
-                s => s.to_string(),
-            };
-            let at = match field(c_at) {
-                "" => None,
-                s => Some(
-                    crate::content::item::parse_date(s, config.site.timezone)
-                        .map_err(anyhow::Error::msg)?
-                        .timestamp(),
-                ),
-            };
-            let outcome = match field(Some(c_status)) {
-                "active" => store.import(
-                    &email,
-                    Status::Active,
-                    &topics,
-                    &digests,
-                    at,
-                    &source,
-                    &version,
-                    now,
-                )?,
-                "pending" => store.import(
-                    &email,
-                    Status::Pending,
-                    &topics,
-                    &digests,
-                    None,
-                    &source,
-                    &version,
-                    now,
-                )?,
-                "unsubscribed" => store.block(&email, &source, now)?,
-                other => anyhow::bail!("status `{other}` is not active, pending or unsubscribed"),
-            };
-            Ok(match outcome {
-                Imported::Added => "added",
-                Imported::Updated => "updated",
-                Imported::Blocked => "blocked",
-                Imported::Unsubscribed => "unsubscribed",
-            })
-        })();
-        match result {
-            Ok(what) => *counts.entry(what).or_default() += 1,
+    let mut batch = Vec::with_capacity(IMPORT_BATCH);
+    let mut flush = |batch: &mut Vec<ImportRow>,
+                     counts: &mut std::collections::BTreeMap<&str, usize>|
+     -> anyhow::Result<()> {
+        for outcome in store.import_many(batch, now)? {
+            *counts
+                .entry(match outcome {
+                    Imported::Added => "added",
+                    Imported::Updated => "updated",
+                    Imported::Blocked => "blocked",
+                    Imported::Unsubscribed => "unsubscribed",
+                })
+                .or_default() += 1;
+        }
+        batch.clear();
+        Ok(())
+    };
+    let mut record = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                problems += 1;
+                eprintln!("{shown}:{}: {}", csv_line(&e), csv_reason(&e));
+                if e.is_io_error() {
+                    break;
+                }
+                continue;
+            }
+        }
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        if record.iter().all(|f| f.trim().is_empty()) {
+            continue;
+        }
+        match import_row(
+            config,
+            &record,
+            [c_email, c_topics, c_status, c_digests],
+            [c_at, c_source, c_language],
+            &default_source,
+            &version,
+        ) {
+            Ok(row) => batch.push(row),
             Err(e) => {
                 problems += 1;
                 eprintln!("{shown}:{line}: {e:#}");
             }
         }
+        if batch.len() >= IMPORT_BATCH {
+            flush(&mut batch, &mut counts)?;
+            if let Some(p) = &progress {
+                p.set_position(record.position().map(|p| p.byte()).unwrap_or(0));
+            }
+        }
+    }
+    flush(&mut batch, &mut counts)?;
+    if let Some(p) = progress {
+        p.finish_and_clear();
     }
     let get = |k: &str| counts.get(k).copied().unwrap_or(0);
     tracing::info!(
@@ -337,75 +370,73 @@ fn import_csv(config: &Config, path: &Path, now: i64) -> anyhow::Result<ExitCode
     })
 }
 
-/// RFC 4180 CSV: fields separated by commas, optionally in double quotes (`""` for a quote,
-/// line breaks allowed inside). Gives each record with the line it starts on. Empty lines
-/// are skipped.
-pub fn parse_csv(text: &str) -> Vec<(usize, Vec<String>)> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut rows = Vec::new();
-    let (mut row, mut field) = (Vec::new(), String::new());
-    let (mut line, mut start_line, mut quoted, mut any) = (1, 1, false, false);
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if quoted {
-            match c {
-                '"' if chars.peek() == Some(&'"') => {
-                    chars.next();
-                    field.push('"');
-                }
-                '"' => quoted = false,
-                '\n' => {
-                    line += 1;
-                    field.push('\n');
-                }
-                _ => field.push(c),
-            }
-            continue;
+/// One CSV record as an import row, validated as `subscribers add` validates.
+fn import_row(
+    config: &Config,
+    record: &csv::StringRecord,
+    [c_email, c_topics, c_status, c_digests]: [usize; 4],
+    [c_at, c_source, c_language]: [Option<usize>; 3],
+    default_source: &str,
+    version: &str,
+) -> anyhow::Result<ImportRow> {
+    let field = |i: Option<usize>| i.and_then(|i| record.get(i)).map(str::trim).unwrap_or("");
+    let list = |s: &str| {
+        s.split(';')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let email = Email::parse(field(Some(c_email))).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let source = match field(c_source) {
+        "" => default_source.to_string(),
+        s => s.to_string(),
+    };
+    let status = match field(Some(c_status)) {
+        "active" => Status::Active,
+        "pending" => Status::Pending,
+        "unsubscribed" => {
+            return Ok(ImportRow {
+                email,
+                source,
+                action: ImportAction::Block,
+            });
         }
-        match c {
-            '"' => {
-                quoted = true;
-                any = true;
-            }
-            ',' => {
-                row.push(std::mem::take(&mut field));
-                any = true;
-            }
-            '\r' => {}
-            '\n' => {
-                if any || !field.is_empty() {
-                    row.push(std::mem::take(&mut field));
-                    rows.push((start_line, std::mem::take(&mut row)));
-                }
-                any = false;
-                line += 1;
-                start_line = line;
-            }
-            _ => {
-                field.push(c);
-                any = true;
-            }
-        }
-    }
-    if any || !field.is_empty() {
-        row.push(field);
-        rows.push((start_line, row));
-    }
-    rows
+        other => anyhow::bail!("status `{other}` is not active, pending or unsubscribed"),
+    };
+    let choice = Choice {
+        topics: list(field(Some(c_topics))),
+        digests: check_digests(config, &list(field(Some(c_digests))))?,
+        language: check_language(config, Some(field(c_language)))?,
+    };
+    let consented_at = match (status, field(c_at)) {
+        (Status::Pending, _) | (_, "") => None,
+        (_, s) => Some(
+            crate::content::item::parse_date(s, config.site.timezone)
+                .map_err(anyhow::Error::msg)?
+                .timestamp(),
+        ),
+    };
+    Ok(ImportRow {
+        email,
+        source,
+        action: ImportAction::Subscribe {
+            status,
+            choice,
+            consented_at,
+            consent_version: version.to_string(),
+        },
+    })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parse_csv;
+fn csv_line(e: &csv::Error) -> u64 {
+    e.position().map(|p| p.line()).unwrap_or(1)
+}
 
-    #[test]
-    fn csv_with_quotes_and_lines() {
-        let rows = parse_csv(
-            "email,topics\r\n\"a@x.de\",\"OZG;\"\"FIM\"\"\"\n\nb@x.de,\"zwei\nzeilen\"\nc@x.de,",
-        );
-        assert_eq!(rows[0], (1, vec!["email".into(), "topics".into()]));
-        assert_eq!(rows[1], (2, vec!["a@x.de".into(), "OZG;\"FIM\"".into()]));
-        assert_eq!(rows[2], (4, vec!["b@x.de".into(), "zwei\nzeilen".into()]));
-        assert_eq!(rows[3], (6, vec!["c@x.de".into(), "".into()]));
+fn csv_reason(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::Utf8 { .. } => "not UTF-8 text".into(),
+        csv::ErrorKind::Io(io) => io.to_string(),
+        _ => e.to_string(),
     }
 }

@@ -668,7 +668,7 @@ pub fn open_subscriptions(config: &Config) -> anyhow::Result<Subscriptions> {
 pub fn load_templates(config: &Config) -> anyhow::Result<Templates> {
     Templates::load(
         &config.base_dir.join("templates"),
-        &config.site.language,
+        &config.site,
         &config.privacy.consent_text_version,
     )
 }

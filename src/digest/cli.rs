@@ -145,6 +145,7 @@ fn sample_subscriber(digest: &crate::config::Digest) -> crate::store::Subscriber
         source: "preview".into(),
         client_address: None,
         suspended: false,
+        language: None,
     }
 }
 

@@ -2,7 +2,7 @@
 //! size at which Gmail clips a message, with the list headers, a stable Message-ID and a
 //! DKIM signature.
 
-use chrono::{DateTime, Datelike, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use lettre::Message;
 use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart, dkim, header};
@@ -11,13 +11,10 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::content::{Item, Rendition};
 use crate::email::Email;
-use crate::templates::Templates;
+use crate::templates::{Language, TEXT_WIDTH, wrap};
 
 /// Gmail clips HTML parts above about 102 KB, hiding the footer with the unsubscribe link.
 pub const MAX_HTML_BYTES: usize = 100_000;
-
-/// Plain-text lines are wrapped at this width.
-pub const TEXT_WIDTH: usize = 72;
 
 /// One item as the templates show it.
 #[derive(Debug, Clone, Serialize)]
@@ -33,12 +30,12 @@ pub struct ItemView {
 }
 
 impl ItemView {
-    pub fn new(item: &Item, rendition: &Rendition, lang: &str) -> ItemView {
+    pub fn new(item: &Item, rendition: &Rendition, language: &Language) -> ItemView {
         ItemView {
             title: item.title.clone(),
             title_wrapped: wrap(&item.title, TEXT_WIDTH),
             link: item.link.clone(),
-            date: long_date(&item.date, lang),
+            date: language.long_date(&item.date),
             category: item.category.clone(),
             summary: rendition.summary.clone(),
             summary_wrapped: wrap(&rendition.summary, TEXT_WIDTH),
@@ -70,7 +67,7 @@ pub struct Rendered {
 /// for them) until the HTML part is below [`MAX_HTML_BYTES`].
 pub fn render(
     config: &Config,
-    templates: &Templates,
+    language: &Language,
     digest: &crate::config::Digest,
     items: &[ItemView],
     since: DateTime<Utc>,
@@ -79,10 +76,7 @@ pub fn render(
 ) -> anyhow::Result<Rendered> {
     let title = digest.title.clone().unwrap_or_else(|| digest.name.clone());
     let tz = digest.timezone.unwrap_or(config.site.timezone);
-    let today = long_date(
-        &tz.from_utc_datetime(&now.naive_utc()).fixed_offset(),
-        templates.lang,
-    );
+    let today = language.long_date(&tz.from_utc_datetime(&now.naive_utc()));
     let subject_template = digest
         .subject
         .clone()
@@ -90,14 +84,10 @@ pub fn render(
     let subject = subject_template
         .replace("{date}", &today)
         .replace("{count}", &items.len().to_string());
-    let since = long_date(
-        &tz.from_utc_datetime(&since.naive_utc()).fixed_offset(),
-        templates.lang,
-    );
+    let since = language.long_date(&tz.from_utc_datetime(&since.naive_utc()));
     let url = |u: &Option<url::Url>| u.as_ref().map(|u| u.to_string()).unwrap_or_default();
     let attempt = |shown: usize| -> anyhow::Result<(String, String)> {
         let ctx = serde_json::json!({
-            "lang": templates.lang,
             "subject": subject,
             "site_title": config.site.title,
             "site_link": config.site_link().to_string(),
@@ -112,8 +102,8 @@ pub fn render(
             "imprint_url": url(&config.site.imprint_url),
             "accessibility_url": url(&config.site.accessibility_url),
         });
-        let html = crate::mail::inline_css(&templates.render("mail/digest.html", &ctx)?);
-        let text = templates.render("mail/digest.txt", &ctx)?;
+        let html = crate::mail::inline_css(&language.render("mail/digest.html", &ctx)?);
+        let text = language.render("mail/digest.txt", &ctx)?;
         Ok((text, html))
     };
     let (mut text, mut html) = attempt(items.len())?;
@@ -153,6 +143,8 @@ pub struct Envelope<'a> {
     /// Stable for (run, subscriber): a resent mail is recognisably the same.
     pub message_id: String,
     pub date: DateTime<Utc>,
+    /// `Date` is written in this time zone.
+    pub timezone: chrono_tz::Tz,
 }
 
 /// Builds the `multipart/alternative` message.
@@ -162,7 +154,6 @@ pub fn message(env: &Envelope, rendered: &Rendered) -> anyhow::Result<Message> {
         .to(env.to.as_str().parse()?)
         .subject(rendered.subject.clone())
         .message_id(Some(env.message_id.clone()))
-        .date(env.date.into())
         .header(ListUnsubscribe(env.list_unsubscribe.clone()))
         .header(ListUnsubscribePost("List-Unsubscribe=One-Click".into()))
         .header(ListId(env.list_id.clone()))
@@ -171,7 +162,7 @@ pub fn message(env: &Envelope, rendered: &Rendered) -> anyhow::Result<Message> {
     if let Some(r) = env.reply_to {
         b = b.reply_to(r.clone());
     }
-    Ok(b.multipart(
+    let mut message = b.multipart(
         MultiPart::alternative()
             .singlepart(
                 SinglePart::builder()
@@ -183,7 +174,9 @@ pub fn message(env: &Envelope, rendered: &Rendered) -> anyhow::Result<Message> {
                     .header(header::ContentType::TEXT_HTML)
                     .body(rendered.html.clone()),
             ),
-    )?)
+    )?;
+    crate::mail::set_date(&mut message, env.date, env.timezone);
+    Ok(message)
 }
 
 /// Headers lettre has no type for, one type each (lettre keys headers by type). Their
@@ -290,80 +283,4 @@ fn signing_key(pem: &str) -> anyhow::Result<dkim::DkimSigningKey> {
     }
     dkim::DkimSigningKey::new(text, dkim::DkimSigningAlgorithm::Ed25519)
         .map_err(|e| anyhow::anyhow!("{e}"))
-}
-
-/// `23. November 2026` or `23 November 2026`.
-pub fn long_date<T: TimeZone>(d: &DateTime<T>, lang: &str) -> String {
-    const DE: [&str; 12] = [
-        "Januar",
-        "Februar",
-        "März",
-        "April",
-        "Mai",
-        "Juni",
-        "Juli",
-        "August",
-        "September",
-        "Oktober",
-        "November",
-        "Dezember",
-    ];
-    const EN: [&str; 12] = [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ];
-    let m = d.month0() as usize;
-    if lang == "en" {
-        format!("{} {} {}", d.day(), EN[m], d.year())
-    } else {
-        format!("{}. {} {}", d.day(), DE[m], d.year())
-    }
-}
-
-/// Wraps text at `width` columns (counted in characters), breaking at spaces; a word longer
-/// than the width (a URL) stands on its own line.
-pub fn wrap(text: &str, width: usize) -> String {
-    let mut out = String::with_capacity(text.len() + text.len() / width);
-    let mut col = 0;
-    for word in text.split_whitespace() {
-        let len = word.chars().count();
-        if col > 0 && col + 1 + len > width {
-            out.push('\n');
-            col = 0;
-        } else if col > 0 {
-            out.push(' ');
-            col += 1;
-        }
-        out.push_str(word);
-        col += len;
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wrapping_and_dates() {
-        let w = wrap(
-            &"Die Registermodernisierung verbindet Register. ".repeat(10),
-            72,
-        );
-        assert!(w.lines().all(|l| l.chars().count() <= 72), "{w}");
-        assert_eq!(wrap("a  b\n c", 72), "a b c");
-        let d = chrono::DateTime::parse_from_rfc3339("2026-03-05T10:00:00+01:00").unwrap();
-        assert_eq!(long_date(&d, "de"), "5. März 2026");
-        assert_eq!(long_date(&d, "en"), "5 March 2026");
-    }
 }

@@ -144,11 +144,15 @@ pub struct Sender<'a> {
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     pub progress: Option<indicatif::ProgressBar>,
     /// Rendered bodies by item set, with placeholders for the recipient's links.
-    rendered: std::sync::Mutex<HashMap<Vec<String>, Arc<mail::Rendered>>>,
+    /// Bodies by (language, item ids): rendered once per item set and language.
+    rendered: std::sync::Mutex<HashMap<BodyKey, Arc<mail::Rendered>>>,
 }
 
 /// How many pending deliveries are read at a time.
 const DELIVERY_PAGE: usize = 1000;
+
+/// A rendered body's key: the language and the ids of its items.
+type BodyKey = (String, Vec<String>);
 
 const UNSUBSCRIBE_PLACEHOLDER: &str = "https://herold.invalid/unsubscribe-placeholder";
 const PREFERENCES_PLACEHOLDER: &str = "https://herold.invalid/preferences-placeholder";
@@ -591,17 +595,15 @@ impl Sender<'_> {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let views: Vec<ItemView> = items
-            .iter()
-            .map(|i| {
-                let r = renditions.entry(i.id.clone()).or_insert_with(|| i.render());
-                ItemView::new(i, r, templates.lang)
-            })
-            .collect();
+        let language = templates.get(s.language.as_deref());
         let l = links(self.config, &self.subs.keys, s);
-        // The body is the same for everyone with the same items but for two links: render it
-        // once per item set with placeholders, then put each recipient's links in.
-        let key: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
+        // The body is the same for everyone with the same items and language but for two
+        // links: render it once per (language, item set) with placeholders, then put each
+        // recipient's links in.
+        let key = (
+            language.code.clone(),
+            items.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
+        );
         let cached = self
             .rendered
             .lock()
@@ -611,13 +613,20 @@ impl Sender<'_> {
         let template = match cached {
             Some(r) => r,
             None => {
+                let views: Vec<ItemView> = items
+                    .iter()
+                    .map(|i| {
+                        let r = renditions.entry(i.id.clone()).or_insert_with(|| i.render());
+                        ItemView::new(i, r, language)
+                    })
+                    .collect();
                 let placeholders = RecipientLinks {
                     unsubscribe_url: UNSUBSCRIBE_PLACEHOLDER.into(),
                     preferences_url: PREFERENCES_PLACEHOLDER.into(),
                 };
                 let r = Arc::new(mail::render(
                     self.config,
-                    &templates,
+                    language,
                     digest,
                     &views,
                     since,
@@ -661,6 +670,7 @@ impl Sender<'_> {
             ),
             message_id: format!("<digest.{run_id}.{}@{host}>", s.id),
             date: run_time,
+            timezone: self.config.site.timezone,
         };
         let mut message = mail::message(&env, &rendered)?;
         if let Some(dkim) = &self.dkim {

@@ -17,7 +17,7 @@ use super::AppState;
 use crate::config::Config;
 use crate::email::Email;
 use crate::mail::Mailer;
-use crate::store::{Confirmed, Requested, Store, Subscriber};
+use crate::store::{Choice, Confirmed, Requested, Store, Subscriber};
 use crate::templates::Templates;
 use crate::token::{Keys, Purpose};
 
@@ -82,11 +82,13 @@ impl Subscriptions {
     }
 }
 
-/// A page to answer with: a template, a status and what the template shows.
+/// A page to answer with: a template, a status, what the template shows, and in which
+/// language (`None`: the site's).
 pub struct Page {
     status: StatusCode,
     template: &'static str,
     context: serde_json::Value,
+    lang: Option<String>,
 }
 
 impl Page {
@@ -95,19 +97,26 @@ impl Page {
             status,
             template: "message.html",
             context: serde_json::json!({ "kind": kind }),
+            lang: None,
         }
+    }
+
+    fn in_language(mut self, lang: Option<&str>) -> Page {
+        self.lang = lang.map(str::to_string);
+        self
     }
 
     fn render(self, state: &AppState, subs: &Subscriptions) -> Response {
         let config = state.config();
         let templates = subs.templates();
+        let language = templates.get(self.lang.as_deref());
         let mut context = common_context(&config, &templates);
         if let (serde_json::Value::Object(base), serde_json::Value::Object(extra)) =
             (&mut context, self.context)
         {
             base.extend(extra);
         }
-        match templates.render(self.template, &context) {
+        match language.render(self.template, &context) {
             Ok(html) => html_response(self.status, html),
             Err(e) => {
                 tracing::error!("{e:#}");
@@ -120,7 +129,8 @@ impl Page {
 fn common_context(config: &Config, templates: &Templates) -> serde_json::Value {
     let url = |u: &Option<url::Url>| u.as_ref().map(|u| u.to_string()).unwrap_or_default();
     serde_json::json!({
-        "lang": templates.lang,
+        "languages": templates.choices(),
+        "switch_url": "",
         "site_title": config.site.title,
         "privacy_url": url(&config.site.privacy_url),
         "imprint_url": url(&config.site.imprint_url),
@@ -155,19 +165,20 @@ fn html_response(status: StatusCode, html: String) -> Response {
     r
 }
 
+/// One checkbox of a form.
 #[derive(Serialize)]
-struct Choice {
+struct Checkbox {
     name: String,
     title: String,
     checked: bool,
 }
 
-fn digest_choices(config: &Config, chosen: &[String]) -> Vec<Choice> {
+fn digest_choices(config: &Config, chosen: &[String]) -> Vec<Checkbox> {
     config
         .digest
         .iter()
         .enumerate()
-        .map(|(i, d)| Choice {
+        .map(|(i, d)| Checkbox {
             name: d.name.clone(),
             title: d.title.clone().unwrap_or_else(|| d.name.clone()),
             checked: if chosen.is_empty() {
@@ -179,10 +190,10 @@ fn digest_choices(config: &Config, chosen: &[String]) -> Vec<Choice> {
         .collect()
 }
 
-fn topic_choices(offered: &[String], chosen: &[String]) -> Vec<Choice> {
+fn topic_choices(offered: &[String], chosen: &[String]) -> Vec<Checkbox> {
     offered
         .iter()
-        .map(|t| Choice {
+        .map(|t| Checkbox {
             name: t.clone(),
             title: t.clone(),
             checked: chosen.contains(t),
@@ -194,12 +205,30 @@ fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found\n").into_response()
 }
 
-/// `GET /`: the subscription form.
-pub async fn form(State(state): State<Arc<AppState>>) -> Response {
+/// `GET /` (and `/?lang=en`): the subscription form.
+pub async fn form(
+    State(state): State<Arc<AppState>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
     let Some(subs) = state.subs.clone() else {
         return not_found();
     };
-    form_page(&state, &subs, StatusCode::OK, "", None, &[], &[])
+    let lang = query.and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "lang")
+            .and_then(|(_, v)| subs.templates().find(&v).map(|l| l.code.clone()))
+    });
+    form_page(
+        &state,
+        &subs,
+        StatusCode::OK,
+        "",
+        None,
+        &Choice {
+            language: lang,
+            ..Choice::default()
+        },
+    )
 }
 
 fn form_page(
@@ -208,9 +237,9 @@ fn form_page(
     status: StatusCode,
     email: &str,
     error: Option<&str>,
-    topics: &[String],
-    digests: &[String],
+    choice: &Choice,
 ) -> Response {
+    let (topics, digests) = (&choice.topics, &choice.digests);
     let config = state.config();
     let offered = subs
         .topics
@@ -227,8 +256,12 @@ fn form_page(
             "error": error,
             "topics": topic_choices(&offered, topics),
             "digests": digest_choices(&config, digests),
-            "consent_html": templates.consent_html,
+            "consent_html": templates.get(choice.language.as_deref()).consent_html,
+            "switch_url": format!("{}/", config.public_url()),
+            "news_url": config.site_link().to_string(),
+            "feed_url": format!("{}/{}", config.feeds_base_url(), config.feeds.formats.first().copied().unwrap_or(crate::config::Format::Atom).file_name()),
         }),
+        lang: choice.language.clone(),
     }
     .render(state, subs)
 }
@@ -238,6 +271,7 @@ struct Request {
     email: String,
     topics: Vec<String>,
     digests: Vec<String>,
+    language: Option<String>,
     json: bool,
 }
 
@@ -256,12 +290,20 @@ fn parse_request(headers: &HeaderMap, body: &[u8]) -> Option<Request> {
             topics: Vec<String>,
             #[serde(default)]
             digests: Vec<String>,
+            #[serde(default)]
+            language: Option<String>,
         }
-        let j: Json = serde_json::from_slice(body).ok()?;
+        // Only an object: serde would take a struct from an array (`["a@x.de"]`) too.
+        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        if !value.is_object() {
+            return None;
+        }
+        let j: Json = serde_json::from_value(value).ok()?;
         return Some(Request {
             email: j.email,
             topics: j.topics,
             digests: j.digests,
+            language: j.language,
             json: true,
         });
     }
@@ -272,6 +314,7 @@ fn parse_request(headers: &HeaderMap, body: &[u8]) -> Option<Request> {
         email: String::new(),
         topics: Vec::new(),
         digests: Vec::new(),
+        language: None,
         json: false,
     };
     for (k, v) in url::form_urlencoded::parse(body) {
@@ -279,6 +322,7 @@ fn parse_request(headers: &HeaderMap, body: &[u8]) -> Option<Request> {
             "email" => r.email = v.into_owned(),
             "topics" => r.topics.push(v.into_owned()),
             "digests" => r.digests.push(v.into_owned()),
+            "language" => r.language = Some(v.into_owned()),
             _ => {}
         }
     }
@@ -330,6 +374,16 @@ pub async fn subscribe(
     let Some(req) = parse_request(&headers, &body) else {
         return Page::message(StatusCode::BAD_REQUEST, "bad_request").render(&state, &subs);
     };
+    let Some(language) = request_language(&subs, req.language.as_deref()) else {
+        if req.json {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                axum::Json(serde_json::json!({"error": "unknown language"})),
+            )
+                .into_response();
+        }
+        return Page::message(StatusCode::BAD_REQUEST, "bad_request").render(&state, &subs);
+    };
     let email = match Email::parse(&req.email) {
         Ok(e) => e,
         Err(_) if req.json => {
@@ -340,11 +394,10 @@ pub async fn subscribe(
                 .into_response();
         }
         Err(_) => {
-            let msg = if subs.templates().lang == "en" {
-                "Please enter a valid e-mail address."
-            } else {
-                "Bitte geben Sie eine gültige E-Mail-Adresse ein."
-            };
+            let msg = subs
+                .templates()
+                .get(language.as_deref())
+                .t("subscribe.invalid_email", &[]);
             let shown: String = req
                 .email
                 .chars()
@@ -356,22 +409,29 @@ pub async fn subscribe(
                 &subs,
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &shown,
-                Some(msg),
-                &req.topics,
-                &req.digests,
+                Some(&msg),
+                &Choice {
+                    topics: req.topics,
+                    digests: req.digests,
+                    language,
+                },
             );
         }
     };
     let (topics, digests) = choices(&config, &subs, req.topics, req.digests);
+    let choice = Choice {
+        topics,
+        digests,
+        language,
+    };
     let client = config.privacy.record_client_address.then(|| ip.to_string());
     let now = crate::clock::unix_seconds() as i64;
     let version = subs.templates().consent_version.clone();
-    let outcome = match subs
-        .with_store(|s| s.request(&email, &topics, &digests, &version, client.as_deref(), now))
-    {
-        Ok(o) => o,
-        Err(page) => return page.render(&state, &subs),
-    };
+    let outcome =
+        match subs.with_store(|s| s.request(&email, &choice, &version, client.as_deref(), now)) {
+            Ok(o) => o,
+            Err(page) => return page.render(&state, &subs),
+        };
     match outcome {
         Requested::Confirm(s) => spawn_mail(&state, &subs, s, MailKind::Confirm),
         Requested::AlreadyActive(s) => spawn_mail(&state, &subs, s, MailKind::Notice),
@@ -386,7 +446,18 @@ pub async fn subscribe(
         )
             .into_response();
     }
-    Page::message(StatusCode::OK, "check_inbox").render(&state, &subs)
+    Page::message(StatusCode::OK, "check_inbox")
+        .in_language(choice.language.as_deref())
+        .render(&state, &subs)
+}
+
+/// The language of a request as the site spells it: `Some(None)` when none was given,
+/// `None` when it is not one of the site's languages.
+fn request_language(subs: &Subscriptions, language: Option<&str>) -> Option<Option<String>> {
+    match language.map(str::trim).filter(|l| !l.is_empty()) {
+        None => Some(None),
+        Some(l) => subs.templates().find(l).map(|l| Some(l.code.clone())),
+    }
 }
 
 /// The topics and digests of a request that the site offers (others are dropped), sorted;
@@ -492,6 +563,7 @@ fn compose(
     kind: MailKind,
 ) -> anyhow::Result<lettre::Message> {
     let templates = subs.templates();
+    let language = templates.get(s.language.as_deref());
     let l = links(config, &subs.keys, s);
     let mut ctx = common_context(config, &templates);
     if let serde_json::Value::Object(m) = &mut ctx {
@@ -499,29 +571,16 @@ fn compose(
         m.insert("unsubscribe_url".into(), l.unsubscribe.into());
         m.insert("preferences_url".into(), l.preferences.into());
     }
-    let (name, subject) = match (kind, templates.lang) {
-        (MailKind::Confirm, "en") => (
-            "confirm",
-            format!("Please confirm your subscription – {}", config.site.title),
-        ),
-        (MailKind::Confirm, _) => (
-            "confirm",
-            format!(
-                "Bitte bestätigen Sie Ihre Anmeldung – {}",
-                config.site.title
-            ),
-        ),
-        (MailKind::Notice, "en") => (
-            "notice",
-            format!("You are already subscribed – {}", config.site.title),
-        ),
-        (MailKind::Notice, _) => (
-            "notice",
-            format!("Sie sind bereits angemeldet – {}", config.site.title),
-        ),
+    let name = match kind {
+        MailKind::Confirm => "confirm",
+        MailKind::Notice => "notice",
     };
-    let text = templates.render(&format!("mail/{name}.txt"), &ctx)?;
-    let html = templates.render(&format!("mail/{name}.html"), &ctx)?;
+    let subject = language.t(
+        &format!("mail.{name}.subject"),
+        &[("site", &config.site.title)],
+    );
+    let text = language.render(&format!("mail/{name}.txt"), &ctx)?;
+    let html = language.render(&format!("mail/{name}.html"), &ctx)?;
     subs.mailer.compose(&s.email, &subject, &text, &html)
 }
 
@@ -562,12 +621,19 @@ macro_rules! subscriber_or_return {
     };
 }
 
-fn action_page(state: &AppState, subs: &Subscriptions, kind: &str, path: &str) -> Response {
+fn action_page(
+    state: &AppState,
+    subs: &Subscriptions,
+    s: &Subscriber,
+    kind: &str,
+    path: &str,
+) -> Response {
     let action = format!("{}{path}", state.config().public_url());
     Page {
         status: StatusCode::OK,
         template: "message.html",
         context: serde_json::json!({ "kind": kind, "action": action }),
+        lang: s.language.clone(),
     }
     .render(state, subs)
 }
@@ -584,7 +650,7 @@ pub async fn confirm_page(
     } else {
         "confirm"
     };
-    action_page(&state, &subs, kind, &format!("/confirm/{token}"))
+    action_page(&state, &subs, &s, kind, &format!("/confirm/{token}"))
 }
 
 /// `POST /confirm/{token}`.
@@ -605,11 +671,13 @@ pub async fn confirm(
     match subs.with_store(|st| st.confirm(s.id, client.as_deref(), now)) {
         Ok(Confirmed::Now(s)) => {
             tracing::info!(subscriber = s.id, "subscription confirmed");
-            Page::message(StatusCode::OK, "confirmed").render(&state, &subs)
+            Page::message(StatusCode::OK, "confirmed")
+                .in_language(s.language.as_deref())
+                .render(&state, &subs)
         }
-        Ok(Confirmed::Already(_)) => {
-            Page::message(StatusCode::OK, "already_confirmed").render(&state, &subs)
-        }
+        Ok(Confirmed::Already(s)) => Page::message(StatusCode::OK, "already_confirmed")
+            .in_language(s.language.as_deref())
+            .render(&state, &subs),
         Ok(Confirmed::Unknown) => invalid(&state, &subs),
         Err(page) => page.render(&state, &subs),
     }
@@ -621,10 +689,11 @@ pub async fn unsubscribe_page(
     Path(token): Path<String>,
 ) -> Response {
     let subs = subs_or_return!(state);
-    let _ = subscriber_or_return!(state, subs, token, Purpose::Unsubscribe);
+    let s = subscriber_or_return!(state, subs, token, Purpose::Unsubscribe);
     action_page(
         &state,
         &subs,
+        &s,
         "unsubscribe",
         &format!("/unsubscribe/{token}"),
     )
@@ -642,7 +711,9 @@ pub async fn unsubscribe(
     match subs.with_store(|st| st.unsubscribe(s.id, "unsubscribe link", now)) {
         Ok(_) => {
             tracing::info!(subscriber = s.id, "unsubscribed");
-            Page::message(StatusCode::OK, "unsubscribed").render(&state, &subs)
+            Page::message(StatusCode::OK, "unsubscribed")
+                .in_language(s.language.as_deref())
+                .render(&state, &subs)
         }
         Err(page) => page.render(&state, &subs),
     }
@@ -672,6 +743,7 @@ pub async fn preferences_page(
             "digests": digest_choices(&config, &s.digests),
             "unsubscribe_url": l.unsubscribe,
         }),
+        lang: s.language.clone(),
     }
     .render(&state, &subs)
 }
@@ -688,11 +760,22 @@ pub async fn save_preferences(
     let Some(req) = parse_request(&headers, &body) else {
         return Page::message(StatusCode::BAD_REQUEST, "bad_request").render(&state, &subs);
     };
+    let Some(language) = request_language(&subs, req.language.as_deref()) else {
+        return Page::message(StatusCode::BAD_REQUEST, "bad_request").render(&state, &subs);
+    };
     let config = state.config();
     let (topics, digests) = choices(&config, &subs, req.topics, req.digests);
+    let choice = Choice {
+        topics,
+        digests,
+        // A form without the choice (a site with one language) keeps what was chosen.
+        language: language.or(s.language),
+    };
     let now = crate::clock::unix_seconds() as i64;
-    match subs.with_store(|st| st.set_preferences(s.id, &topics, &digests, now)) {
-        Ok(true) => Page::message(StatusCode::OK, "saved").render(&state, &subs),
+    match subs.with_store(|st| st.set_preferences(s.id, &choice, now)) {
+        Ok(true) => Page::message(StatusCode::OK, "saved")
+            .in_language(choice.language.as_deref())
+            .render(&state, &subs),
         Ok(false) => invalid(&state, &subs),
         Err(page) => page.render(&state, &subs),
     }

@@ -25,19 +25,13 @@ fn busy_site(sink: &SmtpSink, n: usize, schedule: &str, catch_up: &str) -> Site 
     site.item("a.md", "Meldung A", &days_ago(1), "", "x");
     let mut store = herold::store::Store::open(&site.path("data/herold.sqlite3")).unwrap();
     for i in 0..n {
-        let e = herold::email::Email::parse(&format!("r{i:04}@example.org")).unwrap();
-        store
-            .import(
-                &e,
-                herold::store::Status::Active,
-                &[],
-                &["woechentlich".into()],
-                Some(1),
-                "test",
-                "1",
-                1,
-            )
-            .unwrap();
+        let row = active_row(
+            &format!("r{i:04}@example.org"),
+            vec![],
+            vec!["woechentlich".into()],
+            None,
+        );
+        store.import(&row, 1).unwrap();
     }
     let since = (chrono::Utc::now() - chrono::TimeDelta::days(2))
         .timestamp()

@@ -6,18 +6,7 @@ fn subscriber(site: &Site, email: &str, topics: &[&str], digests: &[&str]) {
     let mut store = herold::store::Store::open(&site.path("data/herold.sqlite3")).unwrap();
     let t: Vec<String> = topics.iter().map(|s| s.to_string()).collect();
     let d: Vec<String> = digests.iter().map(|s| s.to_string()).collect();
-    store
-        .import(
-            &herold::email::Email::parse(email).unwrap(),
-            herold::store::Status::Active,
-            &t,
-            &d,
-            Some(1),
-            "test",
-            "1",
-            1,
-        )
-        .unwrap();
+    store.import(&active_row(email, t, d, None), 1).unwrap();
 }
 
 fn send(site: &Site, name: &str) -> (Option<i32>, String) {
@@ -424,12 +413,12 @@ mod rendering {
     fn item(n: usize, summary: &str) -> ItemView {
         let title = format!("Meldung {n}: Registermodernisierung & OZG – „Once-Only“ kommt voran");
         ItemView {
-            title_wrapped: herold::digest::mail::wrap(&title, 72),
+            title_wrapped: herold::templates::wrap(&title, 72),
             title,
             link: format!("https://www.fitko.de/aktuelles/meldung-{n}"),
             date: "20. November 2026".into(),
             category: Some("Pressemitteilung".into()),
-            summary_wrapped: herold::digest::mail::wrap(summary, 72),
+            summary_wrapped: herold::templates::wrap(summary, 72),
             summary: summary.into(),
             image: (n == 1).then(|| "https://www.fitko.de/bilder/ozg.png".into()),
         }
@@ -437,7 +426,7 @@ mod rendering {
 
     fn rendered(lang: &str, items: &[ItemView]) -> herold::digest::mail::Rendered {
         let c = config(lang);
-        let t = Templates::load(std::path::Path::new("/nonexistent"), lang, "1").unwrap();
+        let t = Templates::load(std::path::Path::new("/nonexistent"), &c.site, "1").unwrap();
         let links = RecipientLinks {
             unsubscribe_url: "https://www.fitko.de/unsubscribe/TOKEN".into(),
             preferences_url: "https://www.fitko.de/preferences/TOKEN".into(),
@@ -449,7 +438,7 @@ mod rendering {
         };
         render(
             &c,
-            &t,
+            t.default_language(),
             &c.digest[0],
             items,
             at("2026-11-16T07:00:00Z"),

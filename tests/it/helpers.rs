@@ -640,3 +640,26 @@ pub fn days_ago(days: i64) -> String {
     (chrono::Utc::now() - chrono::TimeDelta::days(days))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
+
+/// An import row for an active subscriber (consent given at 1 s past the epoch).
+pub fn active_row(
+    email: &str,
+    topics: Vec<String>,
+    digests: Vec<String>,
+    language: Option<&str>,
+) -> herold::store::ImportRow {
+    herold::store::ImportRow {
+        email: herold::email::Email::parse(email).unwrap(),
+        source: "test".into(),
+        action: herold::store::ImportAction::Subscribe {
+            status: herold::store::Status::Active,
+            choice: herold::store::Choice {
+                topics,
+                digests,
+                language: language.map(str::to_string),
+            },
+            consented_at: Some(1),
+            consent_version: "1".into(),
+        },
+    }
+}
