@@ -262,15 +262,25 @@ fn export_subscriber(s: &Subscriber) -> serde_json::Value {
 /// `FILE:LINE: reason` and skipped; exit 1 if there was one.
 fn import_csv(config: &Config, path: &Path, now: i64) -> anyhow::Result<ExitCode> {
     let shown = path.display();
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(std::io::BufReader::new(file));
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // Without the BOM: csv would strip it, but count its offsets and lines off by one.
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    // Line numbers from byte offsets: csv counts a CRLF file's lines differently.
+    let line_starts: Vec<u64> = std::iter::once(0).chain(memchr_lines(bytes)).collect();
+    // csv may place a record at the line break before it (the `\n` of a CRLF).
+    let line_of = |byte: u64| {
+        let skip = bytes
+            .iter()
+            .skip(byte as usize)
+            .take_while(|b| matches!(b, b'\r' | b'\n'))
+            .count() as u64;
+        line_starts.partition_point(|&s| s <= byte + skip) as u64
+    };
+    let size = bytes.len() as u64;
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
     let header: Vec<String> = reader
         .headers()
-        .map_err(|e| anyhow::anyhow!("{shown}:{}: {}", csv_line(&e), csv_reason(&e)))?
+        .map_err(|e| anyhow::anyhow!("{shown}:{}: {}", csv_line(&e, &line_of), csv_reason(&e)))?
         .iter()
         .map(|h| h.trim().to_ascii_lowercase())
         .collect();
@@ -318,14 +328,14 @@ fn import_csv(config: &Config, path: &Path, now: i64) -> anyhow::Result<ExitCode
             Ok(true) => {}
             Err(e) => {
                 problems += 1;
-                eprintln!("{shown}:{}: {}", csv_line(&e), csv_reason(&e));
+                eprintln!("{shown}:{}: {}", csv_line(&e, &line_of), csv_reason(&e));
                 if e.is_io_error() {
                     break;
                 }
                 continue;
             }
         }
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        let line = line_of(record.position().map(|p| p.byte()).unwrap_or(0));
         if record.iter().all(|f| f.trim().is_empty()) {
             continue;
         }
@@ -429,8 +439,17 @@ fn import_row(
     })
 }
 
-fn csv_line(e: &csv::Error) -> u64 {
-    e.position().map(|p| p.line()).unwrap_or(1)
+fn csv_line(e: &csv::Error, line_of: &dyn Fn(u64) -> u64) -> u64 {
+    e.position().map(|p| line_of(p.byte())).unwrap_or(1)
+}
+
+/// The byte offsets where lines after the first start.
+fn memchr_lines(bytes: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(i, _)| i as u64 + 1)
 }
 
 fn csv_reason(e: &csv::Error) -> String {

@@ -11,6 +11,7 @@ mod delivery;
 mod digest;
 mod helpers;
 mod import;
+mod languages;
 mod nasty;
 mod snapshots;
 mod subscribe;
