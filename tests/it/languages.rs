@@ -153,7 +153,7 @@ fn english_and_german_subscribers_get_their_language_from_one_run() {
 
     // One run: each in their language, dates written the language's way.
     send_digest(&site);
-    let mut mails = vec![sink.next(), sink.next()];
+    let mut mails = [sink.next(), sink.next()];
     mails.sort_by(|a, b| a.to.cmp(&b.to));
     let (anna, bernd) = (&mails[0], &mails[1]);
     let (a_html, b_html) = (anna.part("text/html"), bernd.part("text/html"));
@@ -197,7 +197,7 @@ fn english_and_german_subscribers_get_their_language_from_one_run() {
         "Zu FIM.",
     );
     send_digest(&site);
-    let mut mails = vec![sink.next(), sink.next()];
+    let mut mails = [sink.next(), sink.next()];
     mails.sort_by(|a, b| a.to.cmp(&b.to));
     assert_eq!(mails[0].to, ["anna@example.org"]);
     assert!(mails[0].part("text/html").contains("Weiterlesen"));
