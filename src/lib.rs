@@ -20,7 +20,7 @@ pub mod metrics;
 pub mod output;
 pub mod secrets;
 pub mod store;
-pub mod subscribers_cli;
+pub mod subscriptions;
 pub mod templates;
 pub mod token;
 pub mod web;

@@ -266,6 +266,16 @@ impl Templates {
         })
     }
 
+    /// The templates of a configuration: `templates/` beside it, `site.languages`,
+    /// `privacy.consent_text_version`.
+    pub fn for_config(config: &crate::config::Config) -> anyhow::Result<Templates> {
+        Templates::load(
+            &config.base_dir.join("templates"),
+            &config.site,
+            &config.privacy.consent_text_version,
+        )
+    }
+
     /// The language `code` when the site has it, else the site's language.
     pub fn get(&self, code: Option<&str>) -> &Language {
         code.and_then(|c| self.find(c))

@@ -20,9 +20,8 @@ use crate::config::Config;
 use crate::content::{Severity, SiteContext};
 use crate::feed::FeedMeta;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::subscriptions::Subscriptions;
 use crate::templates::Templates;
-use crate::web::subscribe::Subscriptions;
 use crate::web::{self, AppState};
 use content::ContentState;
 
@@ -55,15 +54,23 @@ const DEBOUNCE: Duration = Duration::from_millis(20);
 /// The longest a burst may delay a rebuild.
 const DEBOUNCE_MAX: Duration = Duration::from_millis(200);
 
-/// The state the loop owns.
+/// The state the loop owns, grouped by what it serves.
 pub struct Daemon {
     config_path: PathBuf,
     config: Arc<Config>,
-    content: ContentState,
-    feeds: FeedWriter,
-    web: Arc<AppState>,
     metrics: Arc<Metrics>,
-    http: reqwest::Client,
+    content: Content,
+    feeds: FeedWriter,
+    web: Web,
+    digests: Digests,
+}
+
+/// The content directory as the daemon knows it.
+struct Content {
+    /// The files, parsed; re-parsed only when they change.
+    files: ContentState,
+    /// The corpus of the last build, shared with digest sends.
+    corpus: Arc<crate::content::Corpus>,
     /// When the next scheduled item is due.
     next_due: Option<DateTime<FixedOffset>>,
     /// Problems already logged, so a poll does not repeat them.
@@ -72,21 +79,28 @@ pub struct Daemon {
     watching: bool,
     /// Counts polls, to rotate the light poll's slice of files.
     polls: u64,
+}
+
+/// The HTTP side: the handlers' state and the subscription services.
+struct Web {
+    state: Arc<AppState>,
     subs: Arc<Subscriptions>,
     /// The address the listener got (port 0 becomes a real port).
     bound: std::net::SocketAddr,
-    /// Item ids whose first sight is in the database.
-    recorded: std::collections::HashSet<String>,
-    /// The corpus of the last build, shared with digest sends.
-    corpus: Arc<crate::content::Corpus>,
+}
+
+/// The digest scheduler.
+struct Digests {
     /// Per digest: when to wake next, and whether that starts a new run (a fire time) or
     /// only finishes deferred deliveries.
-    digest_wake: std::collections::BTreeMap<String, (chrono::DateTime<chrono::Utc>, bool)>,
+    wake: std::collections::BTreeMap<String, (chrono::DateTime<chrono::Utc>, bool)>,
     /// Set on SIGTERM: digest sends start no new mail.
-    digest_stop: Arc<std::sync::atomic::AtomicBool>,
-    digest_tasks: tokio::task::JoinSet<()>,
-    digest_done: mpsc::UnboundedSender<(String, usize)>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: tokio::task::JoinSet<()>,
+    done: mpsc::UnboundedSender<(String, usize)>,
     dkim: Option<Arc<lettre::message::dkim::DkimConfig>>,
+    /// Item ids whose first sight is in the database.
+    recorded: std::collections::HashSet<String>,
 }
 
 /// How long deferred deliveries wait before the daemon tries them again.
@@ -107,11 +121,11 @@ enum Refresh {
 const POLL_SLICES: u64 = 10;
 
 /// The feed files as last written: rendered bodies and a fingerprint per file, so a change
-/// renders only the files that show it.
-#[derive(Default)]
+/// renders only the files that show it; and the client that pings WebSub hubs.
 struct FeedWriter {
     cache: HtmlCache,
     fingerprints: HashMap<String, u64>,
+    hubs: reqwest::Client,
 }
 
 /// Runs the daemon until SIGTERM. Returns once the server has stopped.
@@ -128,38 +142,47 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let config = Arc::new(with_bound_address(config, addr));
     let metrics = Arc::new(Metrics::default());
-    let subs = Arc::new(open_subscriptions(&config)?);
+    let subs = Arc::new(Subscriptions::open(&config)?);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, usize)>();
     let web = AppState::new(config.clone(), metrics.clone(), Some(subs.clone()));
     let mut daemon = Daemon {
-        content: ContentState::new(
-            config.content.dir.clone(),
-            SiteContext::from_config(&config),
-        ),
         config_path,
         config: config.clone(),
-        feeds: FeedWriter::default(),
-        web: web.clone(),
         metrics,
-        http: crate::websub::client(),
-        next_due: None,
-        reported: Vec::new(),
-        watching: false,
-        polls: 0,
-        subs,
-        bound: addr,
-        recorded: std::collections::HashSet::new(),
-        corpus: Arc::new(crate::content::Corpus::default()),
-        digest_wake: std::collections::BTreeMap::new(),
-        digest_stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        digest_tasks: tokio::task::JoinSet::new(),
-        digest_done: done_tx,
-        dkim: crate::digest::mail::dkim_config(
-            &config,
-            std::env::var_os("CREDENTIALS_DIRECTORY")
-                .map(PathBuf::from)
-                .as_deref(),
-        )?,
+        content: Content {
+            files: ContentState::new(
+                config.content.dir.clone(),
+                SiteContext::from_config(&config),
+            ),
+            corpus: Arc::new(crate::content::Corpus::default()),
+            next_due: None,
+            reported: Vec::new(),
+            watching: false,
+            polls: 0,
+        },
+        feeds: FeedWriter {
+            cache: HtmlCache::default(),
+            fingerprints: HashMap::new(),
+            hubs: crate::websub::client(),
+        },
+        web: Web {
+            state: web.clone(),
+            subs,
+            bound: addr,
+        },
+        digests: Digests {
+            wake: std::collections::BTreeMap::new(),
+            stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            tasks: tokio::task::JoinSet::new(),
+            done: done_tx,
+            dkim: crate::digest::mail::dkim_config(
+                &config,
+                std::env::var_os("CREDENTIALS_DIRECTORY")
+                    .map(PathBuf::from)
+                    .as_deref(),
+            )?,
+            recorded: std::collections::HashSet::new(),
+        },
     };
     daemon.housekeeping();
     daemon.rebuild(Refresh::Full, true);
@@ -181,7 +204,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
 
     let (watch_tx, mut watch_rx) = mpsc::unbounded_channel();
     let mut watcher = watch(&config.content.dir, watch_tx.clone());
-    daemon.watching = watcher.is_some();
+    daemon.content.watching = watcher.is_some();
     let mut poll = tokio::time::interval_at(
         tokio::time::Instant::now() + config.content.poll_interval,
         config.content.poll_interval,
@@ -218,7 +241,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         if reload {
             if daemon.config.content.dir != old_dir {
                 watcher = watch(&daemon.config.content.dir, watch_tx.clone());
-                daemon.watching = watcher.is_some();
+                daemon.content.watching = watcher.is_some();
             }
             poll = tokio::time::interval(daemon.config.content.poll_interval);
             poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -228,11 +251,12 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     systemd::stopping();
     tracing::info!("shutting down");
     daemon
-        .digest_stop
+        .digests
+        .stop
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    if !daemon.digest_tasks.is_empty() {
+    if !daemon.digests.tasks.is_empty() {
         tracing::info!("waiting for the digest mails in flight");
-        let wait = async { while daemon.digest_tasks.join_next().await.is_some() {} };
+        let wait = async { while daemon.digests.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(Duration::from_secs(60), wait)
             .await
             .is_err()
@@ -257,7 +281,7 @@ impl Daemon {
     pub fn handle(&mut self, event: Event) {
         match event {
             Event::ContentChanged(paths) => self.rebuild(Refresh::Paths(paths), false),
-            Event::Poll if self.watching => self.rebuild(Refresh::Light, false),
+            Event::Poll if self.content.watching => self.rebuild(Refresh::Light, false),
             Event::Poll => self.rebuild(Refresh::Full, false),
             Event::ScheduledDue => self.rebuild(Refresh::Full, true),
             Event::Reload => self.reload(),
@@ -269,7 +293,8 @@ impl Daemon {
                     let retry = crate::clock::now_utc()
                         + chrono::TimeDelta::from_std(DEFERRED_RETRY).unwrap_or_default();
                     let entry = self
-                        .digest_wake
+                        .digests
+                        .wake
                         .entry(name.clone())
                         .or_insert((retry, false));
                     if retry < entry.0 {
@@ -284,7 +309,7 @@ impl Daemon {
 
     /// How long until the next scheduled item is due.
     fn due_in(&self) -> Option<Duration> {
-        let due = self.next_due?;
+        let due = self.content.next_due?;
         let left = due.signed_duration_since(crate::clock::now_utc());
         // Wake at most an hour ahead, so a jump of the wall clock is noticed.
         Some(
@@ -315,31 +340,32 @@ impl Daemon {
     fn rebuild(&mut self, refresh: Refresh, always: bool) {
         let started = Instant::now();
         let refreshed = match refresh {
-            Refresh::Full => self.content.refresh(),
-            Refresh::Paths(paths) => self.content.refresh_paths(&paths),
+            Refresh::Full => self.content.files.refresh(),
+            Refresh::Paths(paths) => self.content.files.refresh_paths(&paths),
             Refresh::Light => {
-                self.polls += 1;
+                self.content.polls += 1;
                 self.content
-                    .refresh_light(self.polls % POLL_SLICES, POLL_SLICES)
+                    .files
+                    .refresh_light(self.content.polls % POLL_SLICES, POLL_SLICES)
             }
         };
         let changes = match refreshed {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!(dir = %self.content.dir().display(), "cannot read the content directory: {e}");
+                tracing::error!(dir = %self.content.files.dir().display(), "cannot read the content directory: {e}");
                 return;
             }
         };
         if changes.is_empty() && !always {
             return;
         }
-        let corpus = self.content.corpus();
+        let corpus = self.content.files.corpus();
         self.report_problems(&corpus.problems);
         let now = crate::clock::now_in(self.config.site.timezone);
         let meta = FeedMeta::from_config(&self.config);
         let plan = build::prepare(&corpus, now, &meta, &mut self.feeds.cache);
         let fingerprints: Vec<u64> = (0..plan.len())
-            .map(|i| plan.fingerprint(i, &|item| self.content.revision(item)))
+            .map(|i| plan.fingerprint(i, &|item| self.content.files.revision(item)))
             .collect();
         let known = &self.feeds.fingerprints;
         let select = |i: usize| known.get(&plan.path(i)) != Some(&fingerprints[i]);
@@ -378,7 +404,7 @@ impl Daemon {
                         .map(|p| format!("{base}/{p}"))
                         .collect();
                     crate::websub::publish(
-                        &self.http,
+                        &self.feeds.hubs,
                         &self.config.feeds.websub_hubs,
                         &urls,
                         &self.metrics,
@@ -394,11 +420,15 @@ impl Daemon {
                 tracing::error!(dir = %self.config.feeds.dir.display(), "cannot write the feeds, the previous files stay: {e}");
             }
         }
-        self.next_due = plan.next_due;
-        *self.subs.topics.write().unwrap_or_else(|e| e.into_inner()) =
-            offered_topics(&self.config, &corpus);
+        self.content.next_due = plan.next_due;
+        *self
+            .web
+            .subs
+            .topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = offered_topics(&self.config, &corpus);
         self.record_seen(&corpus);
-        self.corpus = Arc::new(corpus);
+        self.content.corpus = Arc::new(corpus);
     }
 
     /// Logs each problem once, when it first appears.
@@ -409,16 +439,16 @@ impl Daemon {
             .map(|p| p.to_string())
             .collect();
         for p in problems.iter().filter(|p| p.severity == Severity::Error) {
-            if !self.reported.contains(&p.to_string()) {
+            if !self.content.reported.contains(&p.to_string()) {
                 tracing::warn!(file = %p.path, line = p.line, "{}", p.message);
             }
         }
-        self.reported = now;
+        self.content.reported = now;
     }
 
     /// How long until the next digest is due.
     fn digest_due_in(&self) -> Option<Duration> {
-        let (at, _) = self.digest_wake.values().min_by_key(|(t, _)| *t)?;
+        let (at, _) = self.digests.wake.values().min_by_key(|(t, _)| *t)?;
         Some(
             (*at - crate::clock::now_utc())
                 .to_std()
@@ -431,7 +461,7 @@ impl Daemon {
     /// was down (at most `catch_up` old) and finishes unfinished runs.
     fn schedule_digests(&mut self, at_start: bool) {
         let now = crate::clock::now_utc();
-        self.digest_wake.clear();
+        self.digests.wake.clear();
         for d in self.config.digest.clone() {
             let schedule = match crate::digest::run::schedule(&self.config, &d) {
                 Ok(s) => s,
@@ -441,7 +471,12 @@ impl Daemon {
                 }
             };
             let (since, last, unfinished) = {
-                let mut store = self.subs.store.lock().unwrap_or_else(|e| e.into_inner());
+                let mut store = self
+                    .web
+                    .subs
+                    .store
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
                 let since = store
                     .meta_or_insert(
                         &format!("scheduler_since:{}", d.name),
@@ -465,7 +500,7 @@ impl Daemon {
             let due =
                 crate::digest::schedule::due(&schedule, at(since), last.map(at), now, catch_up);
             if let Some(next) = due.next {
-                self.digest_wake.insert(d.name.clone(), (next, true));
+                self.digests.wake.insert(d.name.clone(), (next, true));
                 tracing::info!(digest = %d.name, next = %schedule.local(next), "digest scheduled");
             }
             if at_start {
@@ -490,7 +525,8 @@ impl Daemon {
     fn run_due_digests(&mut self) {
         let now = crate::clock::now_utc();
         let due: Vec<(String, bool)> = self
-            .digest_wake
+            .digests
+            .wake
             .iter()
             .filter(|(_, (t, _))| *t <= now)
             .map(|(n, (_, new_run))| (n.clone(), *new_run))
@@ -507,10 +543,10 @@ impl Daemon {
                 .and_then(|s| s.next_after(now));
             match next {
                 Some(t) => {
-                    self.digest_wake.insert(name, (t, true));
+                    self.digests.wake.insert(name, (t, true));
                 }
                 None => {
-                    self.digest_wake.remove(&name);
+                    self.digests.wake.remove(&name);
                 }
             }
         }
@@ -521,15 +557,15 @@ impl Daemon {
     fn spawn_digest(&mut self, name: &str, new_run: bool) {
         let (config, subs, corpus, stop, metrics, dkim, done) = (
             self.config.clone(),
-            self.subs.clone(),
-            self.corpus.clone(),
-            self.digest_stop.clone(),
+            self.web.subs.clone(),
+            self.content.corpus.clone(),
+            self.digests.stop.clone(),
             self.metrics.clone(),
-            self.dkim.clone(),
-            self.digest_done.clone(),
+            self.digests.dkim.clone(),
+            self.digests.done.clone(),
         );
         let name = name.to_string();
-        self.digest_tasks.spawn(async move {
+        self.digests.tasks.spawn(async move {
             let result = async {
                 let _lock = crate::lock::acquire_digest(&config.database.path, &name)?;
                 let digest = crate::digest::run::find(&config, &name)?;
@@ -563,16 +599,24 @@ impl Daemon {
     /// Records the first sight of items the database does not know yet.
     fn record_seen(&mut self, corpus: &crate::content::Corpus) {
         let now = crate::clock::unix_seconds() as i64;
-        let new: Vec<&str> = crate::cli::digest_relevant_ids(&self.config, corpus, now)
+        let new: Vec<&str> = crate::digest::select::relevant_ids(&self.config.digest, corpus, now)
             .into_iter()
-            .filter(|id| !self.recorded.contains(*id))
+            .filter(|id| !self.digests.recorded.contains(*id))
             .collect();
         if new.is_empty() {
             return;
         }
-        let mut store = self.subs.store.lock().unwrap_or_else(|e| e.into_inner());
+        let mut store = self
+            .web
+            .subs
+            .store
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         match store.note_seen(&new, now) {
-            Ok(_) => self.recorded.extend(new.into_iter().map(String::from)),
+            Ok(_) => self
+                .digests
+                .recorded
+                .extend(new.into_iter().map(String::from)),
             Err(e) => tracing::error!("cannot record when items were first seen: {e}"),
         }
     }
@@ -581,7 +625,12 @@ impl Daemon {
     fn housekeeping(&mut self) {
         let now = crate::clock::unix_seconds() as i64;
         let privacy = &self.config.privacy;
-        let mut store = self.subs.store.lock().unwrap_or_else(|e| e.into_inner());
+        let mut store = self
+            .web
+            .subs
+            .store
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         match store.expire_pending(now, privacy.pending_expiry.as_secs() as i64) {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "unconfirmed subscriptions deleted"),
@@ -600,7 +649,7 @@ impl Daemon {
         let loaded = Config::load(&self.config_path)
             .map_err(|e| e.to_string())
             .and_then(|c| {
-                let t = load_templates(&c).map_err(|e| format!("{e:#}"))?;
+                let t = Templates::for_config(&c).map_err(|e| format!("{e:#}"))?;
                 Ok((c, t))
             });
         let (new, templates) = match loaded {
@@ -611,8 +660,9 @@ impl Daemon {
                 return;
             }
         };
-        let new = with_bound_address(new, self.bound);
+        let new = with_bound_address(new, self.web.bound);
         *self
+            .web
             .subs
             .templates
             .write()
@@ -626,11 +676,12 @@ impl Daemon {
         }
         let new = Arc::new(new);
         self.content
+            .files
             .reset(new.content.dir.clone(), SiteContext::from_config(&new));
         // New settings may change every file: render each once and compare it with the disk.
         self.feeds.fingerprints.clear();
         self.config = new.clone();
-        self.web.set_config(new);
+        self.web.state.set_config(new);
         tracing::info!(config = %self.config_path.display(), "configuration reloaded");
         self.rebuild(Refresh::Full, true);
         self.schedule_digests(false);
@@ -643,34 +694,6 @@ fn with_bound_address(mut config: Config, bound: std::net::SocketAddr) -> Config
         config.server.public_url = url::Url::parse(&format!("http://{bound}")).ok();
     }
     config
-}
-
-/// Opens the database, loads the token secret, the mail transport and the templates.
-pub fn open_subscriptions(config: &Config) -> anyhow::Result<Subscriptions> {
-    let store = Store::open(&config.database.path)?;
-    let (keys, source) = crate::secrets::load_from_env(config)?;
-    match &source {
-        crate::secrets::Source::Generated(p) => {
-            tracing::info!(file = %p.display(), "no token secret configured: made a random one and kept it beside the database")
-        }
-        other => tracing::debug!(source = ?other, "token secret loaded"),
-    }
-    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
-    let mailer = crate::mail::Mailer::from_config(config, credentials)?;
-    Ok(Subscriptions::new(
-        store,
-        keys,
-        mailer,
-        load_templates(config)?,
-    ))
-}
-
-pub fn load_templates(config: &Config) -> anyhow::Result<Templates> {
-    Templates::load(
-        &config.base_dir.join("templates"),
-        &config.site,
-        &config.privacy.consent_text_version,
-    )
 }
 
 /// The topics the form offers: the digests' `topics` when every digest names its own,

@@ -1,6 +1,5 @@
 //! Digests: schedules, which items each subscriber gets, and the mail.
 
-pub mod cli;
 pub mod mail;
 pub mod run;
 pub mod schedule;

@@ -15,7 +15,7 @@ use super::select;
 use crate::config::{Config, Digest};
 use crate::content::{Corpus, Item};
 use crate::store::{Run, Subscriber};
-use crate::web::subscribe::{Subscriptions, links};
+use crate::subscriptions::{Subscriptions, links};
 
 /// The digest named `name`, or an error listing the names there are.
 pub fn find<'a>(config: &'a Config, name: &str) -> anyhow::Result<&'a Digest> {

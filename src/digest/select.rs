@@ -54,6 +54,25 @@ pub fn for_subscriber<'a>(run: &[&'a Arc<Item>], topics: &[String]) -> Vec<&'a A
         .collect()
 }
 
+/// The ids whose first sight matters: an item first seen more than a digest's `max_age`
+/// after its date is history for every digest, whenever it is recorded, so only items dated
+/// within the largest `max_age` (or in the future) need it.
+pub fn relevant_ids<'a>(
+    digests: &[crate::config::Digest],
+    corpus: &'a crate::content::Corpus,
+    now: i64,
+) -> Vec<&'a str> {
+    let Some(max_age) = digests.iter().map(|d| d.max_age.as_secs() as i64).max() else {
+        return Vec::new();
+    };
+    corpus
+        .items
+        .iter()
+        .filter(|i| i.date.timestamp() >= now - max_age)
+        .map(|i| i.id.as_str())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,7 @@ use axum::routing::{get, post};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::subscriptions::Subscriptions;
 
 /// What the handlers share. The configuration is swapped as a whole on reload.
 pub struct AppState {
@@ -24,20 +25,23 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     feed_cache: feeds::Cache,
     /// The subscription routes' state; without it they answer 404.
-    pub subs: Option<Arc<subscribe::Subscriptions>>,
+    pub subs: Option<Arc<Subscriptions>>,
+    /// The rate limit of `POST /subscribe`.
+    limiter: subscribe::Limiter,
 }
 
 impl AppState {
     pub fn new(
         config: Arc<Config>,
         metrics: Arc<Metrics>,
-        subs: Option<Arc<subscribe::Subscriptions>>,
+        subs: Option<Arc<Subscriptions>>,
     ) -> Arc<AppState> {
         Arc::new(AppState {
             config: RwLock::new(config),
             metrics,
             feed_cache: feeds::Cache::default(),
             subs,
+            limiter: subscribe::Limiter::default(),
         })
     }
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -16,48 +16,23 @@ use serde::Serialize;
 use super::AppState;
 use crate::config::Config;
 use crate::email::Email;
-use crate::mail::Mailer;
 use crate::store::{Choice, Confirmed, Requested, Store, Subscriber};
+use crate::subscriptions::{MailKind, Subscriptions, links};
 use crate::templates::Templates;
-use crate::token::{Keys, Purpose};
+use crate::token::Purpose;
 
 /// Requests to `POST /subscribe` one client address may make per window.
 pub const REQUESTS_PER_WINDOW: u32 = 10;
 pub const WINDOW: Duration = Duration::from_secs(600);
 
-/// Everything the subscription routes need.
-pub struct Subscriptions {
-    pub store: Mutex<Store>,
-    pub keys: Keys,
-    pub mailer: Mailer,
-    pub templates: RwLock<Arc<Templates>>,
-    /// Topics offered on the form (tags), kept current by the daemon.
-    pub topics: RwLock<Vec<String>>,
-    limiter: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-}
+/// The rate limit of `POST /subscribe`: a fixed window per client address.
+#[derive(Default)]
+pub struct Limiter(Mutex<HashMap<IpAddr, (Instant, u32)>>);
 
-impl Subscriptions {
-    pub fn new(store: Store, keys: Keys, mailer: Mailer, templates: Templates) -> Subscriptions {
-        Subscriptions {
-            store: Mutex::new(store),
-            keys,
-            mailer,
-            templates: RwLock::new(Arc::new(templates)),
-            topics: RwLock::new(Vec::new()),
-            limiter: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn templates(&self) -> Arc<Templates> {
-        self.templates
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Whether `ip` may make another request now (a fixed window per address).
+impl Limiter {
+    /// Whether `ip` may make another request now.
     fn allow(&self, ip: IpAddr) -> bool {
-        let mut map = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         if map.len() > 100_000 {
             map.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
@@ -69,17 +44,17 @@ impl Subscriptions {
         entry.1 += 1;
         entry.1 <= REQUESTS_PER_WINDOW
     }
+}
 
-    fn with_store<T>(
-        &self,
-        f: impl FnOnce(&mut Store) -> crate::store::Result<T>,
-    ) -> Result<T, Page> {
-        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut store).map_err(|e| {
-            tracing::error!("database: {e}");
-            Page::message(StatusCode::INTERNAL_SERVER_ERROR, "error")
-        })
-    }
+/// Runs `f` on the database; a failure becomes the error page.
+fn with_store<T>(
+    subs: &Subscriptions,
+    f: impl FnOnce(&mut Store) -> crate::store::Result<T>,
+) -> Result<T, Page> {
+    subs.with_store(f).map_err(|e| {
+        tracing::error!("database: {e}");
+        Page::message(StatusCode::INTERNAL_SERVER_ERROR, "error")
+    })
 }
 
 /// A page to answer with: a template, a status, what the template shows, and in which
@@ -127,17 +102,16 @@ impl Page {
 }
 
 fn common_context(config: &Config, templates: &Templates) -> serde_json::Value {
-    let url = |u: &Option<url::Url>| u.as_ref().map(|u| u.to_string()).unwrap_or_default();
-    serde_json::json!({
-        "languages": templates.choices(),
-        "switch_url": "",
-        "site_title": config.site.title,
-        "privacy_url": url(&config.site.privacy_url),
-        "imprint_url": url(&config.site.imprint_url),
-        "accessibility_url": url(&config.site.accessibility_url),
-        "expiry_hours": config.privacy.pending_expiry.as_secs() / 3600,
-        "action": "",
-    })
+    let mut context = crate::subscriptions::common_context(config);
+    if let serde_json::Value::Object(m) = &mut context {
+        m.insert(
+            "languages".into(),
+            serde_json::to_value(templates.choices()).expect("serialises"),
+        );
+        m.insert("switch_url".into(), "".into());
+        m.insert("action".into(), "".into());
+    }
+    context
 }
 
 /// HTML with the headers every page carries: no caching of token pages, no referrer (the
@@ -365,7 +339,7 @@ pub async fn subscribe(
     };
     let config = state.config();
     let ip = client_ip(&config, peer, &headers);
-    if !subs.allow(ip) {
+    if !state.limiter.allow(ip) {
         let mut r = Page::message(StatusCode::TOO_MANY_REQUESTS, "too_many").render(&state, &subs);
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("600"));
@@ -427,11 +401,12 @@ pub async fn subscribe(
     let client = config.privacy.record_client_address.then(|| ip.to_string());
     let now = crate::clock::unix_seconds() as i64;
     let version = subs.templates().consent_version.clone();
-    let outcome =
-        match subs.with_store(|s| s.request(&email, &choice, &version, client.as_deref(), now)) {
-            Ok(o) => o,
-            Err(page) => return page.render(&state, &subs),
-        };
+    let outcome = match with_store(&subs, |s| {
+        s.request(&email, &choice, &version, client.as_deref(), now)
+    }) {
+        Ok(o) => o,
+        Err(page) => return page.render(&state, &subs),
+    };
     match outcome {
         Requested::Confirm(s) => spawn_mail(&state, &subs, s, MailKind::Confirm),
         Requested::AlreadyActive(s) => spawn_mail(&state, &subs, s, MailKind::Notice),
@@ -488,38 +463,6 @@ fn choices(
     (topics, digests)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MailKind {
-    Confirm,
-    Notice,
-}
-
-/// Links with tokens for a subscriber.
-pub struct Links {
-    pub confirm: String,
-    pub unsubscribe: String,
-    pub preferences: String,
-}
-
-pub fn links(config: &Config, keys: &Keys, s: &Subscriber) -> Links {
-    let base = config.public_url();
-    let confirm_expiry = s.created_at + config.privacy.pending_expiry.as_secs() as i64;
-    Links {
-        confirm: format!(
-            "{base}/confirm/{}",
-            keys.sign(Purpose::Confirm, s.id, &s.email, confirm_expiry)
-        ),
-        unsubscribe: format!(
-            "{base}/unsubscribe/{}",
-            keys.sign(Purpose::Unsubscribe, s.id, &s.email, 0)
-        ),
-        preferences: format!(
-            "{base}/preferences/{}",
-            keys.sign(Purpose::Preferences, s.id, &s.email, 0)
-        ),
-    }
-}
-
 /// Sends the confirmation (or notice) mail in the background: the answer to the request
 /// does not wait for, or reveal, what the mail server does.
 fn spawn_mail(state: &AppState, subs: &Arc<Subscriptions>, s: Subscriber, kind: MailKind) {
@@ -528,7 +471,7 @@ fn spawn_mail(state: &AppState, subs: &Arc<Subscriptions>, s: Subscriber, kind: 
     let metrics = state.metrics.clone();
     tokio::spawn(async move {
         let id = s.id;
-        match send_mail(&config, &subs, &s, kind).await {
+        match crate::subscriptions::send_mail(&config, &subs, &s, kind).await {
             Ok(()) => {
                 metrics
                     .mails_sent
@@ -545,45 +488,6 @@ fn spawn_mail(state: &AppState, subs: &Arc<Subscriptions>, s: Subscriber, kind: 
     });
 }
 
-/// Composes and sends a confirmation or notice mail now.
-pub async fn send_mail(
-    config: &Config,
-    subs: &Subscriptions,
-    s: &Subscriber,
-    kind: MailKind,
-) -> anyhow::Result<()> {
-    let message = compose(config, subs, s, kind)?;
-    subs.mailer.send(message).await.map_err(anyhow::Error::from)
-}
-
-fn compose(
-    config: &Config,
-    subs: &Subscriptions,
-    s: &Subscriber,
-    kind: MailKind,
-) -> anyhow::Result<lettre::Message> {
-    let templates = subs.templates();
-    let language = templates.get(s.language.as_deref());
-    let l = links(config, &subs.keys, s);
-    let mut ctx = common_context(config, &templates);
-    if let serde_json::Value::Object(m) = &mut ctx {
-        m.insert("confirm_url".into(), l.confirm.into());
-        m.insert("unsubscribe_url".into(), l.unsubscribe.into());
-        m.insert("preferences_url".into(), l.preferences.into());
-    }
-    let name = match kind {
-        MailKind::Confirm => "confirm",
-        MailKind::Notice => "notice",
-    };
-    let subject = language.t(
-        &format!("mail.{name}.subject"),
-        &[("site", &config.site.title)],
-    );
-    let text = language.render(&format!("mail/{name}.txt"), &ctx)?;
-    let html = language.render(&format!("mail/{name}.html"), &ctx)?;
-    subs.mailer.compose(&s.email, &subject, &text, &html)
-}
-
 /// Checks a token for `purpose` and loads its subscriber; `None` for anything invalid.
 fn subscriber_for(
     subs: &Subscriptions,
@@ -594,7 +498,7 @@ fn subscriber_for(
     let Some(claims) = subs.keys.claims(token, purpose, now) else {
         return Ok(None);
     };
-    let s = subs.with_store(|st| st.get(claims.subscriber))?;
+    let s = with_store(subs, |st| st.get(claims.subscriber))?;
     Ok(s.filter(|s| subs.keys.verify(token, &s.email)))
 }
 
@@ -668,7 +572,7 @@ pub async fn confirm(
         .record_client_address
         .then(|| client_ip(&config, peer, &headers).to_string());
     let now = crate::clock::unix_seconds() as i64;
-    match subs.with_store(|st| st.confirm(s.id, client.as_deref(), now)) {
+    match with_store(&subs, |st| st.confirm(s.id, client.as_deref(), now)) {
         Ok(Confirmed::Now(s)) => {
             tracing::info!(subscriber = s.id, "subscription confirmed");
             Page::message(StatusCode::OK, "confirmed")
@@ -708,7 +612,7 @@ pub async fn unsubscribe(
     let subs = subs_or_return!(state);
     let s = subscriber_or_return!(state, subs, token, Purpose::Unsubscribe);
     let now = crate::clock::unix_seconds() as i64;
-    match subs.with_store(|st| st.unsubscribe(s.id, "unsubscribe link", now)) {
+    match with_store(&subs, |st| st.unsubscribe(s.id, "unsubscribe link", now)) {
         Ok(_) => {
             tracing::info!(subscriber = s.id, "unsubscribed");
             Page::message(StatusCode::OK, "unsubscribed")
@@ -772,7 +676,7 @@ pub async fn save_preferences(
         language: language.or(s.language),
     };
     let now = crate::clock::unix_seconds() as i64;
-    match subs.with_store(|st| st.set_preferences(s.id, &choice, now)) {
+    match with_store(&subs, |st| st.set_preferences(s.id, &choice, now)) {
         Ok(true) => Page::message(StatusCode::OK, "saved")
             .in_language(choice.language.as_deref())
             .render(&state, &subs),

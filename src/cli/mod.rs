@@ -1,6 +1,9 @@
 //! The command line: arguments, dispatch, and the mapping of outcomes to exit codes
 //! (0 success, 1 problems found or work failed, 2 bad usage or configuration).
 
+mod digest;
+mod subscribers;
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -73,12 +76,12 @@ pub enum Command {
     /// Digests: list the schedules, preview or send one.
     Digest {
         #[command(subcommand)]
-        command: crate::digest::cli::DigestCommand,
+        command: digest::DigestCommand,
     },
     /// Manage subscribers (works while the daemon runs).
     Subscribers {
         #[command(subcommand)]
-        command: crate::subscribers_cli::SubscribersCommand,
+        command: subscribers::SubscribersCommand,
     },
     /// Write a new item file with its front matter filled in, and print its path.
     New {
@@ -120,8 +123,8 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Run => run_daemon(cli, config),
         Command::Import { source, dry_run } => import(&config, source, *dry_run),
-        Command::Subscribers { command } => crate::subscribers_cli::run(&config, command),
-        Command::Digest { command } => crate::digest::cli::run(&config, command),
+        Command::Subscribers { command } => subscribers::run(&config, command),
+        Command::Digest { command } => digest::run(&config, command),
         Command::Build { strict } => build(cli, &config, *strict),
         Command::Check { deny_warnings } => check(cli, &config, *deny_warnings),
         Command::New {
@@ -221,7 +224,7 @@ fn build(cli: &Cli, config: &Config, strict: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn check(cli: &Cli, config: &Config, deny_warnings: bool) -> anyhow::Result<ExitCode> {
-    let templates_ok = match crate::daemon::load_templates(config) {
+    let templates_ok = match crate::templates::Templates::for_config(config) {
         Ok(_) => true,
         Err(e) => {
             eprintln!("{e:#}");
@@ -270,33 +273,12 @@ fn check(cli: &Cli, config: &Config, deny_warnings: bool) -> anyhow::Result<Exit
 /// published at the later of its date and its first sight).
 pub fn record_seen(config: &Config, corpus: &Corpus) -> anyhow::Result<()> {
     let now = crate::clock::unix_seconds() as i64;
-    let ids = digest_relevant_ids(config, corpus, now);
+    let ids = crate::digest::select::relevant_ids(&config.digest, corpus, now);
     if ids.is_empty() {
         return Ok(());
     }
     crate::store::Store::open(&config.database.path)?.note_seen(&ids, now)?;
     Ok(())
-}
-
-/// The ids whose first sight matters: an item first seen more than a digest's `max_age`
-/// after its date is history for every digest, whenever it is recorded, so only items dated
-/// within the largest `max_age` (or in the future) need it.
-pub fn digest_relevant_ids<'a>(config: &Config, corpus: &'a Corpus, now: i64) -> Vec<&'a str> {
-    let max_age = config
-        .digest
-        .iter()
-        .map(|d| d.max_age.as_secs() as i64)
-        .max()
-        .unwrap_or(0);
-    if config.digest.is_empty() {
-        return Vec::new();
-    }
-    corpus
-        .items
-        .iter()
-        .filter(|i| i.date.timestamp() >= now - max_age)
-        .map(|i| i.id.as_str())
-        .collect()
 }
 
 /// Scans the content directory, with a progress bar on a terminal.

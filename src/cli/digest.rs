@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use chrono::{TimeZone, Utc};
 use clap::Subcommand;
 
-use super::run::{self, Sender};
 use crate::config::Config;
+use crate::digest::run::{self, Sender};
 use crate::email::Email;
 
 #[derive(Debug, Subcommand)]
@@ -34,15 +34,15 @@ pub enum DigestCommand {
 }
 
 pub fn run(config: &Config, command: &DigestCommand) -> anyhow::Result<ExitCode> {
-    let corpus = crate::cli::read_corpus(config)?;
+    let corpus = super::read_corpus(config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     // The mail transport lives inside the runtime from start to end.
     runtime.block_on(async {
-        let subs = crate::daemon::open_subscriptions(config)?;
+        let subs = crate::subscriptions::Subscriptions::open(config)?;
         let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
-        let mut sender = Sender::new(config, &subs, super::mail::dkim_config(config, credentials.as_deref())?);
+        let mut sender = Sender::new(config, &subs, crate::digest::mail::dkim_config(config, credentials.as_deref())?);
         if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             sender.progress = Some(
                 indicatif::ProgressBar::new(0).with_style(
@@ -105,7 +105,7 @@ pub fn run(config: &Config, command: &DigestCommand) -> anyhow::Result<ExitCode>
                     }
                     None => sample_subscriber(digest),
                 };
-                let mut items: Vec<_> = super::select::for_subscriber(&plan.items.iter().collect::<Vec<_>>(), &subscriber.topics)
+                let mut items: Vec<_> = crate::digest::select::for_subscriber(&plan.items.iter().collect::<Vec<_>>(), &subscriber.topics)
                     .into_iter()
                     .cloned()
                     .collect();

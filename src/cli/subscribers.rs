@@ -177,21 +177,21 @@ fn add_pending(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let subs = crate::daemon::open_subscriptions(config)?;
+        let subs = crate::subscriptions::Subscriptions::open(config)?;
         let outcome = subs
             .store
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .request(email, choice, version, None, now)?;
         let (s, kind): (Subscriber, _) = match outcome {
-            Requested::Confirm(s) => (s, crate::web::subscribe::MailKind::Confirm),
-            Requested::AlreadyActive(s) => (s, crate::web::subscribe::MailKind::Notice),
+            Requested::Confirm(s) => (s, crate::subscriptions::MailKind::Confirm),
+            Requested::AlreadyActive(s) => (s, crate::subscriptions::MailKind::Notice),
             Requested::Quiet => {
                 eprintln!("this address got enough mails today; try again tomorrow");
                 return Ok(ExitCode::from(1));
             }
         };
-        crate::web::subscribe::send_mail(config, &subs, &s, kind).await?;
+        crate::subscriptions::send_mail(config, &subs, &s, kind).await?;
         tracing::info!(subscriber = s.id, "confirmation mail sent");
         Ok(ExitCode::SUCCESS)
     })
@@ -301,8 +301,7 @@ fn import_csv(config: &Config, path: &Path, now: i64) -> anyhow::Result<ExitCode
     );
     let mut store = Store::open(&config.database.path)?;
     let version = config.privacy.consent_text_version.clone();
-    let progress =
-        crate::cli::progress_bar(size, "{msg} {bar:40} {bytes}/{total_bytes}, {eta} left");
+    let progress = super::progress_bar(size, "{msg} {bar:40} {bytes}/{total_bytes}, {eta} left");
     let (mut counts, mut problems) = (std::collections::BTreeMap::<&str, usize>::new(), 0);
     let mut batch = Vec::with_capacity(IMPORT_BATCH);
     let mut flush = |batch: &mut Vec<ImportRow>,
