@@ -547,7 +547,7 @@ impl Config {
         let mut names = std::collections::HashSet::new();
         for d in &self.digest {
             let tz = d.timezone.unwrap_or(self.site.timezone);
-            if let Err(e) = crate::digest::schedule::Schedule::parse(&d.schedule, tz) {
+            if let Err(e) = crate::schedule::Schedule::parse(&d.schedule, tz) {
                 return Err(err("schedule", format!("[[digest]] `{}`: {e}", d.name)));
             }
             if d.name.is_empty()

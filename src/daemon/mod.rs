@@ -497,8 +497,7 @@ impl Daemon {
                     .unwrap_or(now)
             };
             let catch_up = chrono::TimeDelta::from_std(d.catch_up).unwrap_or_default();
-            let due =
-                crate::digest::schedule::due(&schedule, at(since), last.map(at), now, catch_up);
+            let due = crate::schedule::due(&schedule, at(since), last.map(at), now, catch_up);
             if let Some(next) = due.next {
                 self.digests.wake.insert(d.name.clone(), (next, true));
                 tracing::info!(digest = %d.name, next = %schedule.local(next), "digest scheduled");

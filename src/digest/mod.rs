@@ -2,5 +2,4 @@
 
 pub mod mail;
 pub mod run;
-pub mod schedule;
 pub mod select;

@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::mail::{self, Envelope, ItemView, RecipientLinks};
-use super::schedule::Schedule;
 use super::select;
 use crate::config::{Config, Digest};
 use crate::content::{Corpus, Item};
+use crate::schedule::Schedule;
 use crate::store::{Run, Subscriber};
 use crate::subscriptions::{Subscriptions, links};
 

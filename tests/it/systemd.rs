@@ -11,11 +11,11 @@ fn unit_under_test(dir: &std::path::Path) -> std::path::PathBuf {
         "/contrib/systemd/herold.service"
     ))
     .unwrap();
-    assert!(unit.contains("ExecStart=/usr/local/bin/herold "));
+    assert!(unit.contains("ExecStart=/usr/bin/herold "));
     let path = dir.join("herold.service");
     std::fs::write(
         &path,
-        unit.replace("/usr/local/bin/herold", env!("CARGO_BIN_EXE_herold")),
+        unit.replace("/usr/bin/herold", env!("CARGO_BIN_EXE_herold")),
     )
     .unwrap();
     path
