@@ -42,7 +42,7 @@ pub fn run(config: &Config, command: &DigestCommand) -> anyhow::Result<ExitCode>
     runtime.block_on(async {
         let subs = crate::subscriptions::Subscriptions::open(config)?;
         let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
-        let mut sender = Sender::new(config, &subs, crate::digest::mail::dkim_config(config, credentials.as_deref())?);
+        let mut sender = Sender::new(config, &subs, crate::mail::dkim_signer(config, credentials.as_deref())?);
         if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             sender.progress = Some(
                 indicatif::ProgressBar::new(0).with_style(
@@ -117,8 +117,8 @@ pub fn run(config: &Config, command: &DigestCommand) -> anyhow::Result<ExitCode>
                 let refs: Vec<_> = items.iter().collect();
                 let since = Utc.timestamp_opt(plan.window_start, 0).single().unwrap_or_default();
                 let now_utc = Utc.timestamp_opt(now, 0).single().unwrap_or_default();
-                let message = sender.compose(digest, 0, &subscriber, &refs, &mut Default::default(), since, now_utc)?;
-                let bytes = message.formatted();
+                let message = sender.compose(digest, 0, &subscriber, &refs, &Default::default(), since, now_utc)?;
+                let bytes = message.bytes;
                 match out {
                     Some(path) => {
                         crate::output::write_atomic(path, &bytes)?;

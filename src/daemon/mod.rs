@@ -98,7 +98,7 @@ struct Digests {
     stop: Arc<std::sync::atomic::AtomicBool>,
     tasks: tokio::task::JoinSet<()>,
     done: mpsc::UnboundedSender<(String, usize)>,
-    dkim: Option<Arc<lettre::message::dkim::DkimConfig>>,
+    dkim: Option<Arc<crate::mail::dkim::Signer>>,
     /// Item ids whose first sight is in the database.
     recorded: std::collections::HashSet<String>,
 }
@@ -175,7 +175,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             tasks: tokio::task::JoinSet::new(),
             done: done_tx,
-            dkim: crate::digest::mail::dkim_config(
+            dkim: crate::mail::dkim_signer(
                 &config,
                 std::env::var_os("CREDENTIALS_DIRECTORY")
                     .map(PathBuf::from)

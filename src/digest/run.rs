@@ -9,10 +9,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use super::mail::{self, Envelope, ItemView, RecipientLinks};
+use super::mail::{self, ItemView, RecipientLinks};
 use super::select;
 use crate::config::{Config, Digest};
 use crate::content::{Corpus, Item};
+use crate::mail::Outgoing;
+use crate::mail::dkim::Signer;
+use crate::mail::mime::{Personal, Prepared};
 use crate::schedule::Schedule;
 use crate::store::{Run, Subscriber};
 use crate::subscriptions::{Subscriptions, links};
@@ -135,7 +138,7 @@ pub struct Report {
 pub struct Sender<'a> {
     pub config: &'a Config,
     pub subs: &'a Subscriptions,
-    pub dkim: Option<Arc<lettre::message::dkim::DkimConfig>>,
+    pub dkim: Option<Arc<Signer>>,
     /// Set (by SIGTERM) to start no new mail.
     pub stop: Arc<AtomicBool>,
     /// How often a temporary failure is retried within a run, and the first wait.
@@ -143,25 +146,54 @@ pub struct Sender<'a> {
     pub first_backoff: std::time::Duration,
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     pub progress: Option<indicatif::ProgressBar>,
-    /// Rendered bodies by item set, with placeholders for the recipient's links.
-    /// Bodies by (language, item ids): rendered once per item set and language.
-    rendered: std::sync::Mutex<HashMap<BodyKey, Arc<mail::Rendered>>>,
+    /// Bodies by (language, item ids): rendered and encoded once per item set and language,
+    /// with markers for the recipient's links.
+    rendered: std::sync::Mutex<HashMap<BodyKey, Arc<Prepared>>>,
 }
 
 /// How many pending deliveries are read at a time.
 const DELIVERY_PAGE: usize = 1000;
 
+/// A recipient's own header values and links, owned (to move onto a signing thread).
+struct OwnFields {
+    to: String,
+    message_id: String,
+    list_unsubscribe: String,
+    /// In the order of `mail::SLOT_MARKERS`: unsubscribe, preferences.
+    slots: [String; 2],
+}
+
+impl OwnFields {
+    fn assemble(&self, prepared: &Prepared, signer: Option<&Signer>, time: i64) -> Vec<u8> {
+        let slots = [self.slots[0].as_str(), self.slots[1].as_str()];
+        prepared.assemble(
+            &Personal {
+                to: &self.to,
+                message_id: &self.message_id,
+                list_unsubscribe: &self.list_unsubscribe,
+                slots: &slots,
+            },
+            signer,
+            time,
+        )
+    }
+
+    fn envelope(&self, mailer: &crate::mail::Mailer) -> anyhow::Result<lettre::address::Envelope> {
+        Ok(lettre::address::Envelope::new(
+            Some(mailer.from.email.clone()),
+            vec![self.to.parse()?],
+        )?)
+    }
+}
+
 /// A rendered body's key: the language and the ids of its items.
 type BodyKey = (String, Vec<String>);
-
-const UNSUBSCRIBE_PLACEHOLDER: &str = "https://herold.invalid/unsubscribe-placeholder";
-const PREFERENCES_PLACEHOLDER: &str = "https://herold.invalid/preferences-placeholder";
 
 impl<'a> Sender<'a> {
     pub fn new(
         config: &'a Config,
         subs: &'a Subscriptions,
-        dkim: Option<Arc<lettre::message::dkim::DkimConfig>>,
+        dkim: Option<Arc<Signer>>,
     ) -> Sender<'a> {
         Sender {
             config,
@@ -510,16 +542,21 @@ impl Sender<'_> {
             counts.skipped.fetch_add(1, Ordering::SeqCst);
             return Ok(());
         }
-        let mut cache = renditions.clone();
-        let message = self.compose(
-            digest,
-            run.id,
-            &subscriber,
-            &items,
-            &mut cache,
-            since,
-            run_time,
-        )?;
+        let prepared = self.prepared(digest, &subscriber, &items, renditions, since, run_time)?;
+        let own = self.own_fields(digest, run.id, &subscriber);
+        let envelope = own.envelope(&self.subs.mailer)?;
+        let bytes = match &self.dkim {
+            // A signature (RSA above all) is the costly part: made on the blocking pool, so
+            // the workers sign on every core while others wait for the server.
+            Some(signer) => {
+                let signer = signer.clone();
+                let time = run_time.timestamp();
+                tokio::task::spawn_blocking(move || own.assemble(&prepared, Some(&signer), time))
+                    .await?
+            }
+            None => own.assemble(&prepared, None, 0),
+        };
+        let message = Outgoing { envelope, bytes };
         let mut backoff = self.first_backoff;
         for attempt in 0..=self.retries {
             pacer.wait().await;
@@ -585,98 +622,100 @@ impl Sender<'_> {
         run_id: i64,
         s: &Subscriber,
         items: &[&Arc<Item>],
-        renditions: &mut HashMap<String, crate::content::Rendition>,
+        renditions: &HashMap<String, crate::content::Rendition>,
         since: DateTime<Utc>,
         run_time: DateTime<Utc>,
-    ) -> anyhow::Result<lettre::Message> {
-        let templates = self
-            .subs
-            .templates
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+    ) -> anyhow::Result<Outgoing> {
+        let prepared = self.prepared(digest, s, items, renditions, since, run_time)?;
+        let own = self.own_fields(digest, run_id, s);
+        Ok(Outgoing {
+            envelope: own.envelope(&self.subs.mailer)?,
+            bytes: own.assemble(&prepared, self.dkim.as_deref(), run_time.timestamp()),
+        })
+    }
+
+    /// The body for `s`'s language and items, encoded once for everyone who gets the same
+    /// (rendered with markers where each recipient's links go).
+    fn prepared(
+        &self,
+        digest: &Digest,
+        s: &Subscriber,
+        items: &[&Arc<Item>],
+        renditions: &HashMap<String, crate::content::Rendition>,
+        since: DateTime<Utc>,
+        run_time: DateTime<Utc>,
+    ) -> anyhow::Result<Arc<Prepared>> {
+        let templates = self.subs.templates();
         let language = templates.get(s.language.as_deref());
-        let l = links(self.config, &self.subs.keys, s);
-        // The body is the same for everyone with the same items and language but for two
-        // links: render it once per (language, item set) with placeholders, then put each
-        // recipient's links in.
         let key = (
             language.code.clone(),
             items.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
         );
-        let cached = self
+        if let Some(p) = self
             .rendered
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
-            .cloned();
-        let template = match cached {
-            Some(r) => r,
-            None => {
-                let views: Vec<ItemView> = items
-                    .iter()
-                    .map(|i| {
-                        let r = renditions.entry(i.id.clone()).or_insert_with(|| i.render());
-                        ItemView::new(i, r, language)
-                    })
-                    .collect();
-                let placeholders = RecipientLinks {
-                    unsubscribe_url: UNSUBSCRIBE_PLACEHOLDER.into(),
-                    preferences_url: PREFERENCES_PLACEHOLDER.into(),
-                };
-                let r = Arc::new(mail::render(
-                    self.config,
-                    language,
-                    digest,
-                    &views,
-                    since,
-                    &placeholders,
-                    run_time,
-                )?);
-                let mut cache = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
-                if cache.len() > 1000 {
-                    cache.clear();
-                }
-                cache.insert(key, r.clone());
-                r
-            }
+        {
+            return Ok(p.clone());
+        }
+        let views: Vec<ItemView> = items
+            .iter()
+            .map(|i| match renditions.get(&i.id) {
+                Some(r) => ItemView::new(i, r, language),
+                None => ItemView::new(i, &i.render(), language),
+            })
+            .collect();
+        let markers = RecipientLinks {
+            unsubscribe_url: mail::UNSUBSCRIBE_MARKER.into(),
+            preferences_url: mail::PREFERENCES_MARKER.into(),
         };
-        let personal = |t: &str| {
-            t.replace(UNSUBSCRIBE_PLACEHOLDER, &l.unsubscribe)
-                .replace(PREFERENCES_PLACEHOLDER, &l.preferences)
-        };
-        let rendered = mail::Rendered {
-            subject: template.subject.clone(),
-            text: personal(&template.text),
-            html: personal(&template.html),
-            shown: template.shown,
-            omitted: template.omitted,
-        };
+        let rendered = mail::render(
+            self.config,
+            language,
+            digest,
+            &views,
+            since,
+            &markers,
+            run_time,
+        )?;
         let host = self.config.site.base_url.host_str().unwrap_or("localhost");
         let title = digest.title.clone().unwrap_or_else(|| digest.name.clone());
-        let mut list_unsubscribe = format!("<{}>", l.unsubscribe);
-        if let Some(m) = &self.config.mail.unsubscribe_mailto {
-            list_unsubscribe.push_str(&format!(", <mailto:{m}?subject=unsubscribe>"));
-        }
-        let env = Envelope {
+        let shared = mail::Shared {
             from: &self.subs.mailer.from,
             reply_to: self.subs.mailer.reply_to.as_ref(),
-            to: &s.email,
-            list_unsubscribe,
             list_id: format!(
                 "{} <{}.{host}>",
-                title.replace(['<', '>', '"'], ""),
+                crate::mail::encode_phrase(&title.replace(['<', '>', '"'], "")),
                 digest.name
             ),
-            message_id: format!("<digest.{run_id}.{}@{host}>", s.id),
             date: run_time,
             timezone: self.config.site.timezone,
         };
-        let mut message = mail::message(&env, &rendered)?;
-        if let Some(dkim) = &self.dkim {
-            message.sign(dkim);
+        let prepared = Arc::new(mail::prepare(&shared, &rendered));
+        let mut cache = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 1000 {
+            cache.clear();
         }
-        Ok(message)
+        cache.insert(key, prepared.clone());
+        Ok(prepared)
+    }
+
+    /// What is `s`'s own in a mail of run `run_id`.
+    fn own_fields(&self, digest: &Digest, run_id: i64, s: &Subscriber) -> OwnFields {
+        let _ = digest;
+        let l = links(self.config, &self.subs.keys, s);
+        let host = self.config.site.base_url.host_str().unwrap_or("localhost");
+        let mut list_unsubscribe = format!("<{}>", l.unsubscribe);
+        if let Some(m) = &self.config.mail.unsubscribe_mailto {
+            list_unsubscribe.push_str(&format!(",\r\n <mailto:{m}?subject=unsubscribe>"));
+        }
+        OwnFields {
+            to: s.email.as_str().to_string(),
+            message_id: format!("<digest.{run_id}.{}@{host}>", s.id),
+            list_unsubscribe,
+            slots: [l.unsubscribe, l.preferences],
+        }
     }
 
     /// Runs `f` on the database.

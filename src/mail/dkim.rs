@@ -32,7 +32,13 @@ pub struct Signer {
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Signer({}, {}, {})", self.domain, self.selector, self.algorithm())
+        write!(
+            f,
+            "Signer({}, {}, {})",
+            self.domain,
+            self.selector,
+            self.algorithm()
+        )
     }
 }
 
@@ -53,7 +59,8 @@ impl Signer {
                     let der = base64::engine::general_purpose::STANDARD.decode(b64)?;
                     // PKCS#8 of Ed25519 (OID 1.3.101.112): the last 32 bytes are the seed.
                     anyhow::ensure!(
-                        der.len() == 48 && der.windows(5).any(|w| w == [0x06, 0x03, 0x2b, 0x65, 0x70]),
+                        der.len() == 48
+                            && der.windows(5).any(|w| w == [0x06, 0x03, 0x2b, 0x65, 0x70]),
                         "neither RSA nor Ed25519"
                     );
                     Key::Ed25519(Box::new(seed_key(&der[16..])?))
@@ -62,7 +69,9 @@ impl Signer {
         } else {
             let raw = base64::engine::general_purpose::STANDARD
                 .decode(text)
-                .map_err(|_| anyhow::anyhow!("neither a PEM key nor the base64 of an Ed25519 key"))?;
+                .map_err(|_| {
+                    anyhow::anyhow!("neither a PEM key nor the base64 of an Ed25519 key")
+                })?;
             Key::Ed25519(Box::new(seed_key(&raw)?))
         };
         if let Key::Rsa(k) = &key {

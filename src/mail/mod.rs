@@ -1,5 +1,9 @@
-//! Sending mail: the transports (`file`, `smtp`, `sendmail`) and the composition of
-//! `multipart/alternative` messages with inlined CSS.
+//! Sending mail: the transports (`file`, `smtp`, `sendmail`), the composition of
+//! `multipart/alternative` messages with inlined CSS, messages prepared once for many
+//! recipients (`mime`) and their DKIM signatures (`dkim`).
+
+pub mod dkim;
+pub mod mime;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,6 +43,22 @@ struct Direct {
     starttls: bool,
     credentials: Option<lettre::transport::smtp::authentication::Credentials>,
     timeout: Duration,
+}
+
+/// A message ready for the wire: who it goes to, and its bytes.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub envelope: lettre::address::Envelope,
+    pub bytes: Vec<u8>,
+}
+
+impl From<Message> for Outgoing {
+    fn from(m: Message) -> Outgoing {
+        Outgoing {
+            envelope: m.envelope().clone(),
+            bytes: m.formatted(),
+        }
+    }
 }
 
 /// Why a message was not sent.
@@ -142,19 +162,25 @@ impl Mailer {
     }
 
     pub async fn send(&self, message: Message) -> Result<(), SendError> {
+        self.send_raw(&Outgoing::from(message)).await
+    }
+
+    /// Sends bytes already assembled (and signed).
+    pub async fn send_raw(&self, out: &Outgoing) -> Result<(), SendError> {
+        let (envelope, bytes) = (&out.envelope, out.bytes.as_slice());
         let result = match &self.inner {
             Inner::File(t) => t
-                .send(message)
+                .send_raw(envelope, bytes)
                 .await
                 .map(|_| ())
                 .map_err(|e| (false, e.to_string())),
             Inner::Sendmail(t) => t
-                .send(message)
+                .send_raw(envelope, bytes)
                 .await
                 .map(|_| ())
                 .map_err(|e| (false, e.to_string())),
             Inner::Smtp(t) => t
-                .send(message)
+                .send_raw(envelope, bytes)
                 .await
                 .map(|_| ())
                 .map_err(|e| (e.is_permanent(), e.to_string())),
@@ -207,14 +233,68 @@ impl Mailer {
     }
 }
 
+/// A `Date` value: `at` in `tz` (`Mon, 30 Nov 2026 09:00:00 +0100`).
+pub fn date_value(at: chrono::DateTime<chrono::Utc>, tz: chrono_tz::Tz) -> String {
+    at.with_timezone(&tz)
+        .format("%a, %d %b %Y %H:%M:%S %z")
+        .to_string()
+}
+
+/// A display name for a header phrase: as it is when ASCII, else an RFC 2047 encoded word.
+pub fn encode_phrase(text: &str) -> String {
+    use base64::Engine;
+    if text.is_ascii() {
+        return text.to_string();
+    }
+    format!(
+        "=?utf-8?b?{}?=",
+        base64::engine::general_purpose::STANDARD.encode(text.as_bytes())
+    )
+}
+
+/// Header fields as lettre encodes them (RFC 2047 words, folding), as `(name, value)`.
+pub fn fields(headers: &lettre::message::header::Headers) -> Vec<(String, String)> {
+    let text = headers.to_string();
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in text.split("\r\n").filter(|l| !l.is_empty()) {
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, v)) = out.last_mut() {
+                v.push_str("\r\n");
+                v.push_str(line);
+            }
+        } else if let Some((name, value)) = line.split_once(':') {
+            out.push((name.to_string(), value.trim_start().to_string()));
+        }
+    }
+    out
+}
+
+/// Loads the DKIM key of `[mail.dkim]` (or the credential `dkim-key`).
+pub fn dkim_signer(
+    config: &Config,
+    credentials: Option<&std::path::Path>,
+) -> anyhow::Result<Option<std::sync::Arc<dkim::Signer>>> {
+    let Some(d) = &config.mail.dkim else {
+        return Ok(None);
+    };
+    let pem =
+        match (&d.private_key_file, credentials.map(|c| c.join("dkim-key"))) {
+            (Some(f), _) => std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read {}", f.display()))?,
+            (None, Some(c)) if c.exists() => std::fs::read_to_string(&c)
+                .with_context(|| format!("cannot read {}", c.display()))?,
+            _ => anyhow::bail!("[mail.dkim] needs private_key_file or the credential dkim-key"),
+        };
+    let signer =
+        dkim::Signer::from_pem(&d.domain, &d.selector, &pem).context("[mail.dkim] private key")?;
+    Ok(Some(std::sync::Arc::new(signer)))
+}
+
 /// Sets the `Date` header to `at` in `tz` (`Mon, 30 Nov 2026 09:00:00 +0100`); lettre
 /// writes every date in UTC (`+0000`), which readers show as a foreign time.
 pub fn set_date(message: &mut Message, at: chrono::DateTime<chrono::Utc>, tz: chrono_tz::Tz) {
     use lettre::message::header::{HeaderName, HeaderValue};
-    let value = at
-        .with_timezone(&tz)
-        .format("%a, %d %b %Y %H:%M:%S %z")
-        .to_string();
+    let value = date_value(at, tz);
     message
         .headers_mut()
         .insert_raw(HeaderValue::dangerous_new_pre_encoded(
@@ -240,9 +320,9 @@ pub struct Connection<'a> {
 }
 
 impl Connection<'_> {
-    pub async fn send(&mut self, message: &Message) -> Result<(), SendError> {
+    pub async fn send(&mut self, out: &Outgoing) -> Result<(), SendError> {
         let Some(direct) = self.mailer.direct.clone() else {
-            return self.mailer.send(message.clone()).await;
+            return self.mailer.send_raw(out).await;
         };
         let temporary = |message: String| SendError {
             permanent: false,
@@ -267,9 +347,7 @@ impl Connection<'_> {
             self.conn = Some(conn);
         }
         let conn = self.conn.as_mut().expect("connected above");
-        let envelope = message.envelope();
-        let bytes = message.formatted();
-        match tokio::time::timeout(direct.timeout, conn.send(envelope, &bytes)).await {
+        match tokio::time::timeout(direct.timeout, conn.send(&out.envelope, &out.bytes)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => {
                 // lettre has closed the connection; the next message opens a new one.
