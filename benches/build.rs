@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 mod corpus;
 
-use corpus::{ITEMS, generate, write_hugo_site};
+use corpus::{generate, write_hugo_site};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -71,7 +71,7 @@ fn main() {
         writes.push(t_write.elapsed());
         full.push(t.elapsed());
         files = stats.changed.len();
-        assert_eq!(corpus.items.len(), ITEMS);
+        assert_eq!(corpus.items.len(), corpus::items());
 
         let t = Instant::now();
         let corpus = herold::content::scan::scan(&config.content.dir, &site, &()).unwrap();

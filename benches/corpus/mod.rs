@@ -5,7 +5,13 @@
 
 use std::path::{Path, PathBuf};
 
-pub const ITEMS: usize = 10_000;
+/// Items in the corpus: 10,000, or `HEROLD_BENCH_ITEMS`.
+pub fn items() -> usize {
+    std::env::var("HEROLD_BENCH_ITEMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
 
 const TAGS: [&str; 45] = [
     "OZG",
@@ -109,17 +115,87 @@ const WORDS: [&str; 40] = [
     "Plattform",
 ];
 
+/// Long compound nouns, as German administrative news uses them.
+const COMPOUNDS: [&str; 16] = [
+    "Registermodernisierungsgesetz",
+    "Onlinezugangsgesetz",
+    "Verwaltungsdigitalisierung",
+    "Bürgerinnen- und Bürgerservice",
+    "Föderalismuskommission",
+    "Datenschutz-Folgenabschätzung",
+    "Interoperabilitätsstandards",
+    "Länderübergreifende Zusammenarbeit",
+    "Nutzerfreundlichkeit",
+    "Änderungsstaatsvertrag",
+    "Öffentlichkeitsbeteiligung",
+    "Digitalisierungsbudget",
+    "Fachverfahrenshersteller",
+    "Wirtschaftlichkeitsbetrachtung",
+    "Zuständigkeitsfinder",
+    "Geschäftsstellenleitung",
+];
+
+/// One sentence of dense German: umlauts, „typographic quotes“, a dash, long compounds.
+pub fn german_sentence(rng: &mut Rng) -> String {
+    let w = |rng: &mut Rng| WORDS[rng.below(WORDS.len())];
+    let c = |rng: &mut Rng| COMPOUNDS[rng.below(COMPOUNDS.len())];
+    match rng.below(4) {
+        0 => format!(
+            "Die {} der „{}“ wurde {} mit {} {} abgestimmt – ein Schritt für Bürgerinnen und Bürger.",
+            c(rng),
+            c(rng),
+            w(rng),
+            w(rng),
+            c(rng)
+        ),
+        1 => format!(
+            "Laut Geschäftsstelle würden {} und {} „{} {}“ künftig gemeinsam über {} entscheiden.",
+            w(rng),
+            w(rng),
+            w(rng),
+            c(rng),
+            c(rng)
+        ),
+        2 => format!(
+            "„Wir müssen die {} für {} spürbar verbessern“, betonte die Vorsitzende – auch im Hinblick auf {}.",
+            c(rng),
+            w(rng),
+            c(rng)
+        ),
+        _ => format!(
+            "Für {} heißt das: {} {} größere Verlässlichkeit, schnellere Verfahren und {} über „{}“.",
+            c(rng),
+            w(rng),
+            w(rng),
+            w(rng),
+            c(rng)
+        ),
+    }
+}
+
+/// A paragraph of about `chars` bytes of dense German.
+pub fn german_paragraph(rng: &mut Rng, chars: usize) -> String {
+    let mut p = String::with_capacity(chars + 200);
+    while p.len() < chars {
+        if !p.is_empty() {
+            p.push(' ');
+        }
+        p.push_str(&german_sentence(rng));
+    }
+    p
+}
+
 /// A small deterministic generator (xorshift), so every run builds the same corpus.
-struct Rng(u64);
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn below(&mut self, n: usize) -> usize {
+    pub fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 }
@@ -135,7 +211,7 @@ pub struct Generated {
 
 pub fn generate() -> Vec<Generated> {
     let mut rng = Rng(0x5eed_f17c_0de0_2026);
-    (0..ITEMS)
+    (0..items())
         .map(|i| {
             // One item every ~19 hours back from November 2026.
             let minutes = i as i64 * 1140 + rng.below(600) as i64;
@@ -157,7 +233,7 @@ pub fn generate() -> Vec<Generated> {
                 if p % 4 == 0 {
                     body.push_str(&format!("## {}\n\n", words(&mut rng, 4)));
                 }
-                body.push_str(&words(&mut rng, 40));
+                body.push_str(&german_paragraph(&mut rng, 280));
                 body.push_str(&format!(
                     ". Mehr unter [Details](/aktuelles/details-{i}-{p}) und **{}**.\n\n",
                     words(&mut rng, 2)
@@ -256,7 +332,8 @@ kind = "page"
 
 /// The corpus directory (with `config.toml`), generated on first use.
 pub fn herold_corpus() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-corpus");
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/bench-corpus-{}", items()));
     write_herold_corpus(&dir, &generate());
     dir
 }

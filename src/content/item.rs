@@ -56,6 +56,10 @@ pub struct Item {
     pub category: Option<String>,
     /// Distinct by slug, in the order written.
     pub tags: Vec<String>,
+    /// The slug of each tag, in the same order (computed once, at parse time).
+    pub tag_slugs: Vec<String>,
+    /// The slug of the category.
+    pub category_slug: Option<String>,
     pub author: String,
     pub draft: bool,
     /// Absolute URL of the teaser image.
@@ -285,6 +289,7 @@ pub fn parse_item(path: &str, bytes: &[u8], site: &SiteContext) -> Result<Item, 
         }
     }
 
+    let category = fm.category.as_deref().map(plain).filter(|c| !c.is_empty());
     Ok(Item {
         path: path.to_string(),
         id,
@@ -293,8 +298,10 @@ pub fn parse_item(path: &str, bytes: &[u8], site: &SiteContext) -> Result<Item, 
         date,
         updated,
         summary,
-        category: fm.category.as_deref().map(plain).filter(|c| !c.is_empty()),
+        category_slug: category.as_deref().map(slugify),
+        category,
         tags,
+        tag_slugs: seen,
         author: fm
             .author
             .as_deref()

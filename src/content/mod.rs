@@ -77,18 +77,21 @@ impl Corpus {
     /// Forms the corpus from the result of each file. Files are taken in path order, so when
     /// two items share an id the file that sorts first keeps it and the other is reported.
     pub fn assemble(mut results: Vec<Result<Arc<Item>, Problem>>) -> Corpus {
-        let key = |r: &Result<Arc<Item>, Problem>| match r {
-            Ok(i) => i.path.clone(),
-            Err(p) => p.path.clone(),
-        };
-        results.sort_by_key(key);
-        let mut corpus = Corpus::default();
-        let mut by_id: HashMap<String, String> = HashMap::with_capacity(results.len());
-        for r in results {
+        fn path(r: &Result<Arc<Item>, Problem>) -> &str {
             match r {
-                Err(p) => corpus.problems.push(p),
+                Ok(i) => &i.path,
+                Err(p) => &p.path,
+            }
+        }
+        results.sort_unstable_by(|a, b| path(a).cmp(path(b)));
+        let mut corpus = Corpus::default();
+        let mut first: HashMap<&str, &str> = HashMap::with_capacity(results.len());
+        let mut items = Vec::with_capacity(results.len());
+        for r in &results {
+            match r {
+                Err(p) => corpus.problems.push(p.clone()),
                 Ok(item) => {
-                    if let Some(first) = by_id.get(&item.id) {
+                    if let Some(first) = first.get(item.id.as_str()) {
                         corpus.problems.push(Problem::error(
                             &item.path,
                             item.id_line,
@@ -96,18 +99,20 @@ impl Corpus {
                         ));
                         continue;
                     }
-                    by_id.insert(item.id.clone(), item.path.clone());
+                    first.insert(&item.id, &item.path);
                     if item.draft {
                         corpus.drafts += 1;
                     } else {
-                        corpus.items.push(item);
+                        items.push(item.clone());
                     }
                 }
             }
         }
+        drop(first);
+        corpus.items = items;
         corpus
             .items
-            .sort_by(|a, b| b.date.cmp(&a.date).then_with(|| a.id.cmp(&b.id)));
+            .sort_unstable_by(|a, b| b.date.cmp(&a.date).then_with(|| a.id.cmp(&b.id)));
         corpus
             .problems
             .sort_by(|a, b| a.path.cmp(&b.path).then(a.line.cmp(&b.line)));

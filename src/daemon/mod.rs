@@ -706,14 +706,13 @@ pub fn offered_topics(config: &Config, corpus: &crate::content::Corpus) -> Vec<S
                 .flat_map(|d| d.topics.iter().cloned())
                 .collect()
         } else {
-            let mut by_slug: std::collections::BTreeMap<String, String> =
-                std::collections::BTreeMap::new();
-            for t in corpus.items.iter().flat_map(|i| i.tags.iter()) {
-                by_slug
-                    .entry(crate::content::slug::slugify(t))
-                    .or_insert_with(|| t.clone());
+            let mut by_slug: HashMap<&str, &str> = HashMap::new();
+            for i in &corpus.items {
+                for (t, slug) in i.tags.iter().zip(&i.tag_slugs) {
+                    by_slug.entry(slug).or_insert(t);
+                }
             }
-            by_slug.into_values().collect()
+            by_slug.into_values().map(str::to_string).collect()
         };
     out.sort_by_key(|t| t.to_lowercase());
     out.dedup();

@@ -36,7 +36,7 @@ pub fn run_items<'a>(
             let history = first_seen - i.date.timestamp() > max_age_secs;
             published >= start && published <= end && !history && !previous.contains(&i.id)
         })
-        .filter(|i| wanted.is_empty() || i.tags.iter().any(|t| wanted.contains(&slugify(t))))
+        .filter(|i| wanted.is_empty() || i.tag_slugs.iter().any(|t| wanted.contains(t)))
         .collect();
     out.sort_by(|a, b| b.date.cmp(&a.date).then_with(|| a.id.cmp(&b.id)));
     out
@@ -50,7 +50,7 @@ pub fn for_subscriber<'a>(run: &[&'a Arc<Item>], topics: &[String]) -> Vec<&'a A
     let wanted: Vec<String> = topics.iter().map(|t| slugify(t)).collect();
     run.iter()
         .copied()
-        .filter(|i| i.tags.iter().any(|t| wanted.contains(&slugify(t))))
+        .filter(|i| i.tag_slugs.iter().any(|t| wanted.contains(t)))
         .collect()
 }
 
@@ -65,12 +65,11 @@ pub fn relevant_ids<'a>(
     let Some(max_age) = digests.iter().map(|d| d.max_age.as_secs() as i64).max() else {
         return Vec::new();
     };
-    corpus
+    // Items are sorted newest first: the relevant ones are a prefix.
+    let end = corpus
         .items
-        .iter()
-        .filter(|i| i.date.timestamp() >= now - max_age)
-        .map(|i| i.id.as_str())
-        .collect()
+        .partition_point(|i| i.date.timestamp() >= now - max_age);
+    corpus.items[..end].iter().map(|i| i.id.as_str()).collect()
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use chrono::{DateTime, FixedOffset};
 
 use crate::config::{Config, Format};
-use crate::content::slug::slugify;
 use crate::content::{Item, Problem, Rendition};
 
 /// What a feed collects.
@@ -128,9 +127,9 @@ pub fn plan(
     let mut cats: BTreeMap<String, (String, Vec<usize>)> = BTreeMap::new();
     let add = |map: &mut BTreeMap<String, (String, Vec<usize>)>,
                name: &str,
+               slug: &str,
                idx: usize,
                warnings: &mut Vec<Problem>| {
-        let slug = slugify(name);
         if slug.is_empty() {
             warnings.push(Problem::warning(
                 &items[idx].path,
@@ -139,26 +138,30 @@ pub fn plan(
             ));
             return;
         }
-        let entry = map
-            .entry(slug)
-            .or_insert_with(|| (name.to_string(), Vec::new()));
-        if name < entry.0.as_str() {
-            entry.0 = name.to_string();
-        }
-        if entry.1.len() < limit {
-            entry.1.push(idx);
+        match map.get_mut(slug) {
+            Some(entry) => {
+                if name < entry.0.as_str() {
+                    entry.0 = name.to_string();
+                }
+                if entry.1.len() < limit {
+                    entry.1.push(idx);
+                }
+            }
+            None => {
+                map.insert(slug.to_string(), (name.to_string(), vec![idx]));
+            }
         }
     };
     for (idx, item) in items.iter().enumerate().skip(start) {
         if meta.per_tag {
-            for t in &item.tags {
-                add(&mut tags, t, idx, &mut warnings);
+            for (t, slug) in item.tags.iter().zip(&item.tag_slugs) {
+                add(&mut tags, t, slug, idx, &mut warnings);
             }
         }
         if meta.per_category
-            && let Some(c) = &item.category
+            && let (Some(c), Some(slug)) = (&item.category, &item.category_slug)
         {
-            add(&mut cats, c, idx, &mut warnings);
+            add(&mut cats, c, slug, idx, &mut warnings);
         }
     }
     specs.extend(tags.into_iter().map(|(slug, (name, items))| FeedSpec {
