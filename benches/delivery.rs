@@ -37,7 +37,7 @@ fn site(dir: &Path, port: u16, dkim: Option<&str>, n: usize) {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut rng = corpus::Rng(0x1234_5678_9abc_def1);
     for i in 0..12 {
-        let lead = corpus::german_paragraph(&mut rng, 700);
+        let lead = corpus::german_paragraph(&mut rng, 420);
         let more = corpus::german_paragraph(&mut rng, 1500);
         std::fs::write(
             dir.join(format!("content/m{i}.md")),

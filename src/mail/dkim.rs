@@ -19,8 +19,8 @@ pub const SIGNED_HEADERS: [&str; 8] = [
 ];
 
 enum Key {
-    Rsa(Box<rsa::RsaPrivateKey>),
-    Ed25519(Box<ed25519_dalek::SigningKey>),
+    Rsa(aws_lc_rs::signature::RsaKeyPair),
+    Ed25519(aws_lc_rs::signature::Ed25519KeyPair),
 }
 
 /// A domain's signing key.
@@ -43,28 +43,29 @@ impl std::fmt::Debug for Signer {
 }
 
 impl Signer {
-    /// A signer from a PEM key: RSA as PKCS#1 or PKCS#8, Ed25519 as PKCS#8 or the base64
-    /// of its 32 raw bytes.
+    /// A signer from a PEM key: RSA (2048 bits or more) as PKCS#1 or PKCS#8, Ed25519 as
+    /// PKCS#8 or the base64 of its 32 raw bytes.
     pub fn from_pem(domain: &str, selector: &str, pem: &str) -> anyhow::Result<Signer> {
-        use rsa::pkcs1::DecodeRsaPrivateKey;
-        use rsa::pkcs8::DecodePrivateKey;
+        use aws_lc_rs::signature::{Ed25519KeyPair, RsaKeyPair};
         let text = pem.trim();
+        let der = || -> anyhow::Result<Vec<u8>> {
+            let b64: String = text
+                .lines()
+                .filter(|l| !l.starts_with("-----"))
+                .map(str::trim)
+                .collect();
+            Ok(base64::engine::general_purpose::STANDARD.decode(b64)?)
+        };
+        let rsa_error = |e: aws_lc_rs::error::KeyRejected| {
+            anyhow::anyhow!("not a usable RSA key ({e}); DKIM keys need 2048 bits or more")
+        };
         let key = if text.contains("BEGIN RSA PRIVATE KEY") {
-            Key::Rsa(Box::new(rsa::RsaPrivateKey::from_pkcs1_pem(text)?))
+            Key::Rsa(RsaKeyPair::from_der(&der()?).map_err(rsa_error)?)
         } else if text.contains("BEGIN PRIVATE KEY") {
-            match rsa::RsaPrivateKey::from_pkcs8_pem(text) {
-                Ok(k) => Key::Rsa(Box::new(k)),
-                Err(_) => {
-                    let b64: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
-                    let der = base64::engine::general_purpose::STANDARD.decode(b64)?;
-                    // PKCS#8 of Ed25519 (OID 1.3.101.112): the last 32 bytes are the seed.
-                    anyhow::ensure!(
-                        der.len() == 48
-                            && der.windows(5).any(|w| w == [0x06, 0x03, 0x2b, 0x65, 0x70]),
-                        "neither RSA nor Ed25519"
-                    );
-                    Key::Ed25519(Box::new(seed_key(&der[16..])?))
-                }
+            let der = der()?;
+            match Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der) {
+                Ok(k) => Key::Ed25519(k),
+                Err(_) => Key::Rsa(RsaKeyPair::from_pkcs8(&der).map_err(rsa_error)?),
             }
         } else {
             let raw = base64::engine::general_purpose::STANDARD
@@ -72,15 +73,12 @@ impl Signer {
                 .map_err(|_| {
                     anyhow::anyhow!("neither a PEM key nor the base64 of an Ed25519 key")
                 })?;
-            Key::Ed25519(Box::new(seed_key(&raw)?))
+            anyhow::ensure!(raw.len() == 32, "an Ed25519 key has 32 bytes");
+            Key::Ed25519(
+                Ed25519KeyPair::from_seed_unchecked(&raw)
+                    .map_err(|e| anyhow::anyhow!("not an Ed25519 key: {e}"))?,
+            )
         };
-        if let Key::Rsa(k) = &key {
-            use rsa::traits::PublicKeyParts;
-            anyhow::ensure!(
-                k.size() * 8 >= 1024,
-                "an RSA key for DKIM needs at least 1024 bits"
-            );
-        }
         Ok(Signer {
             domain: domain.to_string(),
             selector: selector.to_string(),
@@ -126,20 +124,18 @@ impl Signer {
         data.extend_from_slice(relaxed_header("DKIM-Signature", &tags).as_bytes());
         let signature = match &self.key {
             Key::Rsa(k) => {
-                // PKCS#1 v1.5 over SHA-256: the DigestInfo prefix, then the hash.
-                const PREFIX: [u8; 19] = [
-                    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04,
-                    0x02, 0x01, 0x05, 0x00, 0x04, 0x20,
-                ];
-                let mut info = PREFIX.to_vec();
-                info.extend_from_slice(&Sha256::digest(&data));
-                k.sign(rsa::Pkcs1v15Sign::new_unprefixed(), &info)
-                    .expect("an RSA key signs a SHA-256 digest")
+                let mut sig = vec![0; k.public_modulus_len()];
+                k.sign(
+                    &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                    &aws_lc_rs::rand::SystemRandom::new(),
+                    &data,
+                    &mut sig,
+                )
+                .expect("an RSA key signs");
+                sig
             }
-            Key::Ed25519(k) => {
-                use ed25519_dalek::Signer as _;
-                k.sign(&Sha256::digest(&data)).to_bytes().to_vec()
-            }
+            // RFC 8463: Ed25519 signs the SHA-256 hash of the canonical header fields.
+            Key::Ed25519(k) => k.sign(&Sha256::digest(&data)).as_ref().to_vec(),
         };
         let sig = b64(&signature);
         let mut folded = String::with_capacity(sig.len() + sig.len() / 64 * 3);
@@ -151,13 +147,6 @@ impl Signer {
         }
         format!("DKIM-Signature: {tags}{folded}\r\n")
     }
-}
-
-fn seed_key(raw: &[u8]) -> anyhow::Result<ed25519_dalek::SigningKey> {
-    let seed: [u8; 32] = raw
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("an Ed25519 key has 32 bytes"))?;
-    Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
 }
 
 /// A header field in relaxed canonicalisation, without the CRLF: the name in lower case,
@@ -243,6 +232,61 @@ fn relaxed_line(line: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_in_every_form_openssl_writes_load_and_sign() {
+        let dir = tempfile::tempdir().unwrap();
+        let forms: [(&str, &[&str], &str); 3] = [
+            ("pkcs1", &["genrsa", "-traditional"], "rsa-sha256"),
+            (
+                "pkcs8",
+                &[
+                    "genpkey",
+                    "-algorithm",
+                    "RSA",
+                    "-pkeyopt",
+                    "rsa_keygen_bits:2048",
+                ],
+                "rsa-sha256",
+            ),
+            (
+                "ed25519",
+                &["genpkey", "-algorithm", "ED25519"],
+                "ed25519-sha256",
+            ),
+        ];
+        for (name, args, algorithm) in forms {
+            let file = dir.path().join(name);
+            let ok = std::process::Command::new("openssl")
+                .args(args)
+                .arg("-out")
+                .arg(&file)
+                .args((name == "pkcs1").then_some("2048"))
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "{name}");
+            let pem = std::fs::read_to_string(&file).unwrap();
+            let signer = Signer::from_pem("fitko.de", "herold", &pem).unwrap();
+            assert_eq!(signer.algorithm(), algorithm);
+            let header = signer.sign(&[("From", "a@fitko.de")], &[0; 32], 1);
+            assert!(header.starts_with("DKIM-Signature: v=1; a="), "{header}");
+            assert!(header.contains("h=From;"), "{header}");
+        }
+        let short = dir.path().join("short");
+        std::process::Command::new("openssl")
+            .args(["genrsa", "-traditional", "-out"])
+            .arg(&short)
+            .arg("1024")
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        let err = Signer::from_pem("x", "y", &std::fs::read_to_string(&short).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("2048 bits"), "{err}");
+    }
 
     #[test]
     fn relaxed_canonicalisation() {
