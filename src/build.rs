@@ -124,6 +124,17 @@ impl Build<'_> {
         self.specs.len()
     }
 
+    /// The names of the tags that have a feed (published items only), by slug.
+    pub fn tag_names(&self) -> Vec<String> {
+        self.specs
+            .iter()
+            .filter_map(|s| match &s.kind {
+                feed::FeedKind::Tag { name, .. } => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// How many files.
     pub fn len(&self) -> usize {
         self.jobs.len()

@@ -426,7 +426,13 @@ impl Daemon {
             .subs
             .topics
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = offered_topics(&self.config, &corpus);
+            .unwrap_or_else(|e| e.into_inner()) = if self.config.feeds.per_tag {
+            // The tags of the tag feeds, known from the plan without another pass over every
+            // item (and without the tags of items not yet published).
+            offered_topics(&self.config, plan.tag_names().into_iter())
+        } else {
+            offered_topics(&self.config, all_tags(&corpus).into_iter())
+        };
         self.record_seen(&corpus);
         self.content.corpus = Arc::new(corpus);
     }
@@ -697,7 +703,7 @@ fn with_bound_address(mut config: Config, bound: std::net::SocketAddr) -> Config
 
 /// The topics the form offers: the digests' `topics` when every digest names its own,
 /// else every tag of the content (first spelling of each slug), sorted.
-pub fn offered_topics(config: &Config, corpus: &crate::content::Corpus) -> Vec<String> {
+pub fn offered_topics(config: &Config, tags: impl Iterator<Item = String>) -> Vec<String> {
     let mut out: Vec<String> =
         if !config.digest.is_empty() && config.digest.iter().all(|d| !d.topics.is_empty()) {
             config
@@ -706,17 +712,22 @@ pub fn offered_topics(config: &Config, corpus: &crate::content::Corpus) -> Vec<S
                 .flat_map(|d| d.topics.iter().cloned())
                 .collect()
         } else {
-            let mut by_slug: HashMap<&str, &str> = HashMap::new();
-            for i in &corpus.items {
-                for (t, slug) in i.tags.iter().zip(&i.tag_slugs) {
-                    by_slug.entry(slug).or_insert(t);
-                }
-            }
-            by_slug.into_values().map(str::to_string).collect()
+            tags.collect()
         };
     out.sort_by_key(|t| t.to_lowercase());
     out.dedup();
     out
+}
+
+/// Every tag of the corpus, one spelling per slug (the newest item's).
+fn all_tags(corpus: &crate::content::Corpus) -> Vec<String> {
+    let mut by_slug: HashMap<&str, &str> = HashMap::new();
+    for i in &corpus.items {
+        for (t, slug) in i.tags.iter().zip(&i.tag_slugs) {
+            by_slug.entry(slug).or_insert(t);
+        }
+    }
+    by_slug.into_values().map(str::to_string).collect()
 }
 
 /// Collects the paths of a burst of watcher events, until the watcher has been quiet for

@@ -154,6 +154,48 @@ pub struct Sender<'a> {
 /// How many pending deliveries are read at a time.
 const DELIVERY_PAGE: usize = 1000;
 
+/// What every delivery of one `deliver` call shares.
+struct Context<'a> {
+    digest: &'a Digest,
+    run: &'a Run,
+    by_id: &'a HashMap<&'a str, &'a Arc<Item>>,
+    renditions: &'a HashMap<String, crate::content::Rendition>,
+    since: DateTime<Utc>,
+    run_time: DateTime<Utc>,
+    counts: &'a Counts,
+    now: i64,
+}
+
+/// The subscriber a send is for.
+struct DeliveryRef {
+    subscriber_id: i64,
+}
+
+/// A mail being composed: its bytes ready, or being signed on the blocking pool.
+struct Composing {
+    subscriber_id: i64,
+    envelope: lettre::address::Envelope,
+    bytes: Bytes,
+}
+
+enum Bytes {
+    Ready(Vec<u8>),
+    Signing(tokio::task::JoinHandle<Vec<u8>>),
+}
+
+impl Composing {
+    async fn message(self) -> anyhow::Result<Outgoing> {
+        let bytes = match self.bytes {
+            Bytes::Ready(b) => b,
+            Bytes::Signing(h) => h.await?,
+        };
+        Ok(Outgoing {
+            envelope: self.envelope,
+            bytes,
+        })
+    }
+}
+
 /// A recipient's own header values and links, owned (to move onto a signing thread).
 struct OwnFields {
     to: String,
@@ -420,30 +462,38 @@ impl Sender<'_> {
             let Some(last) = page.last() else { break };
             after = last.subscriber_id;
             queue.lock().unwrap_or_else(|e| e.into_inner()).extend(page);
+            let ctx = Context {
+                digest,
+                run,
+                by_id: &by_id,
+                renditions: &renditions,
+                since,
+                run_time,
+                counts: &counts,
+                now,
+            };
             let worker = || async {
                 let mut connection = self.subs.mailer.connection();
+                // Each worker composes (and signs) its next mail while the server takes the
+                // current one, so signatures keep every core busy.
+                let mut ahead: Option<Composing> = None;
                 loop {
                     if self.stop.load(Ordering::SeqCst) {
+                        // A mail composed ahead but not sent stays pending.
                         return Ok::<(), anyhow::Error>(());
                     }
-                    let Some(d) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
-                    else {
-                        return Ok(());
+                    let current = match ahead.take() {
+                        Some(c) => c,
+                        None => match self.compose_next(&queue, &ctx)? {
+                            Some(c) => c,
+                            None => return Ok(()),
+                        },
                     };
-                    self.deliver_one(
-                        &mut connection,
-                        digest,
-                        run,
-                        &d,
-                        &by_id,
-                        &renditions,
-                        since,
-                        run_time,
-                        &pacer,
-                        &counts,
-                        now,
-                    )
-                    .await?;
+                    ahead = self.compose_next(&queue, &ctx)?;
+                    let subscriber_id = current.subscriber_id;
+                    let message = current.message().await?;
+                    self.send_one(&mut connection, &ctx, subscriber_id, &message, &pacer)
+                        .await?;
                     if let Some(p) = &self.progress {
                         p.inc(1);
                     }
@@ -495,72 +545,91 @@ impl Sender<'_> {
         Ok(report)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn deliver_one(
+    /// Takes the next delivery from the queue and starts composing its mail; deliveries
+    /// whose subscriber or items are gone are recorded as skipped on the way. `None` when
+    /// the queue is empty.
+    fn compose_next(
         &self,
-        connection: &mut crate::mail::Connection<'_>,
-        digest: &Digest,
-        run: &Run,
+        queue: &std::sync::Mutex<std::collections::VecDeque<crate::store::Delivery>>,
+        ctx: &Context<'_>,
+    ) -> anyhow::Result<Option<Composing>> {
+        loop {
+            let Some(d) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else {
+                return Ok(None);
+            };
+            if let Some(c) = self.compose_one(ctx, &d)? {
+                return Ok(Some(c));
+            }
+        }
+    }
+
+    /// Starts composing the mail of delivery `d` (signing on the blocking pool), or records
+    /// it as skipped and gives `None`.
+    fn compose_one(
+        &self,
+        ctx: &Context<'_>,
         d: &crate::store::Delivery,
-        by_id: &HashMap<&str, &Arc<Item>>,
-        renditions: &HashMap<String, crate::content::Rendition>,
-        since: DateTime<Utc>,
-        run_time: DateTime<Utc>,
-        pacer: &Pacer,
-        counts: &Counts,
-        now: i64,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Option<Composing>> {
+        let (run, now) = (ctx.run, ctx.now);
+        let skip = |why: &str| -> anyhow::Result<Option<Composing>> {
+            self.store(|s| s.record_delivery(run.id, d.subscriber_id, "skipped", Some(why), now))?;
+            ctx.counts.skipped.fetch_add(1, Ordering::SeqCst);
+            Ok(None)
+        };
         let Some(subscriber) = self.store(|s| s.get(d.subscriber_id))? else {
-            // Unsubscribed since the run started.
-            self.store(|s| {
-                s.record_delivery(
-                    run.id,
-                    d.subscriber_id,
-                    "skipped",
-                    Some("unsubscribed"),
-                    now,
-                )
-            })?;
-            counts.skipped.fetch_add(1, Ordering::SeqCst);
-            return Ok(());
+            return skip("unsubscribed");
         };
         let items: Vec<&Arc<Item>> = d
             .items
             .iter()
-            .filter_map(|id| by_id.get(id.as_str()).copied())
+            .filter_map(|id| ctx.by_id.get(id.as_str()).copied())
             .collect();
         if items.is_empty() {
-            self.store(|s| {
-                s.record_delivery(
-                    run.id,
-                    d.subscriber_id,
-                    "skipped",
-                    Some("its items were removed"),
-                    now,
-                )
-            })?;
-            counts.skipped.fetch_add(1, Ordering::SeqCst);
-            return Ok(());
+            return skip("its items were removed");
         }
-        let prepared = self.prepared(digest, &subscriber, &items, renditions, since, run_time)?;
-        let own = self.own_fields(digest, run.id, &subscriber);
+        let prepared = self.prepared(
+            ctx.digest,
+            &subscriber,
+            &items,
+            ctx.renditions,
+            ctx.since,
+            ctx.run_time,
+        )?;
+        let own = self.own_fields(ctx.digest, run.id, &subscriber);
         let envelope = own.envelope(&self.subs.mailer)?;
         let bytes = match &self.dkim {
-            // A signature (RSA above all) is the costly part: made on the blocking pool, so
-            // the workers sign on every core while others wait for the server.
+            // A signature (RSA above all) is the costly part: made on the blocking pool.
             Some(signer) => {
                 let signer = signer.clone();
-                let time = run_time.timestamp();
-                tokio::task::spawn_blocking(move || own.assemble(&prepared, Some(&signer), time))
-                    .await?
+                let time = ctx.run_time.timestamp();
+                Bytes::Signing(tokio::task::spawn_blocking(move || {
+                    own.assemble(&prepared, Some(&signer), time)
+                }))
             }
-            None => own.assemble(&prepared, None, 0),
+            None => Bytes::Ready(own.assemble(&prepared, None, 0)),
         };
-        let message = Outgoing { envelope, bytes };
+        Ok(Some(Composing {
+            subscriber_id: d.subscriber_id,
+            envelope,
+            bytes,
+        }))
+    }
+
+    /// Sends one composed mail, retrying temporary failures, and records the outcome.
+    async fn send_one(
+        &self,
+        connection: &mut crate::mail::Connection<'_>,
+        ctx: &Context<'_>,
+        subscriber_id: i64,
+        message: &Outgoing,
+        pacer: &Pacer,
+    ) -> anyhow::Result<()> {
+        let (run, counts, now) = (ctx.run, ctx.counts, ctx.now);
+        let d = DeliveryRef { subscriber_id };
         let mut backoff = self.first_backoff;
         for attempt in 0..=self.retries {
             pacer.wait().await;
-            match connection.send(&message).await {
+            match connection.send(message).await {
                 Ok(()) => {
                     self.store(|s| {
                         s.record_delivery(

@@ -5,7 +5,7 @@ mod atom;
 mod json;
 mod rss;
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use std::sync::Arc;
 
@@ -111,8 +111,8 @@ pub fn published_from(items: &[Arc<Item>], now: DateTime<FixedOffset>) -> usize 
 /// Decides the feeds: the site feed, and one per tag and per category (by slug; spellings
 /// that give the same slug are one feed, named by the first spelling in sort order).
 /// `items` must be sorted newest first. Tags whose slug is empty get no feed and a warning.
-pub fn plan(
-    items: &[Arc<Item>],
+pub fn plan<'a>(
+    items: &'a [Arc<Item>],
     now: DateTime<FixedOffset>,
     meta: &FeedMeta,
 ) -> (Vec<FeedSpec>, Vec<Problem>) {
@@ -123,11 +123,12 @@ pub fn plan(
         items: (start..items.len()).take(limit).collect(),
     }];
     let mut warnings = Vec::new();
-    let mut tags: BTreeMap<String, (String, Vec<usize>)> = BTreeMap::new();
-    let mut cats: BTreeMap<String, (String, Vec<usize>)> = BTreeMap::new();
-    let add = |map: &mut BTreeMap<String, (String, Vec<usize>)>,
-               name: &str,
-               slug: &str,
+    // Keyed by slugs borrowed from the items (computed at parse time); sorted at the end.
+    let mut tags: HashMap<&str, (&str, Vec<usize>)> = HashMap::new();
+    let mut cats: HashMap<&str, (&str, Vec<usize>)> = HashMap::new();
+    let add = |map: &mut HashMap<&'a str, (&'a str, Vec<usize>)>,
+               name: &'a str,
+               slug: &'a str,
                idx: usize,
                warnings: &mut Vec<Problem>| {
         if slug.is_empty() {
@@ -138,18 +139,12 @@ pub fn plan(
             ));
             return;
         }
-        match map.get_mut(slug) {
-            Some(entry) => {
-                if name < entry.0.as_str() {
-                    entry.0 = name.to_string();
-                }
-                if entry.1.len() < limit {
-                    entry.1.push(idx);
-                }
-            }
-            None => {
-                map.insert(slug.to_string(), (name.to_string(), vec![idx]));
-            }
+        let entry = map.entry(slug).or_insert((name, Vec::new()));
+        if name < entry.0 {
+            entry.0 = name;
+        }
+        if entry.1.len() < limit {
+            entry.1.push(idx);
         }
     };
     for (idx, item) in items.iter().enumerate().skip(start) {
@@ -164,14 +159,35 @@ pub fn plan(
             add(&mut cats, c, slug, idx, &mut warnings);
         }
     }
-    specs.extend(tags.into_iter().map(|(slug, (name, items))| FeedSpec {
-        kind: FeedKind::Tag { slug, name },
-        items,
-    }));
-    specs.extend(cats.into_iter().map(|(slug, (name, items))| FeedSpec {
-        kind: FeedKind::Category { slug, name },
-        items,
-    }));
+    fn sorted<'s>(
+        map: HashMap<&'s str, (&'s str, Vec<usize>)>,
+    ) -> Vec<(&'s str, (&'s str, Vec<usize>))> {
+        let mut v: Vec<_> = map.into_iter().collect();
+        v.sort_unstable_by_key(|(slug, _)| *slug);
+        v
+    }
+    specs.extend(
+        sorted(tags)
+            .into_iter()
+            .map(|(slug, (name, items))| FeedSpec {
+                kind: FeedKind::Tag {
+                    slug: slug.to_string(),
+                    name: name.to_string(),
+                },
+                items,
+            }),
+    );
+    specs.extend(
+        sorted(cats)
+            .into_iter()
+            .map(|(slug, (name, items))| FeedSpec {
+                kind: FeedKind::Category {
+                    slug: slug.to_string(),
+                    name: name.to_string(),
+                },
+                items,
+            }),
+    );
     (specs, warnings)
 }
 

@@ -204,12 +204,48 @@ impl BodyHasher {
         }
     }
 
+    /// Feeds text already in canonical form (from [`canonical_lines`]), as is.
+    pub fn update_canonical(&mut self, canonical: &str, trailing_empty_lines: usize) {
+        if !canonical.is_empty() {
+            for _ in 0..self.empty_lines {
+                self.hash.update(b"\r\n");
+            }
+            self.empty_lines = 0;
+            self.hash.update(canonical.as_bytes());
+            self.any = true;
+        }
+        self.empty_lines += trailing_empty_lines;
+    }
+
     pub fn finish(self) -> Vec<u8> {
         // An empty body hashes as CRLF in relaxed canonicalisation... of nothing: RFC 6376
         // 3.4.4 makes it the empty string.
         let _ = self.any;
         self.hash.finalize().to_vec()
     }
+}
+
+/// Whole lines in relaxed canonical form, and how many empty lines end them (held back: at
+/// the end of a body they are dropped). Feed the result to [`BodyHasher::update_canonical`].
+pub fn canonical_lines(text: &str) -> (String, usize) {
+    let mut out = String::with_capacity(text.len());
+    let mut empty = 0;
+    for line in text.split_inclusive('\n') {
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let canon = relaxed_line(line);
+        if canon.is_empty() {
+            empty += 1;
+            continue;
+        }
+        for _ in 0..empty {
+            out.push_str("\r\n");
+        }
+        empty = 0;
+        out.push_str(&canon);
+        out.push_str("\r\n");
+    }
+    (out, empty)
 }
 
 fn relaxed_line(line: &str) -> String {

@@ -7,7 +7,7 @@
 //! 8BITMIME would convert an 8-bit body and break its DKIM signature (RFC 6376 5.3), and
 //! encoding once per item set costs nothing per recipient.
 
-use super::dkim::{BodyHasher, Signer};
+use super::dkim::{BodyHasher, Signer, canonical_lines};
 
 /// Quoted-printable lines are at most this long (RFC 2045), soft line break included.
 const QP_LINE: usize = 76;
@@ -28,6 +28,9 @@ pub struct Prepared {
     body: Vec<Piece>,
     /// The body hash state after the first piece (shared by every recipient).
     hashed_prefix: BodyHasher,
+    /// Each piece in relaxed canonical form (for the body hash), with its trailing empty
+    /// lines counted apart; `None` for slots.
+    canonical: Vec<Option<(String, usize)>>,
 }
 
 /// What one recipient's copy carries of its own.
@@ -82,14 +85,22 @@ impl Prepared {
         }
         fixed.push_str(&format!("--{boundary}--\r\n"));
         body.push(Piece::Fixed(fixed));
+        let canonical: Vec<Option<(String, usize)>> = body
+            .iter()
+            .map(|p| match p {
+                Piece::Fixed(s) => Some(canonical_lines(s)),
+                Piece::Slot(_) => None,
+            })
+            .collect();
         let mut hashed_prefix = BodyHasher::default();
-        if let Some(Piece::Fixed(first)) = body.first() {
-            hashed_prefix.update(first);
+        if let Some(Some((text, empty))) = canonical.first() {
+            hashed_prefix.update_canonical(text, *empty);
         }
         Prepared {
             fields,
             body,
             hashed_prefix,
+            canonical,
         }
     }
 
@@ -123,10 +134,13 @@ impl Prepared {
         let mut out = Vec::with_capacity(size + 2048);
         if let Some(signer) = signer {
             let mut hasher = self.hashed_prefix.clone();
-            for piece in self.body.iter().skip(1) {
-                match piece {
-                    Piece::Fixed(s) => hasher.update(s),
-                    Piece::Slot(i) => hasher.update(slots.get(*i).map_or("", String::as_str)),
+            for (piece, canonical) in self.body.iter().zip(&self.canonical).skip(1) {
+                match (piece, canonical) {
+                    (_, Some((text, empty))) => hasher.update_canonical(text, *empty),
+                    (Piece::Slot(i), None) => {
+                        hasher.update(slots.get(*i).map_or("", String::as_str))
+                    }
+                    (Piece::Fixed(s), None) => hasher.update(s),
                 }
             }
             out.extend_from_slice(signer.sign(&fields, &hasher.finish(), time).as_bytes());
