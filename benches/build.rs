@@ -60,7 +60,7 @@ fn main() {
         scans.push(t.elapsed());
         let t_render = Instant::now();
         let rendered = herold::build::prepare(
-            &corpus,
+            &corpus.items,
             now,
             &meta,
             &mut herold::build::HtmlCache::default(),
@@ -76,7 +76,7 @@ fn main() {
         let t = Instant::now();
         let corpus = herold::content::scan::scan(&config.content.dir, &site, &()).unwrap();
         let rendered = herold::build::prepare(
-            &corpus,
+            &corpus.items,
             now,
             &meta,
             &mut herold::build::HtmlCache::default(),

@@ -18,6 +18,15 @@ fn cpu_ticks(pid: u32) -> u64 {
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
+/// CPU time of every thread of a process, in nanoseconds (`/proc/PID/task/*/schedstat`).
+fn cpu_ns(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 fn status_kb(pid: u32, key: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     s.lines()
@@ -38,7 +47,9 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
 fn main() {
     let dir = corpus::herold_corpus();
     let rss = dir.join("feeds/rss.xml");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herold"))
+    // `HEROLD_BIN` measures another build (an older commit, say) on the same corpus.
+    let bin = std::env::var("HEROLD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_herold").into());
+    let mut child = Command::new(bin)
         .args(["--config", dir.join("config.toml").to_str().unwrap(), "run"])
         .env("HEROLD_SERVER_LISTEN", "127.0.0.1:0")
         .env("HEROLD_CONTENT_POLL_INTERVAL", "200ms")
@@ -66,7 +77,8 @@ fn main() {
         }
     }
     println!(
-        "start (scan 10,000 files, first build, listen): {:?}",
+        "start (scan {} files, first build, listen): {:?}",
+        corpus::items(),
         started.elapsed()
     );
 
@@ -86,6 +98,8 @@ fn main() {
     // Changes: a new item, the newest, so the site feed changes.
     let mut latencies = Vec::new();
     let mut work = Vec::new();
+    let mut cpu = Vec::new();
+    let mut decide = Vec::new();
     while rx.try_recv().is_ok() {}
     for k in 0..30 {
         let title = format!("Benchmark-Meldung {k}");
@@ -93,6 +107,7 @@ fn main() {
         let text = format!(
             "+++\ntitle = \"{title}\"\ndate = 2026-11-21T10:{k:02}:00+01:00\ntags = [\"OZG\"]\n+++\nText {k}.\n"
         );
+        let c0 = cpu_ns(pid);
         let t0 = Instant::now();
         std::fs::write(&file, text).unwrap();
         loop {
@@ -122,6 +137,17 @@ fn main() {
             .parse()
             .unwrap();
         work.push(ms);
+        let field = |name: &str| -> f64 {
+            line.split(&format!(" {name}="))
+                .nth(1)
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN)
+        };
+        decide.push(field("refresh_ms") + field("plan_ms"));
+        // The CPU the daemon spent on this change (it is idle otherwise: polls are 200 ms
+        // apart and cost well under a millisecond).
+        cpu.push((cpu_ns(pid) - c0) as f64 / 1e6);
         std::thread::sleep(Duration::from_millis(300));
     }
     println!(
@@ -135,6 +161,16 @@ fn main() {
         "work per change (refresh + plan + render + write, as logged): median {:.0} ms, p95 {:.0} ms",
         percentile(work.clone(), 0.5),
         percentile(work, 0.95)
+    );
+    println!(
+        "deciding a change (refresh the file, corpus, plan, fingerprints; as logged): median {:.1} ms, p95 {:.1} ms",
+        percentile(decide.clone(), 0.5),
+        percentile(decide, 0.95)
+    );
+    println!(
+        "CPU per change (all threads, from the write to the log line): median {:.1} ms, p95 {:.1} ms",
+        percentile(cpu.clone(), 0.5),
+        percentile(cpu, 0.95)
     );
     println!(
         "resident memory: {} MB now, {} MB peak",

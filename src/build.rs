@@ -14,7 +14,7 @@ use chrono::{DateTime, FixedOffset};
 use rayon::prelude::*;
 
 use crate::config::Format;
-use crate::content::{Corpus, Item, Problem, Rendition};
+use crate::content::{Item, Problem, Rendition};
 use crate::feed::{self, FeedMeta, FeedSpec};
 use crate::output::{Written, write_all_if_changed};
 
@@ -25,10 +25,15 @@ pub struct HtmlCache {
 }
 
 impl HtmlCache {
+    /// What identifies an item's version: its revision where the daemon counts them (no
+    /// hashing of every body on every change), else a hash of what its rendition shows.
     fn fingerprint(item: &Item) -> u64 {
+        if item.revision != 0 {
+            return item.revision;
+        }
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (&item.link, &item.body, &item.summary).hash(&mut h);
-        h.finish()
+        h.finish() | 1 << 63
     }
 
     fn get(&self, item: &Item) -> Option<Arc<Rendition>> {
@@ -89,14 +94,14 @@ pub struct Build<'a> {
     pub next_due: Option<DateTime<FixedOffset>>,
 }
 
-/// Decides every feed of `corpus` as it stands at `now` and renders the bodies they show.
+/// Decides every feed of `items` (a corpus's, newest first) as it stands at `now` and
+/// renders the bodies they show.
 pub fn prepare<'a>(
-    corpus: &'a Corpus,
+    items: &'a [Arc<Item>],
     now: DateTime<FixedOffset>,
     meta: &'a FeedMeta,
     cache: &mut HtmlCache,
 ) -> Build<'a> {
-    let items = &corpus.items;
     let (specs, warnings) = feed::plan(items, now, meta);
     let wanted: BTreeSet<usize> = specs.iter().flat_map(|s| s.items.iter().copied()).collect();
     let bodies = cache.fill(items, &wanted);
@@ -157,16 +162,16 @@ impl Build<'_> {
     }
 
     /// A fingerprint of everything file `i` shows: its feed, format and, for each of its
-    /// items, the id and `revision(item)` (which must change whenever the item changes).
+    /// items, the id and revision (which changes whenever the item's file is parsed again).
     /// Equal fingerprints in two builds with the same settings mean equal bytes.
-    pub fn fingerprint(&self, i: usize, revision: &dyn Fn(&Item) -> u64) -> u64 {
+    pub fn fingerprint(&self, i: usize) -> u64 {
         let (s, f) = self.jobs[i];
         let spec = &self.specs[s];
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (f, &spec.kind).hash(&mut h);
         for &idx in &spec.items {
             let item = &self.items[idx];
-            (&item.id, revision(item)).hash(&mut h);
+            (&item.id, item.revision).hash(&mut h);
         }
         h.finish()
     }

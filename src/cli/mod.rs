@@ -202,7 +202,7 @@ fn build(cli: &Cli, config: &Config, strict: bool) -> anyhow::Result<ExitCode> {
     }
     let meta = crate::feed::FeedMeta::from_config(config);
     let mut cache = crate::build::HtmlCache::default();
-    let rendered = crate::build::prepare(&corpus, now(config), &meta, &mut cache);
+    let rendered = crate::build::prepare(&corpus.items, now(config), &meta, &mut cache);
     report(cli, &rendered.warnings, false);
     let stats = crate::build::write_feeds(&config.feeds.dir, &rendered)
         .with_context(|| format!("cannot write the feeds in {}", config.feeds.dir.display()))?;
@@ -273,7 +273,7 @@ fn check(cli: &Cli, config: &Config, deny_warnings: bool) -> anyhow::Result<Exit
 /// published at the later of its date and its first sight).
 pub fn record_seen(config: &Config, corpus: &Corpus) -> anyhow::Result<()> {
     let now = crate::clock::unix_seconds() as i64;
-    let ids = crate::digest::select::relevant_ids(&config.digest, corpus, now);
+    let ids = crate::digest::select::relevant_ids(&config.digest, &corpus.items, now);
     if ids.is_empty() {
         return Ok(());
     }

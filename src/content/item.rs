@@ -72,6 +72,9 @@ pub struct Item {
     pub id_from_file_name: bool,
     /// The line of the `id` or `slug` key (or 1), for duplicate-id reports.
     pub id_line: usize,
+    /// Which parse of its file this is (the daemon counts them; 0 elsewhere): feeds
+    /// fingerprint their items by id and revision to see what changed.
+    pub revision: u64,
 }
 
 /// What outputs show of an item's body: the HTML and the plain-text lead.
@@ -302,6 +305,7 @@ pub fn parse_item(path: &str, bytes: &[u8], site: &SiteContext) -> Result<Item, 
         category,
         tags,
         tag_slugs: seen,
+        revision: 0,
         author: fm
             .author
             .as_deref()

@@ -33,12 +33,14 @@ impl Stamp {
 
 struct FileEntry {
     stamp: Stamp,
+    /// Which slice of the light poll checks this file (a hash of its path).
+    slice: u64,
+    /// The full path, for the light poll's `stat`.
+    full: PathBuf,
     /// The item of the last good parse of this file.
     good: Option<Arc<Item>>,
     /// The problem of the latest parse, if it failed.
     problem: Option<Problem>,
-    /// Changes whenever the file is parsed again; feeds use it to see what changed.
-    revision: u64,
 }
 
 /// What a refresh found.
@@ -75,6 +77,8 @@ pub struct ContentState {
     duplicates: BTreeSet<String>,
     /// Drafts among the items that keep their id.
     drafts: usize,
+    /// Files whose latest parse failed.
+    problems: BTreeSet<String>,
 }
 
 /// Corpus order: newest first, ties broken by id.
@@ -94,6 +98,7 @@ impl ContentState {
             ids: HashMap::new(),
             duplicates: BTreeSet::new(),
             drafts: 0,
+            problems: BTreeSet::new(),
         }
     }
 
@@ -107,6 +112,7 @@ impl ContentState {
         self.ids.clear();
         self.duplicates.clear();
         self.drafts = 0;
+        self.problems.clear();
     }
 
     pub fn dir(&self) -> &Path {
@@ -199,6 +205,25 @@ impl ContentState {
         }
         changed.sort_by(|a, b| a.0.cmp(&b.0));
         changed.dedup_by(|a, b| a.0 == b.0);
+        // A file that came or went changed its directory's times: note them, so the next
+        // light poll does not take it for a change it must walk everything for.
+        let touched: BTreeSet<String> = changed
+            .iter()
+            .filter(|(rel, _, _)| !self.files.contains_key(rel))
+            .map(|(rel, _, _)| rel.clone())
+            .chain(gone.iter().cloned())
+            .map(|rel| match rel.rfind('/') {
+                Some(i) => rel[..i].to_string(),
+                None => String::new(),
+            })
+            .collect();
+        for dir in touched {
+            if let Some(stamp) = self.dirs.get_mut(&dir)
+                && let Ok(meta) = std::fs::metadata(self.dir.join(&dir))
+            {
+                *stamp = Stamp::of(&meta);
+            }
+        }
         Ok(self.apply(changed, gone))
     }
 
@@ -217,13 +242,12 @@ impl ContentState {
         let mut changed = Vec::new();
         let mut gone = Vec::new();
         for (rel, e) in &self.files {
-            if slices > 1 && fnv(rel) % slices != slice % slices {
+            if slices > 1 && e.slice % slices != slice % slices {
                 continue;
             }
-            let full = self.dir.join(rel);
-            match std::fs::metadata(&full) {
+            match std::fs::metadata(&e.full) {
                 Ok(meta) if Stamp::of(&meta) == e.stamp => {}
-                Ok(meta) => changed.push((rel.clone(), full, Stamp::of(&meta))),
+                Ok(meta) => changed.push((rel.clone(), e.full.clone(), Stamp::of(&meta))),
                 Err(_) => gone.push(rel.clone()),
             }
         }
@@ -238,20 +262,33 @@ impl ContentState {
             let revision = self.next_revision;
             self.next_revision += 1;
             let previous = self.files.remove(&rel).and_then(|e| e.good);
+            let slice = fnv(&rel);
+            let full_path = full.clone();
             let entry = match result {
-                Ok(item) => FileEntry {
-                    stamp,
-                    good: Some(Arc::new(item)),
-                    problem: None,
-                    revision,
-                },
-                Err(problem) => FileEntry {
-                    stamp,
-                    good: previous.clone(),
-                    problem: Some(problem),
-                    revision,
-                },
+                Ok(mut item) => {
+                    item.revision = revision;
+                    FileEntry {
+                        stamp,
+                        slice,
+                        full: full_path,
+                        good: Some(Arc::new(item)),
+                        problem: None,
+                    }
+                }
+                Err(problem) => {
+                    self.problems.insert(rel.clone());
+                    FileEntry {
+                        stamp,
+                        slice,
+                        full: full_path,
+                        good: previous.clone(),
+                        problem: Some(problem),
+                    }
+                }
             };
+            if entry.problem.is_none() {
+                self.problems.remove(&rel);
+            }
             let now = entry.good.clone();
             self.files.insert(rel.clone(), entry);
             if let Some(old) = previous {
@@ -263,6 +300,7 @@ impl ContentState {
             changes.parsed.push(rel);
         }
         for rel in gone {
+            self.problems.remove(&rel);
             if let Some(e) = self.files.remove(&rel) {
                 if let Some(old) = e.good {
                     self.unindex(&old);
@@ -345,15 +383,27 @@ impl ContentState {
         }
     }
 
-    /// The corpus as it stands: the good items (the last good one for a broken file) and the
-    /// problems, named by their display path.
+    /// The items as they stand, in corpus order (newest first): the good items (the last
+    /// good one for a broken file), each id's first file only, no drafts. Borrowed: a change
+    /// costs no copy of every item.
+    pub fn items(&self) -> &[Arc<Item>] {
+        &self.sorted
+    }
+
+    /// The corpus as it stands, as an owned snapshot (for digest sends): [`Self::items`]
+    /// and [`Self::problems`].
     pub fn corpus(&self) -> Corpus {
-        let mut corpus = Corpus {
+        Corpus {
             items: self.sorted.clone(),
             drafts: self.drafts,
-            ..Corpus::default()
-        };
-        for e in self.files.values() {
+            problems: self.problems(),
+        }
+    }
+
+    /// The problems of the files, named by their display path.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut corpus = Corpus::default();
+        for e in self.problems.iter().filter_map(|p| self.files.get(p)) {
             if let Some(p) = &e.problem {
                 let mut p = p.clone();
                 if e.good.is_some() {
@@ -387,7 +437,7 @@ impl ContentState {
         corpus
             .problems
             .sort_by(|a, b| a.path.cmp(&b.path).then(a.line.cmp(&b.line)));
-        corpus
+        corpus.problems
     }
 
     /// The corpus assembled from every file at once, as `herold build` does: what the
@@ -419,11 +469,6 @@ impl ContentState {
             .problems
             .sort_by(|a, b| a.path.cmp(&b.path).then(a.line.cmp(&b.line)));
         corpus
-    }
-
-    /// The revision of the file an item came from.
-    pub fn revision(&self, item: &Item) -> u64 {
-        self.files.get(&item.path).map_or(0, |e| e.revision)
     }
 }
 

@@ -69,8 +69,9 @@ pub struct Daemon {
 struct Content {
     /// The files, parsed; re-parsed only when they change.
     files: ContentState,
-    /// The corpus of the last build, shared with digest sends.
-    corpus: Arc<crate::content::Corpus>,
+    /// A snapshot of the corpus for digest sends, made when one starts after a change
+    /// (`None`: changed since the last one), so a change does not copy every item.
+    snapshot: Option<Arc<crate::content::Corpus>>,
     /// When the next scheduled item is due.
     next_due: Option<DateTime<FixedOffset>>,
     /// Problems already logged, so a poll does not repeat them.
@@ -154,7 +155,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
                 config.content.dir.clone(),
                 SiteContext::from_config(&config),
             ),
-            corpus: Arc::new(crate::content::Corpus::default()),
+            snapshot: None,
             next_due: None,
             reported: Vec::new(),
             watching: false,
@@ -359,14 +360,19 @@ impl Daemon {
         if changes.is_empty() && !always {
             return;
         }
-        let corpus = self.content.files.corpus();
-        self.report_problems(&corpus.problems);
+        let refreshed_at = started.elapsed();
+        let problems = self.content.files.problems();
+        let errors = problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .count();
+        self.report_problems(&problems);
+        let items = self.content.files.items();
         let now = crate::clock::now_in(self.config.site.timezone);
         let meta = FeedMeta::from_config(&self.config);
-        let plan = build::prepare(&corpus, now, &meta, &mut self.feeds.cache);
-        let fingerprints: Vec<u64> = (0..plan.len())
-            .map(|i| plan.fingerprint(i, &|item| self.content.files.revision(item)))
-            .collect();
+        let plan = build::prepare(items, now, &meta, &mut self.feeds.cache);
+        let fingerprints: Vec<u64> = (0..plan.len()).map(|i| plan.fingerprint(i)).collect();
+        let planned_at = started.elapsed();
         let known = &self.feeds.fingerprints;
         let select = |i: usize| known.get(&plan.path(i)) != Some(&fingerprints[i]);
         let rendered = (0..plan.len()).filter(|&i| select(i)).count();
@@ -379,7 +385,7 @@ impl Daemon {
                 use std::sync::atomic::Ordering::Relaxed;
                 m.items.store(plan.published as u64, Relaxed);
                 m.scheduled.store(plan.scheduled as u64, Relaxed);
-                m.problems.store(corpus.errors() as u64, Relaxed);
+                m.problems.store(errors as u64, Relaxed);
                 m.files_written
                     .fetch_add(stats.changed.len() as u64, Relaxed);
                 let unix = crate::clock::unix_seconds();
@@ -389,10 +395,12 @@ impl Daemon {
                     removed = changes.removed.len(),
                     items = plan.published,
                     scheduled = plan.scheduled,
-                    problems = corpus.errors(),
+                    problems = errors,
                     rendered,
                     files_changed = stats.changed.len(),
                     files_removed = stats.removed.len(),
+                    refresh_ms = refreshed_at.as_secs_f64() * 1e3,
+                    plan_ms = (planned_at - refreshed_at).as_secs_f64() * 1e3,
                     ms = started.elapsed().as_millis() as u64,
                     "feeds updated"
                 );
@@ -431,10 +439,12 @@ impl Daemon {
             // item (and without the tags of items not yet published).
             offered_topics(&self.config, plan.tag_names().into_iter())
         } else {
-            offered_topics(&self.config, all_tags(&corpus).into_iter())
+            offered_topics(&self.config, all_tags(items).into_iter())
         };
-        self.record_seen(&corpus);
-        self.content.corpus = Arc::new(corpus);
+        let new_ids = self.unrecorded_ids(items);
+        drop(plan);
+        self.record_seen(new_ids);
+        self.content.snapshot = None;
     }
 
     /// Logs each problem once, when it first appears.
@@ -563,7 +573,7 @@ impl Daemon {
         let (config, subs, corpus, stop, metrics, dkim, done) = (
             self.config.clone(),
             self.web.subs.clone(),
-            self.content.corpus.clone(),
+            self.snapshot(),
             self.digests.stop.clone(),
             self.metrics.clone(),
             self.digests.dkim.clone(),
@@ -602,15 +612,30 @@ impl Daemon {
     }
 
     /// Records the first sight of items the database does not know yet.
-    fn record_seen(&mut self, corpus: &crate::content::Corpus) {
+    /// The corpus for a digest send: the snapshot of the last change, made now if needed.
+    fn snapshot(&mut self) -> Arc<crate::content::Corpus> {
+        self.content
+            .snapshot
+            .get_or_insert_with(|| Arc::new(self.content.files.corpus()))
+            .clone()
+    }
+
+    /// The ids whose first sight a digest needs and that are not recorded yet.
+    fn unrecorded_ids(&self, items: &[Arc<crate::content::Item>]) -> Vec<String> {
         let now = crate::clock::unix_seconds() as i64;
-        let new: Vec<&str> = crate::digest::select::relevant_ids(&self.config.digest, corpus, now)
+        crate::digest::select::relevant_ids(&self.config.digest, items, now)
             .into_iter()
             .filter(|id| !self.digests.recorded.contains(*id))
-            .collect();
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn record_seen(&mut self, new: Vec<String>) {
+        let now = crate::clock::unix_seconds() as i64;
         if new.is_empty() {
             return;
         }
+        let new: Vec<&str> = new.iter().map(String::as_str).collect();
         let mut store = self
             .web
             .subs
@@ -720,9 +745,9 @@ pub fn offered_topics(config: &Config, tags: impl Iterator<Item = String>) -> Ve
 }
 
 /// Every tag of the corpus, one spelling per slug (the newest item's).
-fn all_tags(corpus: &crate::content::Corpus) -> Vec<String> {
+fn all_tags(items: &[Arc<crate::content::Item>]) -> Vec<String> {
     let mut by_slug: HashMap<&str, &str> = HashMap::new();
-    for i in &corpus.items {
+    for i in items {
         for (t, slug) in i.tags.iter().zip(&i.tag_slugs) {
             by_slug.entry(slug).or_insert(t);
         }

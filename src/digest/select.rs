@@ -59,17 +59,15 @@ pub fn for_subscriber<'a>(run: &[&'a Arc<Item>], topics: &[String]) -> Vec<&'a A
 /// within the largest `max_age` (or in the future) need it.
 pub fn relevant_ids<'a>(
     digests: &[crate::config::Digest],
-    corpus: &'a crate::content::Corpus,
+    items: &'a [Arc<Item>],
     now: i64,
 ) -> Vec<&'a str> {
     let Some(max_age) = digests.iter().map(|d| d.max_age.as_secs() as i64).max() else {
         return Vec::new();
     };
     // Items are sorted newest first: the relevant ones are a prefix.
-    let end = corpus
-        .items
-        .partition_point(|i| i.date.timestamp() >= now - max_age);
-    corpus.items[..end].iter().map(|i| i.id.as_str()).collect()
+    let end = items.partition_point(|i| i.date.timestamp() >= now - max_age);
+    items[..end].iter().map(|i| i.id.as_str()).collect()
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ fn rendered() -> Vec<(String, String)> {
     assert!(corpus.problems.is_empty(), "{:?}", corpus.problems);
     let now = chrono::DateTime::parse_from_rfc3339("2026-11-23T12:00:00+01:00").unwrap();
     let meta = FeedMeta::from_config(&config);
-    let build = prepare(&corpus, now, &meta, &mut HtmlCache::default());
+    let build = prepare(&corpus.items, now, &meta, &mut HtmlCache::default());
     build
         .files()
         .into_iter()
