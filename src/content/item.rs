@@ -67,7 +67,13 @@ pub struct Item {
     /// Absolute URL of the item's page.
     pub link: String,
     /// Markdown source of the body, as written (see [`Item::render`] for the clean output).
+    /// Empty when [`Item::source`] is set: a scan of thousands of files keeps no bodies in
+    /// memory, and reads a body again when it renders it.
     pub body: String,
+    /// Where the body is when it is not kept: the file, and the body's byte offset in it.
+    pub source: Option<(std::path::PathBuf, usize)>,
+    /// The body's byte offset in the file it was parsed from.
+    pub body_offset: Option<usize>,
     /// Whether the id derives from the file name (renaming the file would change it).
     pub id_from_file_name: bool,
     /// The line of the `id` or `slug` key (or 1), for duplicate-id reports.
@@ -87,10 +93,32 @@ pub struct Rendition {
 }
 
 impl Item {
+    /// The Markdown body: as kept, or read again from its file (a file that cannot be read
+    /// any more gives an empty body; the next scan reports it).
+    pub fn body_text(&self) -> std::borrow::Cow<'_, str> {
+        match &self.source {
+            Some((path, offset)) if self.body.is_empty() => {
+                let bytes = std::fs::read(path).unwrap_or_default();
+                let body = bytes.get(*offset..).unwrap_or_default();
+                std::borrow::Cow::Owned(String::from_utf8_lossy(body).into_owned())
+            }
+            _ => std::borrow::Cow::Borrowed(&self.body),
+        }
+    }
+
+    /// Drops the body from memory; [`Item::body_text`] reads it from `file` when needed.
+    pub fn forget_body(&mut self, file: &std::path::Path) {
+        if let Some(offset) = self.body_offset {
+            self.source = Some((file.to_path_buf(), offset));
+            self.body = String::new();
+        }
+    }
+
     /// Renders the body. The Markdown is read only here, so a build pays for it only for the
     /// items that appear in some output.
     pub fn render(&self) -> Rendition {
-        let body = strip_controls(&self.body);
+        let text = self.body_text();
+        let body = strip_controls(&text);
         let html = match Url::parse(&self.link) {
             Ok(base) => markdown::render_html(&body, &base),
             // The link was validated when the item was parsed.
@@ -280,6 +308,10 @@ pub fn parse_item(path: &str, bytes: &[u8], site: &SiteContext) -> Result<Item, 
     };
 
     let body = split.body.to_string();
+    // Where the body starts in the file's bytes (it is a slice of them), to read it again.
+    let body_offset = (split.body.as_ptr() as usize)
+        .checked_sub(bytes.as_ptr() as usize)
+        .filter(|&o| bytes.get(o..) == Some(split.body.as_bytes()));
     let summary = fm.summary.as_deref().map(plain).filter(|s| !s.is_empty());
 
     let mut tags: Vec<String> = Vec::with_capacity(fm.tags.len());
@@ -306,6 +338,8 @@ pub fn parse_item(path: &str, bytes: &[u8], site: &SiteContext) -> Result<Item, 
         tags,
         tag_slugs: seen,
         revision: 0,
+        source: None,
+        body_offset,
         author: fm
             .author
             .as_deref()

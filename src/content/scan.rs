@@ -94,7 +94,11 @@ pub fn scan(dir: &Path, site: &SiteContext, progress: &dyn Progress) -> std::io:
     let results: Vec<Result<Arc<Item>, Problem>> = files
         .par_iter()
         .map(|(rel, full)| {
-            let r = read_item(rel, full, site).map(Arc::new);
+            // A build keeps no bodies: it reads the few it renders again.
+            let r = read_item(rel, full, site).map(|mut item| {
+                item.forget_body(full);
+                Arc::new(item)
+            });
             progress.file_done();
             r
         })
@@ -104,4 +108,44 @@ pub fn scan(dir: &Path, site: &SiteContext, progress: &dyn Progress) -> std::io:
         p.path = display_path(dir, &p.path);
     }
     Ok(corpus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scan_keeps_no_bodies_and_renders_them_from_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            (
+                "bom.md",
+                "\u{feff}+++\r\ntitle = \"Ä\"\r\ndate = 2026-01-01\r\n+++\r\nDer „erste“ Absatz.\r\n\r\nZweiter.\r\n",
+            ),
+            (
+                "yaml.md",
+                "---\ntitle: Ö\ndate: 2026-01-02\n---\n\n## Überschrift\n\nText mit *Betonung*.\n",
+            ),
+            ("leer.md", "+++\ntitle = \"Ü\"\ndate = 2026-01-03\n+++\n"),
+        ];
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let site = SiteContext {
+            timezone: chrono_tz::Europe::Berlin,
+            tag_authority: "www.fitko.de".into(),
+            item_url: "https://www.fitko.de/{slug}".into(),
+            default_author: "FITKO".into(),
+        };
+        let corpus = scan(dir.path(), &site, &()).unwrap();
+        assert_eq!(corpus.items.len(), 3, "{:?}", corpus.problems);
+        for item in &corpus.items {
+            assert!(item.body.is_empty(), "{}", item.path);
+            let eager = read_item(&item.path, &dir.path().join(&item.path), &site).unwrap();
+            assert!(eager.source.is_none());
+            assert_eq!(item.render(), eager.render(), "{}", item.path);
+        }
+        let bom = corpus.items.iter().find(|i| i.path == "bom.md").unwrap();
+        assert!(bom.render().html.contains("Der „erste“ Absatz."));
+    }
 }
