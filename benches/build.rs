@@ -105,6 +105,29 @@ fn main() {
         "rebuild with nothing changed (no file written): median {:?}",
         median(unchanged)
     );
+    // What the daemon decides on every change, in process: plan the feeds over every item,
+    // and fingerprint each file.
+    let corpus = herold::content::scan::scan(&config.content.dir, &site, &()).unwrap();
+    let mut cache = herold::build::HtmlCache::default();
+    let _ = herold::build::prepare(&corpus.items, now, &meta, &mut cache);
+    let (mut plans, mut prepares, mut prints) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..20 {
+        let t = Instant::now();
+        let _ = herold::feed::plan(&corpus.items, now, &meta);
+        plans.push(t.elapsed());
+        let t = Instant::now();
+        let build = herold::build::prepare(&corpus.items, now, &meta, &mut cache);
+        prepares.push(t.elapsed());
+        let t = Instant::now();
+        let _: Vec<u64> = (0..build.len()).map(|i| build.fingerprint(i)).collect();
+        prints.push(t.elapsed());
+    }
+    println!(
+        "plan alone: median {:?}; prepare with a warm body cache: median {:?}; fingerprints: median {:?}",
+        median(plans),
+        median(prepares),
+        median(prints)
+    );
     let mut state =
         herold::daemon::content::ContentState::new(config.content.dir.clone(), site.clone());
     state.refresh().unwrap();
