@@ -102,7 +102,21 @@ pub fn prepare<'a>(
     meta: &'a FeedMeta,
     cache: &mut HtmlCache,
 ) -> Build<'a> {
-    let (specs, warnings) = feed::plan(items, now, meta);
+    prepare_indexed(items, None, now, meta, cache)
+}
+
+/// [`prepare`], planning from `index` when given (the daemon keeps one beside its items).
+pub fn prepare_indexed<'a>(
+    items: &'a [Arc<Item>],
+    index: Option<&feed::PlanIndex>,
+    now: DateTime<FixedOffset>,
+    meta: &'a FeedMeta,
+    cache: &mut HtmlCache,
+) -> Build<'a> {
+    let (specs, warnings) = match index {
+        Some(index) => feed::plan_indexed(items, index, now, meta),
+        None => feed::plan(items, now, meta),
+    };
     let wanted: BTreeSet<usize> = specs.iter().flat_map(|s| s.items.iter().copied()).collect();
     let bodies = cache.fill(items, &wanted);
     let jobs = (0..specs.len())

@@ -73,6 +73,8 @@ pub struct ContentState {
     sorted: Vec<Arc<Item>>,
     /// Per id, the files whose good item has it; the first in path order keeps it.
     ids: HashMap<String, BTreeSet<String>>,
+    /// What planning reads of each item of `sorted`, at the same positions.
+    plan_index: crate::feed::PlanIndex,
     /// Ids that more than one file claims.
     duplicates: BTreeSet<String>,
     /// Drafts among the items that keep their id.
@@ -95,6 +97,7 @@ impl ContentState {
             dirs: HashMap::new(),
             next_revision: 1,
             sorted: Vec::new(),
+            plan_index: crate::feed::PlanIndex::default(),
             ids: HashMap::new(),
             duplicates: BTreeSet::new(),
             drafts: 0,
@@ -109,6 +112,7 @@ impl ContentState {
         self.files.clear();
         self.dirs.clear();
         self.sorted.clear();
+        self.plan_index = crate::feed::PlanIndex::default();
         self.ids.clear();
         self.duplicates.clear();
         self.drafts = 0;
@@ -370,6 +374,7 @@ impl ContentState {
             .sorted
             .binary_search_by(|x| corpus_order(x, &item))
             .unwrap_or_else(|at| at);
+        self.plan_index.insert(at, &item);
         self.sorted.insert(at, item);
     }
 
@@ -380,6 +385,7 @@ impl ContentState {
         }
         if let Ok(at) = self.sorted.binary_search_by(|x| corpus_order(x, item)) {
             self.sorted.remove(at);
+            self.plan_index.remove(at);
         }
     }
 
@@ -388,6 +394,11 @@ impl ContentState {
     /// costs no copy of every item.
     pub fn items(&self) -> &[Arc<Item>] {
         &self.sorted
+    }
+
+    /// What planning reads of [`Self::items`], at the same positions.
+    pub fn plan_index(&self) -> &crate::feed::PlanIndex {
+        &self.plan_index
     }
 
     /// The corpus as it stands, as an owned snapshot (for digest sends): [`Self::items`]

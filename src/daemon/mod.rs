@@ -370,7 +370,13 @@ impl Daemon {
         let items = self.content.files.items();
         let now = crate::clock::now_in(self.config.site.timezone);
         let meta = FeedMeta::from_config(&self.config);
-        let plan = build::prepare(items, now, &meta, &mut self.feeds.cache);
+        let plan = build::prepare_indexed(
+            items,
+            Some(self.content.files.plan_index()),
+            now,
+            &meta,
+            &mut self.feeds.cache,
+        );
         let fingerprints: Vec<u64> = (0..plan.len()).map(|i| plan.fingerprint(i)).collect();
         let planned_at = started.elapsed();
         let known = &self.feeds.fingerprints;

@@ -189,6 +189,213 @@ pub fn plan<'a>(
     (specs, warnings)
 }
 
+/// What planning reads of every item, laid out contiguously and with tags and categories as
+/// small numbers: the daemon keeps it beside its sorted items, so a change plans without
+/// visiting every item's strings (on a machine whose caches have gone cold between two
+/// changes, those visits were most of a change's cost).
+#[derive(Debug, Default, Clone)]
+pub struct PlanIndex {
+    /// One row per item, in corpus order.
+    rows: Vec<Row>,
+    /// Term id → its kind, slug id and spelling.
+    terms: Vec<Term>,
+    term_ids: HashMap<(bool, String), u32>,
+    /// Slug id → (kind, slug).
+    slugs: Vec<(bool, String)>,
+    slug_ids: HashMap<(bool, String), u32>,
+    /// Term id → the rank of its spelling among all terms (names are the least spelling).
+    ranks: Vec<u32>,
+}
+
+#[derive(Debug, Clone)]
+struct Row {
+    /// The item's date in nanoseconds since the epoch.
+    nanos: i64,
+    /// Tags first, then the category: the first few inline (no pointer to follow), the
+    /// rest, for an item with many tags, in `more`.
+    inline: [u32; INLINE_TERMS],
+    len: u8,
+    more: Option<Box<[u32]>>,
+}
+
+const INLINE_TERMS: usize = 5;
+
+impl Row {
+    fn terms(&self) -> impl Iterator<Item = u32> + '_ {
+        self.inline[..usize::from(self.len).min(INLINE_TERMS)]
+            .iter()
+            .chain(self.more.iter().flat_map(|m| m.iter()))
+            .copied()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Term {
+    category: bool,
+    slug: u32,
+    spelling: String,
+}
+
+impl PlanIndex {
+    /// Records `item` at corpus position `at` (as `Vec::insert`).
+    pub fn insert(&mut self, at: usize, item: &Item) {
+        let mut terms: Vec<u32> = item
+            .tags
+            .iter()
+            .zip(&item.tag_slugs)
+            .map(|(t, s)| self.term(false, t, s))
+            .collect();
+        if let (Some(c), Some(s)) = (&item.category, &item.category_slug) {
+            terms.push(self.term(true, c, s));
+        }
+        let nanos = item.date.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        let mut inline = [0; INLINE_TERMS];
+        let n = terms.len().min(INLINE_TERMS);
+        inline[..n].copy_from_slice(&terms[..n]);
+        let more = (terms.len() > INLINE_TERMS).then(|| terms[INLINE_TERMS..].into());
+        self.rows.insert(
+            at,
+            Row {
+                nanos,
+                inline,
+                len: n as u8,
+                more,
+            },
+        );
+    }
+
+    /// Forgets the item at corpus position `at` (as `Vec::remove`).
+    pub fn remove(&mut self, at: usize) {
+        self.rows.remove(at);
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    fn term(&mut self, category: bool, spelling: &str, slug: &str) -> u32 {
+        if let Some(&id) = self.term_ids.get(&(category, spelling.to_string())) {
+            return id;
+        }
+        let slug_id = match self.slug_ids.get(&(category, slug.to_string())) {
+            Some(&id) => id,
+            None => {
+                let id = self.slugs.len() as u32;
+                self.slugs.push((category, slug.to_string()));
+                self.slug_ids.insert((category, slug.to_string()), id);
+                id
+            }
+        };
+        let id = self.terms.len() as u32;
+        self.terms.push(Term {
+            category,
+            slug: slug_id,
+            spelling: spelling.to_string(),
+        });
+        self.term_ids.insert((category, spelling.to_string()), id);
+        let mut order: Vec<u32> = (0..self.terms.len() as u32).collect();
+        order.sort_by(|&a, &b| {
+            self.terms[a as usize]
+                .spelling
+                .cmp(&self.terms[b as usize].spelling)
+        });
+        self.ranks = vec![0; order.len()];
+        for (rank, t) in order.into_iter().enumerate() {
+            self.ranks[t as usize] = rank as u32;
+        }
+        id
+    }
+}
+
+/// [`plan`] for items recorded in `index` (the same order): the same feeds, read from the
+/// index instead of from every item.
+pub fn plan_indexed(
+    items: &[Arc<Item>],
+    index: &PlanIndex,
+    now: DateTime<FixedOffset>,
+    meta: &FeedMeta,
+) -> (Vec<FeedSpec>, Vec<Problem>) {
+    debug_assert_eq!(items.len(), index.rows.len());
+    let now = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
+    let start = index.rows.partition_point(|r| r.nanos > now);
+    let limit = meta.limit;
+    let mut specs = vec![FeedSpec {
+        kind: FeedKind::Site,
+        items: (start..items.len()).take(limit).collect(),
+    }];
+    let mut warnings = Vec::new();
+    // Per slug id: the items, and the term whose spelling names the feed.
+    let mut feeds: Vec<(Vec<usize>, Option<u32>)> = vec![(Vec::new(), None); index.slugs.len()];
+    for (idx, row) in index.rows.iter().enumerate().skip(start) {
+        for t in row.terms() {
+            let term = &index.terms[t as usize];
+            if (term.category && !meta.per_category) || (!term.category && !meta.per_tag) {
+                continue;
+            }
+            if index.slugs[term.slug as usize].1.is_empty() {
+                warnings.push(Problem::warning(
+                    &items[idx].path,
+                    1,
+                    format!(
+                        "`{}` has no letters or digits, so it gets no feed",
+                        term.spelling
+                    ),
+                ));
+                continue;
+            }
+            let feed = &mut feeds[term.slug as usize];
+            if feed
+                .1
+                .is_none_or(|n| index.ranks[t as usize] < index.ranks[n as usize])
+            {
+                feed.1 = Some(t);
+            }
+            if feed.0.len() < limit {
+                feed.0.push(idx);
+            }
+        }
+    }
+    let mut found: Vec<(bool, &str, String, Vec<usize>)> = feeds
+        .into_iter()
+        .enumerate()
+        .filter_map(|(slug, (items, name))| {
+            let (category, s) = &index.slugs[slug];
+            name.map(|n| {
+                (
+                    *category,
+                    s.as_str(),
+                    index.terms[n as usize].spelling.clone(),
+                    items,
+                )
+            })
+        })
+        .collect();
+    found.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    specs.extend(
+        found
+            .into_iter()
+            .map(|(category, slug, name, items)| FeedSpec {
+                kind: if category {
+                    FeedKind::Category {
+                        slug: slug.to_string(),
+                        name,
+                    }
+                } else {
+                    FeedKind::Tag {
+                        slug: slug.to_string(),
+                        name,
+                    }
+                },
+                items,
+            }),
+    );
+    (specs, warnings)
+}
+
 /// Feeds by slug while planning: the name and the item positions. Every published item's
 /// tags are looked up here on every change, so the hash is a cheap one (slugs are short and
 /// come from the site's own files, not from strangers).
@@ -315,6 +522,91 @@ pub const GENERATOR: &str = concat!("herold ", env!("CARGO_PKG_VERSION"));
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn planning_from_the_index_equals_planning_from_the_items() {
+        use crate::content::SiteContext;
+        let site = SiteContext {
+            timezone: chrono_tz::Europe::Berlin,
+            tag_authority: "www.fitko.de".into(),
+            item_url: "https://www.fitko.de/{slug}".into(),
+            default_author: "FITKO".into(),
+        };
+        let spellings = [
+            "OZG",
+            "ozg",
+            "Ozg",
+            "FIM",
+            "Föderal",
+            "Foederal",
+            "🚀",
+            "Straße & Verkehr",
+        ];
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        for round in 0..40 {
+            let mut items: Vec<Arc<Item>> = (0..60)
+                .map(|i| {
+                    let tags: Vec<String> = (0..next(4))
+                        .map(|_| format!("{:?}", spellings[next(8) as usize]))
+                        .collect();
+                    let category = match next(3) {
+                        0 => String::new(),
+                        _ => format!("category = {:?}\n", spellings[next(8) as usize]),
+                    };
+                    let text = format!(
+                        "+++\ntitle = \"T\"\ndate = 2026-{:02}-{:02}T10:00:00+01:00\nslug = \"s{i}\"\ntags = [{}]\n{category}+++\nx\n",
+                        1 + next(12),
+                        1 + next(28),
+                        tags.join(", ")
+                    );
+                    Arc::new(crate::content::parse_item(&format!("{i}.md"), text.as_bytes(), &site).unwrap())
+                })
+                .collect();
+            items.sort_by(|a, b| b.date.cmp(&a.date).then_with(|| a.id.cmp(&b.id)));
+            // Build the index in an order of its own, as the daemon does file by file.
+            let mut index = PlanIndex::default();
+            let mut placed: Vec<Arc<Item>> = Vec::new();
+            for item in items.iter().rev() {
+                let at = placed
+                    .binary_search_by(|x| {
+                        x.date
+                            .cmp(&item.date)
+                            .reverse()
+                            .then_with(|| x.id.cmp(&item.id))
+                    })
+                    .unwrap_or_else(|at| at);
+                placed.insert(at, item.clone());
+                index.insert(at, item);
+            }
+            if round % 2 == 0 {
+                // Take one out and put it back.
+                index.remove(7);
+                index.insert(7, &items[7]);
+            }
+            let now = DateTime::parse_from_rfc3339("2026-07-01T00:00:00+02:00").unwrap();
+            let mut meta = FeedMeta::from_config(
+                &crate::config::Config::parse(
+                    "[site]\ntitle = \"t\"\nbase_url = \"https://x.de\"\n[feeds]\nlimit = 5\n",
+                    "c",
+                    &[],
+                    std::path::Path::new("/"),
+                )
+                .unwrap(),
+            );
+            meta.per_category = round % 3 != 0;
+            let (a, wa) = plan(&items, now, &meta);
+            let (b, wb) = plan_indexed(&items, &index, now, &meta);
+            assert_eq!(a, b, "round {round}");
+            let text = |w: Vec<Problem>| w.into_iter().map(|p| p.to_string()).collect::<Vec<_>>();
+            assert_eq!(text(wa), text(wb), "round {round}");
+        }
+    }
 
     #[test]
     fn rfc822_uses_english_names_and_padded_day() {
