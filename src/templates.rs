@@ -33,6 +33,10 @@ const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../templates/preferences.html"),
     ),
     (
+        "mail/layout.html",
+        include_str!("../templates/mail/layout.html"),
+    ),
+    (
         "mail/confirm.txt",
         include_str!("../templates/mail/confirm.txt"),
     ),
@@ -538,6 +542,28 @@ mod tests {
                 }
             }
         }
+        let mail = t
+            .get(Some("en"))
+            .render(
+                "mail/confirm.html",
+                minijinja::context! { site_title => "FITKO", confirm_url => "https://x/c", expiry_hours => 72,
+                    privacy_url => "https://x/p", imprint_url => "" },
+            )
+            .unwrap();
+        assert!(
+            mail.contains("<title>Please confirm your subscription</title>"),
+            "{mail}"
+        );
+        assert!(
+            mail.contains("<h1>Please confirm your subscription</h1>"),
+            "{mail}"
+        );
+        assert!(
+            mail.contains(
+                "class=\"button\" href=\"https:&#x2f;&#x2f;x&#x2f;c\">Confirm subscription</a>"
+            ),
+            "{mail}"
+        );
         let d = chrono::DateTime::parse_from_rfc3339("2026-03-05T10:00:00+01:00").unwrap();
         assert_eq!(t.get(Some("de")).long_date(&d), "5. März 2026");
         assert_eq!(t.get(Some("en")).long_date(&d), "5 March 2026");

@@ -23,6 +23,10 @@ pub enum DigestCommand {
         /// Write here instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// In this language (one of site.languages; default: the subscriber's, else the
+        /// site's).
+        #[arg(long)]
+        language: Option<String>,
     },
     /// Run a digest now, as the schedule would (an unfinished run is finished first).
     Send {
@@ -94,7 +98,12 @@ pub fn run(config: &Config, command: &DigestCommand) -> anyhow::Result<ExitCode>
                 }
                 Ok(if r.deferred > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
             }
-            DigestCommand::Preview { name, to, out } => {
+            DigestCommand::Preview {
+                name,
+                to,
+                out,
+                language,
+            } => {
                 let digest = run::find(config, name)?;
                 let (plan, _) = sender.plan_now(digest, &corpus, now, false)?;
                 let subscriber = match to {
@@ -105,6 +114,15 @@ pub fn run(config: &Config, command: &DigestCommand) -> anyhow::Result<ExitCode>
                     }
                     None => sample_subscriber(digest),
                 };
+                let mut subscriber = subscriber;
+                if let Some(l) = language {
+                    let languages = config.site.languages();
+                    let code = languages
+                        .iter()
+                        .find(|c| c.eq_ignore_ascii_case(l))
+                        .ok_or_else(|| anyhow::anyhow!("language `{l}` is not one of site.languages ({})", languages.join(", ")))?;
+                    subscriber.language = Some(code.to_string());
+                }
                 let mut items: Vec<_> = crate::digest::select::for_subscriber(&plan.items.iter().collect::<Vec<_>>(), &subscriber.topics)
                     .into_iter()
                     .cloned()

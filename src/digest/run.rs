@@ -151,6 +151,9 @@ pub struct Sender<'a> {
     rendered: std::sync::Mutex<HashMap<BodyKey, Arc<Prepared>>>,
 }
 
+/// How many mails each worker composes (and signs) ahead of the one it sends.
+const COMPOSE_AHEAD: usize = 2;
+
 /// How many pending deliveries are read at a time.
 const DELIVERY_PAGE: usize = 1000;
 
@@ -476,20 +479,22 @@ impl Sender<'_> {
                 let mut connection = self.subs.mailer.connection();
                 // Each worker composes (and signs) its next mail while the server takes the
                 // current one, so signatures keep every core busy.
-                let mut ahead: Option<Composing> = None;
+                let mut ahead: std::collections::VecDeque<Composing> =
+                    std::collections::VecDeque::with_capacity(COMPOSE_AHEAD + 1);
                 loop {
                     if self.stop.load(Ordering::SeqCst) {
-                        // A mail composed ahead but not sent stays pending.
+                        // Mails composed ahead but not sent stay pending.
                         return Ok::<(), anyhow::Error>(());
                     }
-                    let current = match ahead.take() {
-                        Some(c) => c,
-                        None => match self.compose_next(&queue, &ctx)? {
-                            Some(c) => c,
-                            None => return Ok(()),
-                        },
+                    while ahead.len() <= COMPOSE_AHEAD {
+                        match self.compose_next(&queue, &ctx)? {
+                            Some(c) => ahead.push_back(c),
+                            None => break,
+                        }
+                    }
+                    let Some(current) = ahead.pop_front() else {
+                        return Ok(());
                     };
-                    ahead = self.compose_next(&queue, &ctx)?;
                     let subscriber_id = current.subscriber_id;
                     let message = current.message().await?;
                     self.send_one(&mut connection, &ctx, subscriber_id, &message, &pacer)

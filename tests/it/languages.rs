@@ -264,6 +264,21 @@ fn the_command_line_and_csv_set_the_language() {
         String::from_utf8_lossy(&bad.stderr)
     );
     assert!(add("EN").status.success());
+    // A preview in either language, of the same items.
+    for (lang, words) in [("en", "Read more"), ("de", "Weiterlesen")] {
+        let out = site.herold(&["digest", "preview", "woechentlich", "--language", lang]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mail = mailparse::parse_mail(&out.stdout).unwrap();
+        let html = mail.subparts[1].get_body().unwrap();
+        assert!(html.contains(&format!("<html lang=\"{lang}\">")), "{html}");
+        assert!(html.contains(words), "{html}");
+    }
+    let out = site.herold(&["digest", "preview", "woechentlich", "--language", "fr"]);
+    assert!(!out.status.success());
     std::fs::write(
         site.path("liste.csv"),
         "\u{feff}email,topics,status,digests,language\r\n\"d@example.org\",OZG,active,,de\r\ne@example.org,,active,,fr\r\nf@example.org,\"OZG;FIM\",pending,,en\r\n",
