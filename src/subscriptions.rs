@@ -58,13 +58,17 @@ impl Subscriptions {
             .clone()
     }
 
+    /// The database, locked (one connection, shared by the tasks of this process).
+    pub fn lock_store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Runs `f` on the database (one connection, shared by the tasks of this process).
     pub fn with_store<T>(
         &self,
         f: impl FnOnce(&mut Store) -> crate::store::Result<T>,
     ) -> crate::store::Result<T> {
-        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut store)
+        f(&mut self.lock_store())
     }
 }
 

@@ -209,8 +209,11 @@ impl ContentState {
         }
         changed.sort_by(|a, b| a.0.cmp(&b.0));
         changed.dedup_by(|a, b| a.0 == b.0);
-        // A file that came or went changed its directory's times: note them, so the next
-        // light poll does not take it for a change it must walk everything for.
+        // A file that came or went changed its directory's times. List that directory (a
+        // new file the watcher did not report is read too; a known file that went is found
+        // by the light poll's slices) and note its new stamp, so the next light poll does not take the change
+        // for one it must walk everything for. The stamp is read before the listing: a
+        // change after it leaves the stamp stale, and the poll walks everything, as it must.
         let touched: BTreeSet<String> = changed
             .iter()
             .filter(|(rel, _, _)| !self.files.contains_key(rel))
@@ -222,9 +225,37 @@ impl ContentState {
             })
             .collect();
         for dir in touched {
-            if let Some(stamp) = self.dirs.get_mut(&dir)
-                && let Ok(meta) = std::fs::metadata(self.dir.join(&dir))
-            {
+            if !self.dirs.contains_key(&dir) {
+                continue;
+            }
+            let full_dir = self.dir.join(&dir);
+            let Ok(meta) = std::fs::metadata(&full_dir) else {
+                continue;
+            };
+            let Ok(entries) = std::fs::read_dir(&full_dir) else {
+                continue;
+            };
+            let prefix = if dir.is_empty() {
+                String::new()
+            } else {
+                format!("{dir}/")
+            };
+            for entry in entries.flatten() {
+                let rel = format!("{prefix}{}", entry.file_name().to_string_lossy());
+                let is_file = entry
+                    .file_type()
+                    .is_ok_and(|t| t.is_file() || t.is_symlink());
+                if !is_file || !crate::content::is_content_file(&rel) {
+                    continue;
+                }
+                if !self.files.contains_key(&rel)
+                    && !changed.iter().any(|(c, _, _)| *c == rel)
+                    && let Ok(m) = std::fs::metadata(entry.path())
+                {
+                    changed.push((rel.clone(), entry.path(), Stamp::of(&m)));
+                }
+            }
+            if let Some(stamp) = self.dirs.get_mut(&dir) {
                 *stamp = Stamp::of(&meta);
             }
         }
@@ -629,5 +660,25 @@ mod tests {
             pb.sort();
             assert_eq!(pa, pb, "step {step}");
         }
+    }
+
+    #[test]
+    fn a_new_file_the_watcher_did_not_report_is_found_beside_one_it_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = ContentState::new(dir.path().to_path_buf(), site());
+        std::fs::create_dir_all(dir.path().join("2026")).unwrap();
+        let item =
+            |t: &str| format!("+++\ntitle = \"{t}\"\ndate = 2026-01-01\nslug = \"{t}\"\n+++\nx\n");
+        std::fs::write(dir.path().join("2026/a.md"), item("a")).unwrap();
+        assert_eq!(state.refresh().unwrap().parsed, ["2026/a.md"]);
+        std::fs::write(dir.path().join("2026/b.md"), item("b")).unwrap();
+        std::fs::write(dir.path().join("2026/c.md"), item("c")).unwrap();
+        let changes = state
+            .refresh_paths(&[dir.path().join("2026/b.md")])
+            .unwrap();
+        assert_eq!(changes.parsed, ["2026/b.md", "2026/c.md"]);
+        // The directory is reconciled: a light poll finds nothing more.
+        assert!(state.refresh_light(0, 10).unwrap().is_empty());
+        assert_eq!(state.items().len(), 3);
     }
 }

@@ -493,12 +493,7 @@ impl Daemon {
                 }
             };
             let (since, last, unfinished) = {
-                let mut store = self
-                    .web
-                    .subs
-                    .store
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
+                let mut store = self.web.subs.lock_store();
                 let since = store
                     .meta_or_insert(
                         &format!("scheduler_since:{}", d.name),
@@ -642,12 +637,7 @@ impl Daemon {
             return;
         }
         let new: Vec<&str> = new.iter().map(String::as_str).collect();
-        let mut store = self
-            .web
-            .subs
-            .store
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut store = self.web.subs.lock_store();
         match store.note_seen(&new, now) {
             Ok(_) => self
                 .digests
@@ -661,12 +651,7 @@ impl Daemon {
     fn housekeeping(&mut self) {
         let now = crate::clock::unix_seconds() as i64;
         let privacy = &self.config.privacy;
-        let mut store = self
-            .web
-            .subs
-            .store
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut store = self.web.subs.lock_store();
         match store.expire_pending(now, privacy.pending_expiry.as_secs() as i64) {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "unconfirmed subscriptions deleted"),

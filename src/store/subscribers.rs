@@ -200,11 +200,7 @@ impl Store {
             "UPDATE subscribers SET status = 'active', confirmed_at = ?2 WHERE id = ?1",
             params![id, now],
         )?;
-        let hash: String = tx.query_row(
-            "SELECT address_hash FROM subscribers WHERE id = ?1",
-            [id],
-            |r| r.get(0),
-        )?;
+        let hash = hash_of(&tx, id)?;
         log(
             &tx,
             &hash,
@@ -226,14 +222,9 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let hash: Option<String> = tx
-            .query_row(
-                "SELECT address_hash FROM subscribers WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(hash) = hash else { return Ok(false) };
+        let Some(hash) = hash_of(&tx, id).optional()? else {
+            return Ok(false);
+        };
         tx.execute("DELETE FROM subscribers WHERE id = ?1", [id])?;
         tx.execute(
             "INSERT OR REPLACE INTO blocked (address_hash, at) VALUES (?1, ?2)",
@@ -269,11 +260,7 @@ impl Store {
             ],
         )?;
         if n == 1 {
-            let hash: String = tx.query_row(
-                "SELECT address_hash FROM subscribers WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )?;
+            let hash = hash_of(&tx, id)?;
             log(
                 &tx,
                 &hash,
@@ -530,4 +517,10 @@ fn block_on(tx: &Connection, hash: &str, source: &str, now: i64) -> Result<bool>
         log(tx, hash, "unsubscribe", now, None, Some(source), None, None)?;
     }
     Ok(erased)
+}
+
+/// The keyed hash of subscriber `id`'s address.
+fn hash_of(tx: &Connection, id: i64) -> Result<String> {
+    tx.prepare_cached("SELECT address_hash FROM subscribers WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
 }
