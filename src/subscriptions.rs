@@ -58,6 +58,14 @@ impl Subscriptions {
             .clone()
     }
 
+    /// The topics the form offers now.
+    pub fn topics(&self) -> Vec<String> {
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The database, locked (one connection, shared by the tasks of this process).
     pub fn lock_store(&self) -> std::sync::MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|e| e.into_inner())

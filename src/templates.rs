@@ -313,11 +313,7 @@ impl Templates {
 /// The catalog of `code`: the file `i18n/{code}.toml` over the built-in catalog of the
 /// language (by its primary subtag); a language without a built-in catalog needs every key.
 fn load_catalog(dir: &Path, code: &str, reference: &Catalog) -> anyhow::Result<Catalog> {
-    let primary = code
-        .split(['-', '_'])
-        .next()
-        .unwrap_or(code)
-        .to_ascii_lowercase();
+    let primary = primary_subtag(code).to_ascii_lowercase();
     let built_in = BUILT_IN_CATALOGS
         .iter()
         .find(|(c, _)| c.eq_ignore_ascii_case(code) || *c == primary)
@@ -359,6 +355,11 @@ fn load_catalog(dir: &Path, code: &str, reference: &Catalog) -> anyhow::Result<C
     Ok(catalog)
 }
 
+/// `de` of `de-AT`: the language without its region or script.
+fn primary_subtag(code: &str) -> &str {
+    code.split(['-', '_']).next().unwrap_or(code)
+}
+
 /// The consent text of `version` in `code`: `consent/{version}.{code}.md`, for the site's
 /// language also `consent/{version}.md`, else the built-in text of version 1.
 fn load_consent(
@@ -382,7 +383,7 @@ fn load_consent(
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
         }
     }
-    let primary = code.split(['-', '_']).next().unwrap_or(code);
+    let primary = primary_subtag(code);
     let text = match text {
         Some(t) => t,
         None if version == "1" => BUILT_IN_CONSENT

@@ -47,14 +47,7 @@ pub fn run(config: &Config, command: &DigestCommand) -> anyhow::Result<ExitCode>
         let subs = crate::subscriptions::Subscriptions::open(config)?;
         let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
         let mut sender = Sender::new(config, &subs, crate::mail::dkim_signer(config, credentials.as_deref())?);
-        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            sender.progress = Some(
-                indicatif::ProgressBar::new(0).with_style(
-                    indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} mails, {per_sec}, {eta} left")
-                        .expect("valid template"),
-                ),
-            );
-        }
+        sender.progress = super::progress_bar(0, "{msg} {bar:40} {pos}/{len} mails, {per_sec}, {eta} left");
         let now = crate::clock::unix_seconds() as i64;
         match command {
             DigestCommand::List => list(config, &sender, &corpus, now),
@@ -115,13 +108,8 @@ pub fn run(config: &Config, command: &DigestCommand) -> anyhow::Result<ExitCode>
                     None => sample_subscriber(digest),
                 };
                 let mut subscriber = subscriber;
-                if let Some(l) = language {
-                    let languages = config.site.languages();
-                    let code = languages
-                        .iter()
-                        .find(|c| c.eq_ignore_ascii_case(l))
-                        .ok_or_else(|| anyhow::anyhow!("language `{l}` is not one of site.languages ({})", languages.join(", ")))?;
-                    subscriber.language = Some(code.to_string());
+                if let Some(l) = super::subscribers::check_language(config, language.as_deref())? {
+                    subscriber.language = Some(l);
                 }
                 let mut items: Vec<_> = crate::digest::select::for_subscriber(&plan.items.iter().collect::<Vec<_>>(), &subscriber.topics)
                     .into_iter()

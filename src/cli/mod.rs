@@ -340,11 +340,9 @@ impl TerminalProgress {
 
 impl scan::Progress for TerminalProgress {
     fn start(&self, files: usize) {
-        if files >= Self::THRESHOLD && std::io::stderr().is_terminal() {
-            let bar = indicatif::ProgressBar::new(files as u64).with_style(
-                indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} files")
-                    .expect("valid template"),
-            );
+        if files >= Self::THRESHOLD
+            && let Some(bar) = progress_bar(files as u64, "{msg} {bar:40} {pos}/{len} files")
+        {
             bar.set_message("reading");
             let _ = self.0.set(bar);
         }

@@ -179,9 +179,7 @@ fn add_pending(
     runtime.block_on(async {
         let subs = crate::subscriptions::Subscriptions::open(config)?;
         let outcome = subs
-            .store
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .lock_store()
             .request(email, choice, version, None, now)?;
         let (s, kind): (Subscriber, _) = match outcome {
             Requested::Confirm(s) => (s, crate::subscriptions::MailKind::Confirm),
@@ -216,7 +214,10 @@ fn check_digests(config: &Config, digests: &[String]) -> anyhow::Result<Vec<Stri
 }
 
 /// The language as configured (`site.languages`), or an error that lists them.
-fn check_language(config: &Config, language: Option<&str>) -> anyhow::Result<Option<String>> {
+pub(super) fn check_language(
+    config: &Config,
+    language: Option<&str>,
+) -> anyhow::Result<Option<String>> {
     let Some(l) = language.map(str::trim).filter(|l| !l.is_empty()) else {
         return Ok(None);
     };

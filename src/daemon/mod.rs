@@ -632,17 +632,14 @@ impl Daemon {
     }
 
     fn record_seen(&mut self, new: Vec<String>) {
-        let now = crate::clock::unix_seconds() as i64;
         if new.is_empty() {
             return;
         }
-        let new: Vec<&str> = new.iter().map(String::as_str).collect();
-        let mut store = self.web.subs.lock_store();
-        match store.note_seen(&new, now) {
-            Ok(_) => self
-                .digests
-                .recorded
-                .extend(new.into_iter().map(String::from)),
+        let now = crate::clock::unix_seconds() as i64;
+        let ids: Vec<&str> = new.iter().map(String::as_str).collect();
+        let recorded = self.web.subs.lock_store().note_seen(&ids, now);
+        match recorded {
+            Ok(_) => self.digests.recorded.extend(new),
             Err(e) => tracing::error!("cannot record when items were first seen: {e}"),
         }
     }

@@ -169,11 +169,6 @@ struct Context<'a> {
     now: i64,
 }
 
-/// The subscriber a send is for.
-struct DeliveryRef {
-    subscriber_id: i64,
-}
-
 /// A mail being composed: its bytes ready, or being signed on the blocking pool.
 struct Composing {
     subscriber_id: i64,
@@ -600,7 +595,7 @@ impl Sender<'_> {
             ctx.since,
             ctx.run_time,
         )?;
-        let own = self.own_fields(ctx.digest, run.id, &subscriber);
+        let own = self.own_fields(run.id, &subscriber);
         let envelope = own.envelope(&self.subs.mailer)?;
         let bytes = match &self.dkim {
             // A signature (RSA above all) is the costly part: made on the blocking pool.
@@ -630,7 +625,6 @@ impl Sender<'_> {
         pacer: &Pacer,
     ) -> anyhow::Result<()> {
         let (run, counts, now) = (ctx.run, ctx.counts, ctx.now);
-        let d = DeliveryRef { subscriber_id };
         let mut backoff = self.first_backoff;
         for attempt in 0..=self.retries {
             pacer.wait().await;
@@ -639,7 +633,7 @@ impl Sender<'_> {
                     self.store(|s| {
                         s.record_delivery(
                             run.id,
-                            d.subscriber_id,
+                            subscriber_id,
                             "sent",
                             None,
                             crate::clock::unix_seconds() as i64,
@@ -651,11 +645,11 @@ impl Sender<'_> {
                 Err(e) if e.permanent => {
                     tracing::warn!(
                         run = run.id,
-                        subscriber = d.subscriber_id,
+                        subscriber = subscriber_id,
                         "permanent failure: {e}"
                     );
                     self.store(|s| {
-                        s.record_delivery(run.id, d.subscriber_id, "failed", Some(&e.message), now)
+                        s.record_delivery(run.id, subscriber_id, "failed", Some(&e.message), now)
                     })?;
                     counts.failed.fetch_add(1, Ordering::SeqCst);
                     return Ok(());
@@ -663,7 +657,7 @@ impl Sender<'_> {
                 Err(e) if attempt < self.retries && !self.stop.load(Ordering::SeqCst) => {
                     tracing::debug!(
                         run = run.id,
-                        subscriber = d.subscriber_id,
+                        subscriber = subscriber_id,
                         attempt,
                         "temporary failure, retrying: {e}"
                     );
@@ -674,11 +668,11 @@ impl Sender<'_> {
                 Err(e) => {
                     tracing::warn!(
                         run = run.id,
-                        subscriber = d.subscriber_id,
+                        subscriber = subscriber_id,
                         "temporary failure, left for the next send: {e}"
                     );
                     self.store(|s| {
-                        s.record_delivery(run.id, d.subscriber_id, "pending", Some(&e.message), now)
+                        s.record_delivery(run.id, subscriber_id, "pending", Some(&e.message), now)
                     })?;
                     counts.deferred.fetch_add(1, Ordering::SeqCst);
                     return Ok(());
@@ -701,7 +695,7 @@ impl Sender<'_> {
         run_time: DateTime<Utc>,
     ) -> anyhow::Result<Outgoing> {
         let prepared = self.prepared(digest, s, items, renditions, since, run_time)?;
-        let own = self.own_fields(digest, run_id, s);
+        let own = self.own_fields(run_id, s);
         Ok(Outgoing {
             envelope: own.envelope(&self.subs.mailer)?,
             bytes: own.assemble(&prepared, self.dkim.as_deref(), run_time.timestamp()),
@@ -776,8 +770,7 @@ impl Sender<'_> {
     }
 
     /// What is `s`'s own in a mail of run `run_id`.
-    fn own_fields(&self, digest: &Digest, run_id: i64, s: &Subscriber) -> OwnFields {
-        let _ = digest;
+    fn own_fields(&self, run_id: i64, s: &Subscriber) -> OwnFields {
         let l = links(self.config, &self.subs.keys, s);
         let host = self.config.site.base_url.host_str().unwrap_or("localhost");
         let mut list_unsubscribe = format!("<{}>", l.unsubscribe);
@@ -797,7 +790,8 @@ impl Sender<'_> {
         &self,
         f: impl FnOnce(&mut crate::store::Store) -> crate::store::Result<T>,
     ) -> anyhow::Result<T> {
-        let mut store = self.subs.store.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut store).map_err(|e| anyhow::anyhow!("database: {e}"))
+        self.subs
+            .with_store(f)
+            .map_err(|e| anyhow::anyhow!("database: {e}"))
     }
 }

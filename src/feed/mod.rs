@@ -269,14 +269,6 @@ impl PlanIndex {
         self.rows.remove(at);
     }
 
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
     fn term(&mut self, category: bool, spelling: &str, slug: &str) -> u32 {
         if let Some(&id) = self.term_ids.get(&(category, spelling.to_string())) {
             return id;

@@ -180,28 +180,13 @@ pub struct BodyHasher {
     hash: Sha256,
     /// Empty lines seen but not yet hashed: trailing ones are dropped.
     empty_lines: usize,
-    any: bool,
 }
 
 impl BodyHasher {
     /// Feeds whole lines (`text` ends with CRLF, or is the end of the body).
     pub fn update(&mut self, text: &str) {
-        for line in text.split_inclusive('\n') {
-            let line = line.strip_suffix('\n').unwrap_or(line);
-            let line = line.strip_suffix('\r').unwrap_or(line);
-            let canon = relaxed_line(line);
-            if canon.is_empty() {
-                self.empty_lines += 1;
-                continue;
-            }
-            for _ in 0..self.empty_lines {
-                self.hash.update(b"\r\n");
-            }
-            self.empty_lines = 0;
-            self.hash.update(canon.as_bytes());
-            self.hash.update(b"\r\n");
-            self.any = true;
-        }
+        let (canonical, empty_lines) = canonical_lines(text);
+        self.update_canonical(&canonical, empty_lines);
     }
 
     /// Feeds text already in canonical form (from [`canonical_lines`]), as is.
@@ -212,15 +197,13 @@ impl BodyHasher {
             }
             self.empty_lines = 0;
             self.hash.update(canonical.as_bytes());
-            self.any = true;
         }
         self.empty_lines += trailing_empty_lines;
     }
 
+    /// The hash. Trailing empty lines are dropped, so an empty body hashes as the empty
+    /// string (RFC 6376 3.4.4).
     pub fn finish(self) -> Vec<u8> {
-        // An empty body hashes as CRLF in relaxed canonicalisation... of nothing: RFC 6376
-        // 3.4.4 makes it the empty string.
-        let _ = self.any;
         self.hash.finalize().to_vec()
     }
 }

@@ -12,11 +12,27 @@ use super::dkim::{BodyHasher, Signer, canonical_lines};
 /// Quoted-printable lines are at most this long (RFC 2045), soft line break included.
 const QP_LINE: usize = 76;
 
-/// A piece of the body: encoded text everyone shares, or the recipient's `n`th value.
+/// A piece of the body: encoded text everyone shares (with its relaxed canonical form for
+/// the body hash, its trailing empty lines counted apart), or the recipient's `n`th value.
 #[derive(Debug, Clone)]
 enum Piece {
-    Fixed(String),
+    Fixed {
+        text: String,
+        canonical: String,
+        empty_lines: usize,
+    },
     Slot(usize),
+}
+
+impl Piece {
+    fn fixed(text: String) -> Piece {
+        let (canonical, empty_lines) = canonical_lines(&text);
+        Piece::Fixed {
+            text,
+            canonical,
+            empty_lines,
+        }
+    }
 }
 
 /// A message prepared for many recipients.
@@ -28,9 +44,6 @@ pub struct Prepared {
     body: Vec<Piece>,
     /// The body hash state after the first piece (shared by every recipient).
     hashed_prefix: BodyHasher,
-    /// Each piece in relaxed canonical form (for the body hash), with its trailing empty
-    /// lines counted apart; `None` for slots.
-    canonical: Vec<Option<(String, usize)>>,
 }
 
 /// What one recipient's copy carries of its own.
@@ -75,7 +88,7 @@ impl Prepared {
                         }
                     }
                     Some(slot) => {
-                        body.push(Piece::Fixed(std::mem::take(&mut fixed)));
+                        body.push(Piece::fixed(std::mem::take(&mut fixed)));
                         body.push(Piece::Slot(slot));
                     }
                 }
@@ -84,23 +97,20 @@ impl Prepared {
             fixed.push_str("\r\n");
         }
         fixed.push_str(&format!("--{boundary}--\r\n"));
-        body.push(Piece::Fixed(fixed));
-        let canonical: Vec<Option<(String, usize)>> = body
-            .iter()
-            .map(|p| match p {
-                Piece::Fixed(s) => Some(canonical_lines(s)),
-                Piece::Slot(_) => None,
-            })
-            .collect();
+        body.push(Piece::fixed(fixed));
         let mut hashed_prefix = BodyHasher::default();
-        if let Some(Some((text, empty))) = canonical.first() {
-            hashed_prefix.update_canonical(text, *empty);
+        if let Some(Piece::Fixed {
+            canonical,
+            empty_lines,
+            ..
+        }) = body.first()
+        {
+            hashed_prefix.update_canonical(canonical, *empty_lines);
         }
         Prepared {
             fields,
             body,
             hashed_prefix,
-            canonical,
         }
     }
 
@@ -127,20 +137,21 @@ impl Prepared {
             .body
             .iter()
             .map(|p| match p {
-                Piece::Fixed(s) => s.len(),
+                Piece::Fixed { text, .. } => text.len(),
                 Piece::Slot(i) => slots.get(*i).map_or(0, String::len),
             })
             .sum::<usize>();
         let mut out = Vec::with_capacity(size + 2048);
         if let Some(signer) = signer {
             let mut hasher = self.hashed_prefix.clone();
-            for (piece, canonical) in self.body.iter().zip(&self.canonical).skip(1) {
-                match (piece, canonical) {
-                    (_, Some((text, empty))) => hasher.update_canonical(text, *empty),
-                    (Piece::Slot(i), None) => {
-                        hasher.update(slots.get(*i).map_or("", String::as_str))
-                    }
-                    (Piece::Fixed(s), None) => hasher.update(s),
+            for piece in self.body.iter().skip(1) {
+                match piece {
+                    Piece::Fixed {
+                        canonical,
+                        empty_lines,
+                        ..
+                    } => hasher.update_canonical(canonical, *empty_lines),
+                    Piece::Slot(i) => hasher.update(slots.get(*i).map_or("", String::as_str)),
                 }
             }
             out.extend_from_slice(signer.sign(&fields, &hasher.finish(), time).as_bytes());
@@ -154,7 +165,7 @@ impl Prepared {
         out.extend_from_slice(b"\r\n");
         for piece in &self.body {
             match piece {
-                Piece::Fixed(s) => out.extend_from_slice(s.as_bytes()),
+                Piece::Fixed { text, .. } => out.extend_from_slice(text.as_bytes()),
                 Piece::Slot(i) => {
                     out.extend_from_slice(slots.get(*i).map_or("", String::as_str).as_bytes())
                 }

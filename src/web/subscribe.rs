@@ -215,11 +215,7 @@ fn form_page(
 ) -> Response {
     let (topics, digests) = (&choice.topics, &choice.digests);
     let config = state.config();
-    let offered = subs
-        .topics
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let offered = subs.topics();
     let templates = subs.templates();
     Page {
         status,
@@ -443,11 +439,7 @@ fn choices(
     topics: Vec<String>,
     digests: Vec<String>,
 ) -> (Vec<String>, Vec<String>) {
-    let offered = subs
-        .topics
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let offered = subs.topics();
     let mut topics: Vec<String> = topics.into_iter().filter(|t| offered.contains(t)).collect();
     topics.sort();
     topics.dedup();
@@ -631,11 +623,7 @@ pub async fn preferences_page(
     let subs = subs_or_return!(state);
     let s = subscriber_or_return!(state, subs, token, Purpose::Preferences);
     let config = state.config();
-    let offered = subs
-        .topics
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let offered = subs.topics();
     let l = links(&config, &subs.keys, &s);
     Page {
         status: StatusCode::OK,
