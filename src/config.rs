@@ -41,6 +41,8 @@ pub struct Config {
     #[serde(default)]
     pub server: Server,
     #[serde(default)]
+    pub pages: Pages,
+    #[serde(default)]
     pub database: Database,
     #[serde(default)]
     pub mail: Mail,
@@ -156,6 +158,10 @@ pub struct Feeds {
     pub per_category: bool,
     #[serde(deserialize_with = "de_urls")]
     pub websub_hubs: Vec<Url>,
+    /// RFC 5005 archives of the site feed (section 11).
+    pub archive: bool,
+    /// Items per archive document.
+    pub archive_size: usize,
 }
 
 impl Default for Feeds {
@@ -168,6 +174,8 @@ impl Default for Feeds {
             per_tag: true,
             per_category: true,
             websub_hubs: Vec::new(),
+            archive: true,
+            archive_size: 100,
         }
     }
 }
@@ -195,6 +203,41 @@ impl Default for Server {
         }
     }
 }
+
+/// `[pages]`: the news as HTML pages (section 10).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pages {
+    pub enabled: bool,
+    pub dir: PathBuf,
+    /// The URL path below `server.public_url`, without slashes at either end.
+    pub path: String,
+    pub per_page: usize,
+    pub noindex: bool,
+}
+
+impl Default for Pages {
+    fn default() -> Self {
+        Pages {
+            enabled: true,
+            dir: "public".into(),
+            path: "aktuelles".into(),
+            per_page: 20,
+            noindex: false,
+        }
+    }
+}
+
+/// URL paths of the server that `pages.path` may not take.
+const RESERVED_PATHS: &[&str] = &[
+    "feeds",
+    "subscribe",
+    "confirm",
+    "unsubscribe",
+    "preferences",
+    "healthz",
+    "metrics",
+];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -327,6 +370,13 @@ pub struct Digest {
     pub max_age: Duration,
     #[serde(default = "default_catch_up", deserialize_with = "de_duration")]
     pub catch_up: Duration,
+    /// Whether finished runs are published in the digest archive (section 10).
+    #[serde(default = "default_true")]
+    pub archive: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// An IPv4 or IPv6 network in CIDR notation, as in `server.trusted_proxies`.
@@ -441,6 +491,7 @@ impl Config {
         };
         abs(&mut self.content.dir);
         abs(&mut self.feeds.dir);
+        abs(&mut self.pages.dir);
         abs(&mut self.database.path);
         abs(&mut self.mail.outbox);
         if let Some(p) = self.server.secret_file.as_mut() {
@@ -517,6 +568,43 @@ impl Config {
                 ));
             }
         }
+        if self.feeds.archive_size == 0 {
+            return Err(err(
+                "archive_size",
+                "feeds.archive_size must be at least 1".into(),
+            ));
+        }
+        if self.pages.per_page == 0 {
+            return Err(err("per_page", "pages.per_page must be at least 1".into()));
+        }
+        let path_ok = !self.pages.path.is_empty()
+            && self.pages.path.split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg != "."
+                    && seg != ".."
+                    && seg
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+            });
+        if !path_ok {
+            return Err(err(
+                "path",
+                format!(
+                    "pages.path `{}` must be a URL path like `aktuelles` (letters, digits, - _ . ~, segments separated by /, no / at either end)",
+                    self.pages.path
+                ),
+            ));
+        }
+        let first = self.pages.path.split('/').next().unwrap_or_default();
+        if RESERVED_PATHS.contains(&first) {
+            return Err(err(
+                "path",
+                format!(
+                    "pages.path `{}` is taken by herold's own URLs",
+                    self.pages.path
+                ),
+            ));
+        }
         if self.feeds.limit == 0 {
             return Err(err("limit", "feeds.limit must be at least 1".into()));
         }
@@ -590,9 +678,28 @@ impl Config {
         }
     }
 
-    /// The news page (`site.link`, default `site.base_url`).
-    pub fn site_link(&self) -> &Url {
-        self.site.link.as_ref().unwrap_or(&self.site.base_url)
+    /// The news page: `site.link`; else herold's index page when pages are enabled and
+    /// items link to them; else `site.base_url`.
+    pub fn site_link(&self) -> Url {
+        if let Some(link) = &self.site.link {
+            return link.clone();
+        }
+        if self.own_pages()
+            && let Ok(u) = Url::parse(&format!("{}/", self.pages_url()))
+        {
+            return u;
+        }
+        self.site.base_url.clone()
+    }
+
+    /// Whether items link to herold's own pages (pages enabled, no `site.item_url`).
+    pub fn own_pages(&self) -> bool {
+        self.pages.enabled && self.site.item_url.is_none()
+    }
+
+    /// The public URL of the pages, without a trailing slash: `{public_url}/{pages.path}`.
+    pub fn pages_url(&self) -> String {
+        format!("{}/{}", self.public_url(), self.pages.path)
     }
 
     pub fn site_author(&self) -> &str {
@@ -603,6 +710,9 @@ impl Config {
     pub fn item_url_template(&self) -> String {
         match &self.site.item_url {
             Some(t) => t.clone(),
+            None if self.pages.enabled => {
+                format!("{}/{{year}}/{{month}}/{{day}}/{{slug}}/", self.pages_url())
+            }
             None => format!(
                 "{}/{{slug}}",
                 self.site_link().as_str().trim_end_matches('/')
@@ -913,8 +1023,33 @@ mod tests {
         );
         assert_eq!(c.public_url(), "http://127.0.0.1:8080");
         assert_eq!(c.feeds_base_url(), "http://127.0.0.1:8080/feeds");
-        assert_eq!(c.item_url_template(), "https://www.fitko.de/{slug}");
+        // Items link to herold's own pages, and the news page is their index.
+        assert_eq!(
+            c.item_url_template(),
+            "http://127.0.0.1:8080/aktuelles/{year}/{month}/{day}/{slug}/"
+        );
+        assert_eq!(c.site_link().as_str(), "http://127.0.0.1:8080/aktuelles/");
+        assert_eq!(c.pages.dir, Path::new("/srv/herold/public"));
         assert_eq!(c.site.timezone, chrono_tz::Europe::Berlin);
+    }
+
+    #[test]
+    fn pages_disabled_or_a_cms_keeps_the_old_links() {
+        let c = parse(&format!("{MINIMAL}\n[pages]\nenabled = false\n"), &[]).unwrap();
+        assert_eq!(c.item_url_template(), "https://www.fitko.de/{slug}");
+        assert_eq!(c.site_link().as_str(), "https://www.fitko.de/");
+        let e = parse(&format!("{MINIMAL}\n[pages]\npath = \"feeds\"\n"), &[]).unwrap_err();
+        assert!(e.message.contains("taken"), "{e}");
+        for bad in ["", "/aktuelles", "a//b", "../x", "a b"] {
+            let e = parse(&format!("{MINIMAL}\n[pages]\npath = \"{bad}\"\n"), &[]).unwrap_err();
+            assert_eq!(e.location, "config.toml:6", "{bad}: {e}");
+        }
+        let c = parse(
+            &format!("{MINIMAL}\n[pages]\npath = \"news/aktuell\"\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.pages_url(), "http://127.0.0.1:8080/news/aktuell");
     }
 
     #[test]

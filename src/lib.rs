@@ -18,6 +18,7 @@ pub mod logging;
 pub mod mail;
 pub mod metrics;
 pub mod output;
+pub mod pages;
 pub mod schedule;
 pub mod secrets;
 pub mod store;

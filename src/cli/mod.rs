@@ -206,6 +206,7 @@ fn build(cli: &Cli, config: &Config, strict: bool) -> anyhow::Result<ExitCode> {
     report(cli, &rendered.warnings, false);
     let stats = crate::build::write_feeds(&config.feeds.dir, &rendered)
         .with_context(|| format!("cannot write the feeds in {}", config.feeds.dir.display()))?;
+    let pages = write_pages(cli, config, &corpus)?;
     record_seen(config, &corpus)?;
     tracing::info!(
         dir = %config.feeds.dir.display(),
@@ -217,10 +218,54 @@ fn build(cli: &Cli, config: &Config, strict: bool) -> anyhow::Result<ExitCode> {
         files_changed = stats.changed.len(),
         files_unchanged = stats.unchanged,
         files_removed = stats.removed.len(),
+        pages = pages.as_ref().map_or(0, |p| p.changed + p.unchanged),
+        pages_changed = pages.as_ref().map_or(0, |p| p.changed),
+        pages_removed = pages.as_ref().map_or(0, |p| p.removed),
         ms = started.elapsed().as_millis() as u64,
         "build finished"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes every page of `corpus` into `pages.dir` (nothing when pages are disabled).
+pub fn write_pages(
+    cli: &Cli,
+    config: &Config,
+    corpus: &Corpus,
+) -> anyhow::Result<Option<crate::pages::PageStats>> {
+    if !config.pages.enabled {
+        return Ok(None);
+    }
+    let templates = crate::templates::Templates::for_config(config)?;
+    let meta = crate::pages::PageMeta::from_config(config);
+    let archives = if meta.archived_digests.is_empty() || !config.database.path.exists() {
+        Vec::new()
+    } else {
+        let store = crate::store::Store::open(&config.database.path)?;
+        crate::pages::load_archives(&store, &meta)?
+    };
+    let cache = crate::pages::LeadCache::default();
+    let plan = crate::pages::plan(
+        &corpus.items,
+        now(config),
+        &meta,
+        templates.default_language(),
+        &archives,
+        &cache,
+    );
+    let problems: Vec<Problem> = plan
+        .problems
+        .iter()
+        .map(|p| {
+            let mut p = p.clone();
+            p.path = scan::display_path(&config.content.dir, &p.path);
+            p
+        })
+        .collect();
+    report(cli, &problems, false);
+    let stats = crate::pages::write_pages(&config.pages.dir, &plan, &|_| true)
+        .with_context(|| format!("cannot write the pages in {}", config.pages.dir.display()))?;
+    Ok(Some(stats))
 }
 
 fn check(cli: &Cli, config: &Config, deny_warnings: bool) -> anyhow::Result<ExitCode> {
@@ -242,7 +287,10 @@ fn check(cli: &Cli, config: &Config, deny_warnings: bool) -> anyhow::Result<Exit
         }
     }
     let meta = crate::feed::FeedMeta::from_config(config);
-    let (_, warnings) = crate::feed::plan(&corpus.items, now(config), &meta);
+    let (_, mut warnings) = crate::feed::plan(&corpus.items, now(config), &meta);
+    if config.pages.enabled {
+        warnings.extend(crate::pages::url_clashes(&corpus.items, now(config)));
+    }
     corpus.problems.extend(warnings.into_iter().map(|mut w| {
         w.path = scan::display_path(&config.content.dir, &w.path);
         w

@@ -61,6 +61,7 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     content: Content,
     feeds: FeedWriter,
+    pages: PageWriter,
     web: Web,
     digests: Digests,
 }
@@ -129,6 +130,14 @@ struct FeedWriter {
     hubs: reqwest::Client,
 }
 
+/// The pages: what each file on disk shows, and the leads and digest archives they need.
+#[derive(Default)]
+struct PageWriter {
+    leads: crate::pages::LeadCache,
+    fingerprints: HashMap<String, u64>,
+    archives: Vec<crate::pages::DigestArchive>,
+}
+
 /// Runs the daemon until SIGTERM. Returns once the server has stopped.
 pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     // Signals first: from here on SIGTERM and SIGINT stop cleanly, never kill half-way.
@@ -166,6 +175,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             fingerprints: HashMap::new(),
             hubs: crate::websub::client(),
         },
+        pages: PageWriter::default(),
         web: Web {
             state: web.clone(),
             subs,
@@ -186,6 +196,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         },
     };
     daemon.housekeeping();
+    daemon.load_archives();
     daemon.rebuild(Refresh::Full, true);
     daemon.schedule_digests(true);
 
@@ -290,6 +301,10 @@ impl Daemon {
             Event::Housekeeping => self.housekeeping(),
             Event::DigestDue => self.run_due_digests(),
             Event::DigestDone(name, deferred) => {
+                // The run's pages were written when it started; the sitemap and the
+                // archive's other pages follow here.
+                self.load_archives();
+                self.rebuild(Refresh::Paths(Vec::new()), true);
                 if deferred > 0 {
                     let retry = crate::clock::now_utc()
                         + chrono::TimeDelta::from_std(DEFERRED_RETRY).unwrap_or_default();
@@ -449,8 +464,84 @@ impl Daemon {
         };
         let new_ids = self.unrecorded_ids(items);
         drop(plan);
+        self.write_pages(now);
         self.record_seen(new_ids);
         self.content.snapshot = None;
+    }
+
+    /// Writes the pages that changed (all of them after a start or reload, where nothing is
+    /// known; a file whose bytes would not change is left alone either way).
+    fn write_pages(&mut self, now: DateTime<FixedOffset>) {
+        if !self.config.pages.enabled {
+            return;
+        }
+        let started = Instant::now();
+        let templates = self.web.subs.templates();
+        let meta = crate::pages::PageMeta::from_config(&self.config);
+        let items = self.content.files.items();
+        let plan = crate::pages::plan(
+            items,
+            now,
+            &meta,
+            templates.default_language(),
+            &self.pages.archives,
+            &self.pages.leads,
+        );
+        for p in &plan.problems {
+            let key = format!("{}:{}", p.path, p.message);
+            if !self.content.reported.contains(&key) {
+                tracing::error!(file = %p.path, line = p.line, "{}", p.message);
+                self.content.reported.push(key);
+            }
+        }
+        let fingerprints: Vec<u64> = (0..plan.len()).map(|i| plan.fingerprint(i)).collect();
+        let known = &self.pages.fingerprints;
+        let select = |i: usize| known.get(&plan.path(i)) != Some(&fingerprints[i]);
+        let rendered = (0..plan.len()).filter(|&i| select(i)).count();
+        match crate::pages::write_pages(&self.config.pages.dir, &plan, &select) {
+            Ok(stats) => {
+                self.pages.fingerprints = (0..plan.len())
+                    .map(|i| (plan.path(i), fingerprints[i]))
+                    .collect();
+                self.pages.leads.absorb(&plan);
+                if rendered > 0 || stats.removed > 0 {
+                    tracing::info!(
+                        pages = plan.len(),
+                        rendered,
+                        pages_changed = stats.changed,
+                        pages_removed = stats.removed,
+                        ms = started.elapsed().as_millis() as u64,
+                        "pages updated"
+                    );
+                }
+            }
+            Err(e) => {
+                self.pages.fingerprints.clear();
+                self.metrics
+                    .build_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(dir = %self.config.pages.dir.display(), "cannot write the pages, the previous files stay: {e:#}");
+            }
+        }
+    }
+
+    /// Reads the digest runs the archive pages show.
+    fn load_archives(&mut self) {
+        if !self.config.pages.enabled {
+            return;
+        }
+        let meta = crate::pages::PageMeta::from_config(&self.config);
+        match self
+            .web
+            .subs
+            .with_store(|s| Ok(crate::pages::load_archives(s, &meta)))
+        {
+            Ok(Ok(a)) => self.pages.archives = a,
+            Ok(Err(e)) => {
+                tracing::error!("cannot read the digest runs for the archive pages: {e:#}")
+            }
+            Err(e) => tracing::error!("cannot read the digest runs for the archive pages: {e}"),
+        }
     }
 
     /// Logs each problem once, when it first appears.
@@ -698,7 +789,9 @@ impl Daemon {
             .reset(new.content.dir.clone(), SiteContext::from_config(&new));
         // New settings may change every file: render each once and compare it with the disk.
         self.feeds.fingerprints.clear();
+        self.pages.fingerprints.clear();
         self.config = new.clone();
+        self.load_archives();
         self.web.state.set_config(new);
         tracing::info!(config = %self.config_path.display(), "configuration reloaded");
         self.rebuild(Refresh::Full, true);

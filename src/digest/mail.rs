@@ -63,6 +63,7 @@ pub struct Rendered {
 
 /// Renders a digest with `items`, cutting items from the end (and linking to `site.link`
 /// for them) until the HTML part is below [`MAX_HTML_BYTES`].
+#[allow(clippy::too_many_arguments)]
 pub fn render(
     config: &Config,
     language: &Language,
@@ -70,6 +71,7 @@ pub fn render(
     items: &[ItemView],
     since: DateTime<Utc>,
     links: &RecipientLinks,
+    archive_url: Option<&str>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Rendered> {
     let title = digest.title.clone().unwrap_or_else(|| digest.name.clone());
@@ -94,6 +96,7 @@ pub fn render(
             "count": items.len(),
             "items": &items[..shown],
             "omitted": items.len() - shown,
+            "archive_url": archive_url,
             "unsubscribe_url": links.unsubscribe_url,
             "preferences_url": links.preferences_url,
             "privacy_url": url(&config.site.privacy_url),

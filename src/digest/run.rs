@@ -226,8 +226,8 @@ impl OwnFields {
     }
 }
 
-/// A rendered body's key: the language and the ids of its items.
-type BodyKey = (String, Vec<String>);
+/// A rendered body's key: the run, the language and the ids of its items.
+type BodyKey = (i64, String, Vec<String>);
 
 impl<'a> Sender<'a> {
     pub fn new(
@@ -365,6 +365,7 @@ impl Sender<'_> {
         let run = self
             .store(|s| s.start_run(&digest.name, now, plan.window_start, &item_ids, &deliveries))?;
         tracing::info!(digest = %digest.name, run = run.id, items = item_ids.len(), recipients = deliveries.len(), "digest run started");
+        self.archive_run(digest, corpus);
         let r = self.deliver(digest, &run, corpus, now).await?;
         report.run_id = r.run_id;
         report.sent += r.sent;
@@ -372,6 +373,38 @@ impl Sender<'_> {
         report.deferred += r.deferred;
         report.skipped += r.skipped;
         Ok(report)
+    }
+
+    /// Writes the archive pages of `digest` (its runs, the new one among them) before its
+    /// mails go out, since they link there. A failure is logged: the mails go out anyway.
+    fn archive_run(&self, digest: &Digest, corpus: &Corpus) {
+        if !(self.config.pages.enabled && digest.archive) {
+            return;
+        }
+        let result = (|| -> anyhow::Result<()> {
+            let meta = crate::pages::PageMeta::from_config(self.config);
+            let archives = self
+                .subs
+                .with_store(|s| Ok(crate::pages::load_archives(s, &meta)))
+                .map_err(|e| anyhow::anyhow!("database: {e}"))??;
+            let templates = self.subs.templates();
+            let now = crate::clock::now_in(self.config.site.timezone);
+            let plan = crate::pages::plan(
+                &corpus.items,
+                now,
+                &meta,
+                templates.default_language(),
+                &archives,
+                &crate::pages::LeadCache::default(),
+            );
+            crate::pages::write_only(&self.config.pages.dir, &plan, &|i| {
+                plan.is_archive_of(i, &digest.name)
+            })?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::warn!(digest = %digest.name, "cannot write the digest's archive pages: {e:#}");
+        }
     }
 
     /// Plans a run of `digest` at `now` from the database's state (first sights, the last
@@ -589,6 +622,7 @@ impl Sender<'_> {
         }
         let prepared = self.prepared(
             ctx.digest,
+            run.id,
             &subscriber,
             &items,
             ctx.renditions,
@@ -694,7 +728,7 @@ impl Sender<'_> {
         since: DateTime<Utc>,
         run_time: DateTime<Utc>,
     ) -> anyhow::Result<Outgoing> {
-        let prepared = self.prepared(digest, s, items, renditions, since, run_time)?;
+        let prepared = self.prepared(digest, run_id, s, items, renditions, since, run_time)?;
         let own = self.own_fields(run_id, s);
         Ok(Outgoing {
             envelope: own.envelope(&self.subs.mailer)?,
@@ -704,9 +738,11 @@ impl Sender<'_> {
 
     /// The body for `s`'s language and items, encoded once for everyone who gets the same
     /// (rendered with markers where each recipient's links go).
+    #[allow(clippy::too_many_arguments)]
     fn prepared(
         &self,
         digest: &Digest,
+        run_id: i64,
         s: &Subscriber,
         items: &[&Arc<Item>],
         renditions: &HashMap<String, crate::content::Rendition>,
@@ -716,6 +752,7 @@ impl Sender<'_> {
         let templates = self.subs.templates();
         let language = templates.get(s.language.as_deref());
         let key = (
+            run_id,
             language.code.clone(),
             items.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
         );
@@ -738,6 +775,7 @@ impl Sender<'_> {
             unsubscribe_url: mail::UNSUBSCRIBE_MARKER.into(),
             preferences_url: mail::PREFERENCES_MARKER.into(),
         };
+        let archive = crate::pages::run_url(self.config, digest, run_id);
         let rendered = mail::render(
             self.config,
             language,
@@ -745,6 +783,7 @@ impl Sender<'_> {
             &views,
             since,
             &markers,
+            archive.as_deref(),
             run_time,
         )?;
         let host = self.config.site.base_url.host_str().unwrap_or("localhost");

@@ -15,7 +15,7 @@ pub(super) fn render(v: &FeedView) -> Vec<u8> {
     };
     let mut links = vec![
         link("self", &v.self_url, Some("application/atom+xml")),
-        link("alternate", &v.meta.link, Some("text/html")),
+        link("alternate", &v.link, Some("text/html")),
     ];
     links.extend(v.meta.hubs.iter().map(|h| link("hub", h, None)));
     let entries = v

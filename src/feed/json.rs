@@ -56,7 +56,7 @@ pub(super) fn render(v: &FeedView) -> Vec<u8> {
     let feed = JsonFeed {
         version: "https://jsonfeed.org/version/1.1",
         title: &v.title,
-        home_page_url: &v.meta.link,
+        home_page_url: &v.link,
         feed_url: &v.self_url,
         description: &v.meta.description,
         language: &v.meta.language,

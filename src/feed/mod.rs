@@ -65,6 +65,9 @@ pub struct FeedMeta {
     pub per_tag: bool,
     pub per_category: bool,
     pub formats: Vec<Format>,
+    /// The public URL of herold's pages (no trailing slash), when they are written: the
+    /// HTML link of a tag or category feed is its page there.
+    pub pages_url: Option<String>,
 }
 
 impl FeedMeta {
@@ -84,6 +87,18 @@ impl FeedMeta {
             per_tag: c.feeds.per_tag,
             per_category: c.feeds.per_category,
             formats,
+            pages_url: c.pages.enabled.then(|| c.pages_url()),
+        }
+    }
+
+    /// The HTML page of a feed: the news page for the site feed, the tag or category page
+    /// for theirs (the news page without pages).
+    pub fn page_of(&self, spec: &FeedSpec) -> String {
+        match (&self.pages_url, &spec.kind) {
+            (Some(base), FeedKind::Tag { .. } | FeedKind::Category { .. }) => {
+                format!("{base}/{}/", spec.dir())
+            }
+            _ => self.link.clone(),
         }
     }
 
@@ -433,6 +448,7 @@ pub fn render<B: std::ops::Deref<Target = Rendition>>(
 ) -> Vec<u8> {
     let view = FeedView {
         meta,
+        link: meta.page_of(spec),
         title: meta.title_of(spec),
         self_url: meta.url(spec, format),
         updated: spec.items.iter().map(|&i| items[i].updated).max(),
@@ -463,6 +479,8 @@ fn hex_escapes(xml: Vec<u8>) -> Vec<u8> {
 /// Everything a renderer needs for one feed.
 struct FeedView<'a> {
     meta: &'a FeedMeta,
+    /// The feed's HTML page.
+    link: String,
     title: String,
     self_url: String,
     /// The newest `updated` of the feed's items; `None` for an empty feed.

@@ -63,7 +63,7 @@ pub(super) fn render(v: &FeedView) -> Vec<u8> {
     };
     let channel = rss::Channel {
         title: v.title.clone(),
-        link: v.meta.link.clone(),
+        link: v.link.clone(),
         description,
         language: Some(v.meta.language.clone()),
         last_build_date: v.updated.as_ref().map(rfc822),

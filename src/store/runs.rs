@@ -82,6 +82,16 @@ impl Store {
             .optional()
     }
 
+    /// Every run of `digest` that has items, newest first (the digest archive: a run is
+    /// archived from the moment it is planned, since its mails link to it).
+    pub fn archived_runs(&self, digest: &str) -> Result<Vec<Run>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "{RUN_SELECT} WHERE digest = ?1 AND items <> '[]' ORDER BY started_at DESC, id DESC"
+        ))?;
+        let rows = stmt.query_map([digest], row_to_run)?;
+        rows.collect()
+    }
+
     /// When the latest run of `digest` (finished or not) started.
     pub fn last_run_started(&self, digest: &str) -> Result<Option<i64>> {
         self.conn.query_row(

@@ -55,12 +55,31 @@ pub fn feed_path(path: &str) -> Option<Format> {
     let parts: Vec<&str> = path.split('/').collect();
     let name = match parts.as_slice() {
         [name] => name,
+        ["archive", name] => return archive_format(name),
         [group, slug, name] if (*group == "tags" || *group == "categories") && is_slug(slug) => {
             name
         }
         _ => return None,
     };
     Format::ALL.into_iter().find(|f| f.file_name() == *name)
+}
+
+/// `archive/{seq}-{hash}.rss.xml` or `….atom.xml` (names herold gives archive documents).
+fn archive_format(name: &str) -> Option<Format> {
+    let (stem, format) = if let Some(s) = name.strip_suffix(".rss.xml") {
+        (s, Format::Rss)
+    } else {
+        (name.strip_suffix(".atom.xml")?, Format::Atom)
+    };
+    let (seq, hash) = stem.split_once('-')?;
+    let ok = !seq.is_empty()
+        && seq.bytes().all(|b| b.is_ascii_digit())
+        && !hash.is_empty()
+        && hash.len() <= 64
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    ok.then_some(format)
 }
 
 fn is_slug(s: &str) -> bool {
@@ -81,18 +100,59 @@ pub async fn serve(
         return super::not_found().await;
     };
     let config = state.config();
+    let mut links = vec![format!(
+        "<{}/{}>; rel=\"self\"",
+        config.feeds_base_url(),
+        path
+    )];
+    links.extend(
+        config
+            .feeds
+            .websub_hubs
+            .iter()
+            .map(|h| format!("<{h}>; rel=\"hub\"")),
+    );
+    // Archive documents never change (a change gets a new name), so they may be cached long.
+    let cache_control = if path.starts_with("archive/") {
+        "public, max-age=31536000, immutable"
+    } else {
+        "public, max-age=300"
+    };
     let file = config.feeds.dir.join(&path);
+    serve_file(
+        &state,
+        &format!("feeds/{path}"),
+        file,
+        &format!("{}; charset=utf-8", format.content_type()),
+        cache_control,
+        Some(&links.join(", ")),
+        &headers,
+    )
+    .await
+}
+
+/// Serves the file `file` (cached in memory as `key`) with a strong ETag, `Last-Modified`,
+/// `304 Not Modified` and the compression the client accepts.
+pub(super) async fn serve_file(
+    state: &Arc<AppState>,
+    key: &str,
+    file: std::path::PathBuf,
+    content_type: &str,
+    cache_control: &str,
+    link: Option<&str>,
+    headers: &HeaderMap,
+) -> Response {
     let cached = match tokio::task::spawn_blocking({
         let state = state.clone();
-        let path = path.clone();
-        move || state.feed_cache.get(&path, &file)
+        let key = key.to_string();
+        move || state.feed_cache.get(&key, &file)
     })
     .await
     {
         Ok(Ok(c)) => c,
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return super::not_found().await,
         Ok(Err(e)) => {
-            tracing::error!(path = %path, "cannot read feed file: {e}");
+            tracing::error!(path = %key, "cannot read a file to serve: {e}");
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
@@ -114,29 +174,15 @@ pub async fn serve(
     set(&mut out, header::ETAG, &etag);
     set(&mut out, header::LAST_MODIFIED, &http_date(cached.modified));
     set(&mut out, header::VARY, "Accept-Encoding");
-    set(&mut out, header::CACHE_CONTROL, "public, max-age=300");
-    let mut links = vec![format!(
-        "<{}/{}>; rel=\"self\"",
-        config.feeds_base_url(),
-        path
-    )];
-    links.extend(
-        config
-            .feeds
-            .websub_hubs
-            .iter()
-            .map(|h| format!("<{h}>; rel=\"hub\"")),
-    );
-    set(&mut out, header::LINK, &links.join(", "));
+    set(&mut out, header::CACHE_CONTROL, cache_control);
+    if let Some(link) = link {
+        set(&mut out, header::LINK, link);
+    }
 
-    if not_modified(&headers, &cached) {
+    if not_modified(headers, &cached) {
         return (StatusCode::NOT_MODIFIED, out).into_response();
     }
-    set(
-        &mut out,
-        header::CONTENT_TYPE,
-        &format!("{}; charset=utf-8", format.content_type()),
-    );
+    set(&mut out, header::CONTENT_TYPE, content_type);
     let body = match encoding {
         Encoding::Identity => cached.bytes.clone(),
         Encoding::Gzip => {

@@ -2,6 +2,7 @@
 //! built by [`app`], so tests can drive it on a real port or with `oneshot`.
 
 mod feeds;
+mod pages;
 pub mod subscribe;
 
 use std::sync::{Arc, RwLock};
@@ -81,7 +82,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/feeds/{*path}", get(feeds::serve))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .fallback(not_found)
+        .fallback(pages::serve)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_responses,

@@ -443,6 +443,7 @@ mod rendering {
             items,
             at("2026-11-16T07:00:00Z"),
             &links,
+            Some("https://www.fitko.de/aktuelles/digests/woechentlich/7/"),
             at("2026-11-23T07:00:00Z"),
         )
         .unwrap()

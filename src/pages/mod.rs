@@ -1,0 +1,1020 @@
+//! The news as HTML pages (SPEC 10): the index with pagination, one page per item, the tag
+//! and category pages, the digest archive and the sitemap. [`plan`] decides which pages
+//! exist and what each shows; [`write_pages`] renders and writes them by the rules of the
+//! feeds (atomically, only when the bytes change, stale pages removed).
+//!
+//! Pages are files below `pages.dir`, so any web server can serve them; herold serves them
+//! too (`web::pages`). Which files herold wrote is kept in a manifest (`.herold-pages`), so
+//! removing a page never touches a file somebody else put there.
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use chrono::{DateTime, FixedOffset};
+use serde::Serialize;
+
+use crate::config::{Config, Format};
+use crate::content::{Item, Problem};
+use crate::output::{Written, write_all_if_changed, write_if_changed};
+use crate::templates::Language;
+
+/// The file listing every page herold wrote, relative to `pages.dir`.
+pub const MANIFEST: &str = ".herold-pages";
+
+/// URLs per sitemap file (the sitemap protocol's limit is 50,000).
+const SITEMAP_LIMIT: usize = 50_000;
+
+/// The site-wide settings every page shows. Built once from the configuration.
+#[derive(Debug, Clone)]
+pub struct PageMeta {
+    /// `{server.public_url}/{pages.path}`, no trailing slash.
+    pub base: String,
+    pub per_page: usize,
+    pub noindex: bool,
+    pub site_title: String,
+    pub description: String,
+    /// The subscription page.
+    pub subscribe_url: String,
+    pub privacy_url: Option<String>,
+    pub imprint_url: Option<String>,
+    pub accessibility_url: Option<String>,
+    /// Public URL of `feeds.dir`, no trailing slash.
+    pub feeds_url: String,
+    pub formats: Vec<Format>,
+    pub per_tag: bool,
+    pub per_category: bool,
+    /// Digests whose runs are archived: name and title.
+    pub archived_digests: Vec<(String, String)>,
+}
+
+impl PageMeta {
+    pub fn from_config(c: &Config) -> PageMeta {
+        let mut formats = c.feeds.formats.clone();
+        formats.sort();
+        formats.dedup();
+        PageMeta {
+            base: c.pages_url(),
+            per_page: c.pages.per_page,
+            noindex: c.pages.noindex,
+            site_title: crate::content::text::plain(&c.site.title),
+            description: crate::content::text::plain(&c.site.description),
+            subscribe_url: format!("{}/", c.public_url()),
+            privacy_url: c.site.privacy_url.as_ref().map(|u| u.to_string()),
+            imprint_url: c.site.imprint_url.as_ref().map(|u| u.to_string()),
+            accessibility_url: c.site.accessibility_url.as_ref().map(|u| u.to_string()),
+            feeds_url: c.feeds_base_url(),
+            formats,
+            per_tag: c.feeds.per_tag,
+            per_category: c.feeds.per_category,
+            archived_digests: c
+                .digest
+                .iter()
+                .filter(|d| d.archive)
+                .map(|d| (d.name.clone(), d.title.clone().unwrap_or(d.name.clone())))
+                .collect(),
+        }
+    }
+
+    /// The public URL of a page path (`""`, `tags/ozg/`, `sitemap.xml`).
+    pub fn url(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.base)
+    }
+}
+
+/// The page path of an item, relative to the pages: `{year}/{month}/{day}/{slug}/`, by its
+/// date in the site's time zone.
+pub fn item_path(item: &Item) -> String {
+    format!("{}/{}/", item.date.format("%Y/%m/%d"), item.slug)
+}
+
+/// The page path of the archived run `run` of digest `name`.
+pub fn run_path(name: &str, run: i64) -> String {
+    format!("digests/{name}/{run}/")
+}
+
+/// The public URL of an archived run, when the digest is archived and pages are written.
+pub fn run_url(config: &Config, digest: &crate::config::Digest, run: i64) -> Option<String> {
+    (config.pages.enabled && digest.archive)
+        .then(|| format!("{}/{}", config.pages_url(), run_path(&digest.name, run)))
+}
+
+/// Which group of items a list page shows.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TermKind {
+    Tag,
+    Category,
+}
+
+impl TermKind {
+    fn dir(&self) -> &'static str {
+        match self {
+            TermKind::Tag => "tags",
+            TermKind::Category => "categories",
+        }
+    }
+}
+
+/// A tag or category with every published item that has it, newest first.
+#[derive(Debug, Clone)]
+pub struct Term {
+    pub kind: TermKind,
+    pub slug: String,
+    pub name: String,
+    pub items: Vec<usize>,
+}
+
+/// A digest run as the archive shows it: what it sent, to nobody in particular.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ArchivedRun {
+    pub id: i64,
+    pub started_at: i64,
+    /// Item ids, as the run planned them.
+    pub items: Vec<String>,
+}
+
+/// The archived runs of one digest, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct DigestArchive {
+    pub name: String,
+    pub runs: Vec<ArchivedRun>,
+}
+
+/// Reads the runs of every archived digest (runs without items sent nothing and are left
+/// out).
+pub fn load_archives(
+    store: &crate::store::Store,
+    meta: &PageMeta,
+) -> anyhow::Result<Vec<DigestArchive>> {
+    let mut out = Vec::new();
+    for (name, _) in &meta.archived_digests {
+        let runs = store
+            .archived_runs(name)?
+            .into_iter()
+            .map(|r| ArchivedRun {
+                id: r.id,
+                started_at: r.started_at,
+                items: r.items,
+            })
+            .collect();
+        out.push(DigestArchive {
+            name: name.clone(),
+            runs,
+        });
+    }
+    Ok(out)
+}
+
+/// The plain-text leads of items, kept between builds so that a change computes only the
+/// leads of new or edited items.
+#[derive(Default)]
+pub struct LeadCache {
+    entries: HashMap<String, (u64, Arc<str>)>,
+}
+
+impl LeadCache {
+    fn fingerprint(item: &Item) -> u64 {
+        if item.revision != 0 {
+            return item.revision;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            &item.path,
+            &item.summary,
+            item.updated,
+            item.source.is_some(),
+        )
+            .hash(&mut h);
+        h.finish() | 1 << 63
+    }
+
+    /// A slot per corpus position, filled where the cache knows the item's lead.
+    fn slots(&self, items: &[Arc<Item>]) -> Vec<OnceLock<Arc<str>>> {
+        items
+            .iter()
+            .map(|item| {
+                let slot = OnceLock::new();
+                if let Some((f, lead)) = self.entries.get(&item.id)
+                    && *f == Self::fingerprint(item)
+                {
+                    let _ = slot.set(lead.clone());
+                }
+                slot
+            })
+            .collect()
+    }
+
+    /// Keeps the leads `plan` computed, and forgets those of items it no longer lists.
+    pub fn absorb(&mut self, plan: &PagePlan) {
+        for &i in &plan.listed {
+            if let Some(lead) = plan.leads[i].get() {
+                let item = &plan.items[i];
+                self.entries
+                    .insert(item.id.clone(), (Self::fingerprint(item), lead.clone()));
+            }
+        }
+        if self.entries.len() > plan.listed.len() {
+            let keep: std::collections::HashSet<&str> = plan
+                .listed
+                .iter()
+                .map(|&i| plan.items[i].id.as_str())
+                .collect();
+            self.entries.retain(|id, _| keep.contains(id.as_str()));
+        }
+    }
+}
+
+/// The lead an index shows: the `summary`, else the body's first paragraph.
+fn lead_of(item: &Item) -> String {
+    match &item.summary {
+        Some(s) => s.clone(),
+        None => crate::content::markdown::first_paragraph_text(
+            &crate::content::text::strip_controls(&item.body_text()),
+        ),
+    }
+}
+
+/// One page (or sitemap file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Job {
+    /// Page `n` (from 1) of the index.
+    Index(usize),
+    /// The page of the item at this corpus position.
+    Item(usize),
+    /// Page `n` of term `t`.
+    Term(usize, usize),
+    /// The archive of digest `d`.
+    DigestIndex(usize),
+    /// Run `r` of digest `d`.
+    DigestRun(usize, usize),
+    /// Sitemap file `n` (0: `sitemap.xml`; from 1: the parts when there are more URLs than
+    /// one file may hold).
+    Sitemap(usize),
+}
+
+/// A decided set of pages.
+pub struct PagePlan<'a> {
+    items: &'a [Arc<Item>],
+    meta: &'a PageMeta,
+    lang: &'a Language,
+    /// Computed when a rendered page first needs them.
+    leads: Vec<OnceLock<Arc<str>>>,
+    /// Published items with a page, newest first.
+    listed: Vec<usize>,
+    terms: Vec<Term>,
+    archives: &'a [DigestArchive],
+    /// Per archive and run: the corpus positions of the run's items still published.
+    run_items: Vec<Vec<Vec<usize>>>,
+    jobs: Vec<Job>,
+    /// Every page URL path for the sitemap, with its last change where known.
+    sitemap: Vec<(String, Option<DateTime<FixedOffset>>)>,
+    /// Page URL clashes (errors naming both files).
+    pub problems: Vec<Problem>,
+}
+
+fn pages_of(n: usize, per_page: usize) -> usize {
+    n.div_ceil(per_page).max(1)
+}
+
+fn list_path(prefix: &str, page: usize) -> String {
+    match page {
+        1 => prefix.to_string(),
+        n => format!("{prefix}page/{n}/"),
+    }
+}
+
+/// Decides every page of `items` (a corpus's, newest first) as it stands at `now`.
+pub fn plan<'a>(
+    items: &'a [Arc<Item>],
+    now: DateTime<FixedOffset>,
+    meta: &'a PageMeta,
+    lang: &'a Language,
+    archives: &'a [DigestArchive],
+    cache: &LeadCache,
+) -> PagePlan<'a> {
+    let start = crate::feed::published_from(items, now);
+    let leads = cache.slots(items);
+    let (listed, problems) = page_owners(items, start);
+    // Terms, keyed by slug; named by the first spelling in sort order (as the feeds are).
+    let mut tags: HashMap<&str, (&str, Vec<usize>)> = HashMap::new();
+    let mut cats: HashMap<&str, (&str, Vec<usize>)> = HashMap::new();
+    for &i in &listed {
+        let item = &items[i];
+        for (t, slug) in item.tags.iter().zip(&item.tag_slugs) {
+            if slug.is_empty() {
+                continue;
+            }
+            let e = tags.entry(slug).or_insert((t, Vec::new()));
+            if t.as_str() < e.0 {
+                e.0 = t;
+            }
+            e.1.push(i);
+        }
+        if let (Some(c), Some(slug)) = (&item.category, &item.category_slug)
+            && !slug.is_empty()
+        {
+            let e = cats.entry(slug).or_insert((c, Vec::new()));
+            if c.as_str() < e.0 {
+                e.0 = c;
+            }
+            e.1.push(i);
+        }
+    }
+    let mut terms: Vec<Term> = Vec::with_capacity(tags.len() + cats.len());
+    for (kind, map) in [(TermKind::Tag, tags), (TermKind::Category, cats)] {
+        let mut v: Vec<_> = map.into_iter().collect();
+        v.sort_unstable_by_key(|(slug, _)| *slug);
+        terms.extend(v.into_iter().map(|(slug, (name, items))| Term {
+            kind: kind.clone(),
+            slug: slug.to_string(),
+            name: name.to_string(),
+            items,
+        }));
+    }
+    let by_id: HashMap<&str, usize> = listed.iter().map(|&i| (items[i].id.as_str(), i)).collect();
+    let run_items: Vec<Vec<Vec<usize>>> = archives
+        .iter()
+        .map(|a| {
+            a.runs
+                .iter()
+                .map(|r| {
+                    r.items
+                        .iter()
+                        .filter_map(|id| by_id.get(id.as_str()).copied())
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+
+    let per = meta.per_page;
+    let mut jobs = Vec::new();
+    let mut sitemap = Vec::new();
+    let index_pages = pages_of(listed.len(), per);
+    for n in 1..=index_pages {
+        jobs.push(Job::Index(n));
+        sitemap.push((list_path("", n), None));
+    }
+    for &i in &listed {
+        jobs.push(Job::Item(i));
+        sitemap.push((item_path(&items[i]), Some(items[i].updated)));
+    }
+    for (t, term) in terms.iter().enumerate() {
+        let prefix = format!("{}/{}/", term.kind.dir(), term.slug);
+        for n in 1..=pages_of(term.items.len(), per) {
+            jobs.push(Job::Term(t, n));
+            sitemap.push((list_path(&prefix, n), None));
+        }
+    }
+    for (d, a) in archives.iter().enumerate() {
+        jobs.push(Job::DigestIndex(d));
+        sitemap.push((format!("digests/{}/", a.name), None));
+        for (r, run) in a.runs.iter().enumerate() {
+            jobs.push(Job::DigestRun(d, r));
+            sitemap.push((run_path(&a.name, run.id), None));
+        }
+    }
+    let parts = if sitemap.len() > SITEMAP_LIMIT {
+        sitemap.len().div_ceil(SITEMAP_LIMIT)
+    } else {
+        0
+    };
+    jobs.extend((0..=parts).map(Job::Sitemap));
+    PagePlan {
+        items,
+        meta,
+        lang,
+        leads,
+        listed,
+        terms,
+        archives,
+        run_items,
+        jobs,
+        sitemap,
+        problems,
+    }
+}
+
+/// Published items whose pages would have the same URL (for `herold check`).
+pub fn url_clashes(items: &[Arc<Item>], now: DateTime<FixedOffset>) -> Vec<Problem> {
+    page_owners(items, crate::feed::published_from(items, now)).1
+}
+
+/// The published items that get a page, newest first: of two items whose pages would have
+/// the same URL, the first file in path order keeps it and the other is an error.
+fn page_owners(items: &[Arc<Item>], start: usize) -> (Vec<usize>, Vec<Problem>) {
+    let mut owner: HashMap<String, usize> = HashMap::with_capacity(items.len() - start);
+    let mut clashes = Vec::new();
+    for i in start..items.len() {
+        let path = item_path(&items[i]);
+        match owner.get_mut(&path) {
+            None => {
+                owner.insert(path, i);
+            }
+            Some(o) => {
+                let (keep, lose) = if items[i].path < items[*o].path {
+                    (i, *o)
+                } else {
+                    (*o, i)
+                };
+                *o = keep;
+                clashes.push((keep, lose, path));
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    let mut losers = BTreeSet::new();
+    for (keep, lose, path) in clashes {
+        losers.insert(lose);
+        problems.push(Problem::error(
+            &items[lose].path,
+            items[lose].id_line,
+            format!(
+                "its page would have the same URL as the page of {} (`{path}`): give one of them another `slug`",
+                items[keep].path
+            ),
+        ));
+    }
+    let listed = (start..items.len())
+        .filter(|i| !losers.contains(i))
+        .collect();
+    (listed, problems)
+}
+
+/// What every page shows.
+#[derive(Serialize)]
+struct Base<'a> {
+    lang: &'a str,
+    site_title: &'a str,
+    privacy_url: Option<&'a str>,
+    imprint_url: Option<&'a str>,
+    accessibility_url: Option<&'a str>,
+    /// Other languages are not offered on the pages (they are in the site's language).
+    languages: [(); 0],
+    home_url: String,
+    subscribe_url: &'a str,
+    noindex: bool,
+    /// `<link rel="alternate">` to the feeds of what the page shows.
+    alternates: Vec<Alternate>,
+    canonical: String,
+}
+
+#[derive(Serialize)]
+struct Alternate {
+    href: String,
+    mime: &'static str,
+    title: String,
+    name: &'static str,
+}
+
+#[derive(Serialize)]
+struct Entry<'a> {
+    title: &'a str,
+    url: String,
+    date_iso: String,
+    date: String,
+    lead: &'a str,
+    category: Option<Link<'a>>,
+    tags: Vec<Link<'a>>,
+}
+
+#[derive(Serialize)]
+struct Link<'a> {
+    name: &'a str,
+    url: String,
+}
+
+#[derive(Serialize)]
+struct Pager {
+    page: usize,
+    pages: usize,
+    newer: Option<String>,
+    older: Option<String>,
+}
+
+impl<'a> PagePlan<'a> {
+    /// How many files.
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// Whether page `i` belongs to the archive of digest `name`.
+    pub fn is_archive_of(&self, i: usize, name: &str) -> bool {
+        match self.jobs[i] {
+            Job::DigestIndex(d) | Job::DigestRun(d, _) => self.archives[d].name == name,
+            _ => false,
+        }
+    }
+
+    /// How many items have a page.
+    pub fn listed(&self) -> usize {
+        self.listed.len()
+    }
+
+    /// The file of page `i` below `pages.dir`.
+    pub fn path(&self, i: usize) -> String {
+        match self.jobs[i] {
+            Job::Sitemap(0) => "sitemap.xml".into(),
+            Job::Sitemap(n) => format!("sitemap-{n}.xml"),
+            _ => format!("{}index.html", self.url_path(i)),
+        }
+    }
+
+    /// The URL path of page `i` relative to the pages (`""`, `tags/ozg/page/2/`).
+    fn url_path(&self, i: usize) -> String {
+        match self.jobs[i] {
+            Job::Index(n) => list_path("", n),
+            Job::Item(idx) => item_path(&self.items[idx]),
+            Job::Term(t, n) => list_path(&self.term_prefix(t), n),
+            Job::DigestIndex(d) => format!("digests/{}/", self.archives[d].name),
+            Job::DigestRun(d, r) => run_path(&self.archives[d].name, self.archives[d].runs[r].id),
+            Job::Sitemap(_) => String::new(),
+        }
+    }
+
+    fn term_prefix(&self, t: usize) -> String {
+        let term = &self.terms[t];
+        format!("{}/{}/", term.kind.dir(), term.slug)
+    }
+
+    /// A fingerprint of everything page `i` shows (for the daemon, whose items carry
+    /// revisions): equal fingerprints under the same settings mean equal bytes.
+    pub fn fingerprint(&self, i: usize) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let item = |h: &mut std::collections::hash_map::DefaultHasher, idx: usize| {
+            let it = &self.items[idx];
+            (&it.id, it.revision).hash(h);
+        };
+        match self.jobs[i] {
+            Job::Index(n) => {
+                (0u8, n, pages_of(self.listed.len(), self.meta.per_page)).hash(&mut h);
+                for &idx in self.page_slice(&self.listed, n) {
+                    item(&mut h, idx);
+                }
+            }
+            Job::Item(idx) => {
+                1u8.hash(&mut h);
+                item(&mut h, idx);
+            }
+            Job::Term(t, n) => {
+                let term = &self.terms[t];
+                (2u8, &term.kind, &term.slug, &term.name, n).hash(&mut h);
+                pages_of(term.items.len(), self.meta.per_page).hash(&mut h);
+                for &idx in self.page_slice(&term.items, n) {
+                    item(&mut h, idx);
+                }
+            }
+            Job::DigestIndex(d) => {
+                (3u8, &self.archives[d]).hash(&mut h);
+                for run in &self.run_items[d] {
+                    run.len().hash(&mut h);
+                }
+            }
+            Job::DigestRun(d, r) => {
+                (4u8, &self.archives[d].name, &self.archives[d].runs[r]).hash(&mut h);
+                for &idx in &self.run_items[d][r] {
+                    item(&mut h, idx);
+                }
+            }
+            Job::Sitemap(n) => {
+                (5u8, n).hash(&mut h);
+                for (path, updated) in self.sitemap_part(n) {
+                    (path, updated).hash(&mut h);
+                }
+            }
+        }
+        h.finish()
+    }
+
+    fn page_slice<'s>(&self, v: &'s [usize], n: usize) -> &'s [usize] {
+        let per = self.meta.per_page;
+        let from = ((n - 1) * per).min(v.len());
+        &v[from..(from + per).min(v.len())]
+    }
+
+    fn sitemap_part(&self, n: usize) -> &[(String, Option<DateTime<FixedOffset>>)] {
+        if n == 0 {
+            if self.sitemap.len() > SITEMAP_LIMIT {
+                return &[];
+            }
+            return &self.sitemap;
+        }
+        let from = (n - 1) * SITEMAP_LIMIT;
+        &self.sitemap[from..(from + SITEMAP_LIMIT).min(self.sitemap.len())]
+    }
+
+    /// The bytes of page `i`.
+    pub fn render(&self, i: usize) -> anyhow::Result<Vec<u8>> {
+        let html = match self.jobs[i] {
+            Job::Index(n) => self.render_list(i, None, &self.listed, n),
+            Job::Term(t, n) => self.render_list(i, Some(t), &self.terms[t].items, n),
+            Job::Item(idx) => self.render_item(i, idx),
+            Job::DigestIndex(d) => self.render_digest_index(i, d),
+            Job::DigestRun(d, r) => self.render_run(i, d, r),
+            Job::Sitemap(n) => return Ok(self.render_sitemap(n).into_bytes()),
+        }?;
+        Ok(html.into_bytes())
+    }
+
+    fn base(&self, i: usize, alternates: Vec<Alternate>) -> Base<'a> {
+        let m = self.meta;
+        Base {
+            lang: &self.lang.code,
+            site_title: &m.site_title,
+            privacy_url: m.privacy_url.as_deref(),
+            imprint_url: m.imprint_url.as_deref(),
+            accessibility_url: m.accessibility_url.as_deref(),
+            languages: [],
+            home_url: m.url(""),
+            subscribe_url: &m.subscribe_url,
+            noindex: m.noindex,
+            alternates,
+            canonical: m.url(&self.url_path(i)),
+        }
+    }
+
+    /// Renders template `name` with `page`'s fields beside those every page has.
+    fn page<T: Serialize>(
+        &self,
+        name: &str,
+        i: usize,
+        alternates: Vec<Alternate>,
+        page: T,
+    ) -> anyhow::Result<String> {
+        #[derive(Serialize)]
+        struct Page<'b, T> {
+            #[serde(flatten)]
+            base: Base<'b>,
+            #[serde(flatten)]
+            page: T,
+        }
+        self.lang.render(
+            name,
+            Page {
+                base: self.base(i, alternates),
+                page,
+            },
+        )
+    }
+
+    /// The feeds of the site (`None`) or of a term.
+    fn alternates(&self, term: Option<usize>) -> Vec<Alternate> {
+        let m = self.meta;
+        let (dir, title) = match term.map(|t| &self.terms[t]) {
+            Some(t)
+                if (t.kind == TermKind::Tag && m.per_tag)
+                    || (t.kind == TermKind::Category && m.per_category) =>
+            {
+                (
+                    format!("{}/{}/", t.kind.dir(), t.slug),
+                    format!("{} – {}", m.site_title, t.name),
+                )
+            }
+            _ => (String::new(), m.site_title.clone()),
+        };
+        m.formats
+            .iter()
+            .map(|&f| Alternate {
+                href: format!("{}/{dir}{}", m.feeds_url, f.file_name()),
+                mime: f.content_type(),
+                title: format!("{title} ({})", format_name(f)),
+                name: format_name(f),
+            })
+            .collect()
+    }
+
+    fn entry(&self, idx: usize) -> Entry<'_> {
+        let item = &self.items[idx];
+        let m = self.meta;
+        Entry {
+            title: &item.title,
+            url: m.url(&item_path(item)),
+            date_iso: item.date.to_rfc3339(),
+            date: self.lang.long_date(&item.date),
+            lead: self.leads[idx].get_or_init(|| Arc::from(lead_of(item))),
+            category: match (&item.category, &item.category_slug) {
+                (Some(name), Some(slug)) if !slug.is_empty() => Some(Link {
+                    name,
+                    url: m.url(&format!("categories/{slug}/")),
+                }),
+                _ => None,
+            },
+            tags: item
+                .tags
+                .iter()
+                .zip(&item.tag_slugs)
+                .filter(|(_, s)| !s.is_empty())
+                .map(|(name, slug)| Link {
+                    name,
+                    url: m.url(&format!("tags/{slug}/")),
+                })
+                .collect(),
+        }
+    }
+
+    fn render_list(
+        &self,
+        i: usize,
+        term: Option<usize>,
+        all: &[usize],
+        n: usize,
+    ) -> anyhow::Result<String> {
+        let pages = pages_of(all.len(), self.meta.per_page);
+        let prefix = term.map(|t| self.term_prefix(t)).unwrap_or_default();
+        let pager = Pager {
+            page: n,
+            pages,
+            newer: (n > 1).then(|| self.meta.url(&list_path(&prefix, n - 1))),
+            older: (n < pages).then(|| self.meta.url(&list_path(&prefix, n + 1))),
+        };
+        let heading = match term.map(|t| &self.terms[t]) {
+            None => self.meta.site_title.clone(),
+            Some(t) => match t.kind {
+                TermKind::Tag => self.lang.t("pages.tag", &[("name", &t.name)]),
+                TermKind::Category => self.lang.t("pages.category", &[("name", &t.name)]),
+            },
+        };
+        let entries: Vec<Entry> = self
+            .page_slice(all, n)
+            .iter()
+            .map(|&idx| self.entry(idx))
+            .collect();
+        #[derive(Serialize)]
+        struct List<'e> {
+            heading: String,
+            is_index: bool,
+            description: Option<&'e str>,
+            entries: Vec<Entry<'e>>,
+            pager: Pager,
+            feeds: Vec<Alternate>,
+        }
+        let list = List {
+            heading,
+            is_index: term.is_none(),
+            description: term.is_none().then_some(self.meta.description.as_str()),
+            entries,
+            pager,
+            feeds: self.alternates(term),
+        };
+        self.page("pages/list.html", i, self.alternates(term), list)
+    }
+
+    fn render_item(&self, i: usize, idx: usize) -> anyhow::Result<String> {
+        let item = &self.items[idx];
+        let body = item.render();
+        let entry = self.entry(idx);
+        #[derive(Serialize)]
+        struct ItemPage<'e> {
+            item: Entry<'e>,
+            summary: Option<&'e str>,
+            body: String,
+            author: &'e str,
+            updated: Option<String>,
+            updated_iso: String,
+            feeds: Vec<Alternate>,
+        }
+        let page = ItemPage {
+            item: entry,
+            summary: item.summary.as_deref(),
+            body: body.html,
+            author: &item.author,
+            updated: (item.updated > item.date).then(|| self.lang.long_date(&item.updated)),
+            updated_iso: item.updated.to_rfc3339(),
+            feeds: self.alternates(None),
+        };
+        self.page("pages/item.html", i, self.alternates(None), page)
+    }
+
+    fn render_digest_index(&self, i: usize, d: usize) -> anyhow::Result<String> {
+        let a = &self.archives[d];
+        let runs: Vec<_> = a
+            .runs
+            .iter()
+            .zip(&self.run_items[d])
+            .map(|(run, items)| {
+                let date = self.run_date(run);
+                RunLink {
+                    url: self.meta.url(&run_path(&a.name, run.id)),
+                    date_iso: date.to_rfc3339(),
+                    date: self.lang.long_date(&date),
+                    count: items.len(),
+                }
+            })
+            .collect();
+        #[derive(Serialize)]
+        struct RunLink {
+            url: String,
+            date_iso: String,
+            date: String,
+            count: usize,
+        }
+        #[derive(Serialize)]
+        struct Archive<'e> {
+            title: &'e str,
+            runs: Vec<RunLink>,
+        }
+        let page = Archive {
+            title: self.digest_title(d),
+            runs,
+        };
+        self.page("pages/digests.html", i, self.alternates(None), page)
+    }
+
+    fn render_run(&self, i: usize, d: usize, r: usize) -> anyhow::Result<String> {
+        let a = &self.archives[d];
+        let run = &a.runs[r];
+        let date = self.run_date(run);
+        let entries: Vec<Entry> = self.run_items[d][r]
+            .iter()
+            .map(|&idx| self.entry(idx))
+            .collect();
+        #[derive(Serialize)]
+        struct RunPage<'e> {
+            title: &'e str,
+            date: String,
+            date_iso: String,
+            archive_url: String,
+            entries: Vec<Entry<'e>>,
+            missing: usize,
+        }
+        let page = RunPage {
+            title: self.digest_title(d),
+            date: self.lang.long_date(&date),
+            date_iso: date.to_rfc3339(),
+            archive_url: self.meta.url(&format!("digests/{}/", a.name)),
+            entries,
+            missing: run.items.len() - self.run_items[d][r].len(),
+        };
+        self.page("pages/run.html", i, self.alternates(None), page)
+    }
+
+    fn digest_title(&self, d: usize) -> &str {
+        let name = &self.archives[d].name;
+        self.meta
+            .archived_digests
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.as_str())
+            .unwrap_or(name)
+    }
+
+    fn run_date(&self, run: &ArchivedRun) -> DateTime<FixedOffset> {
+        let offset = self
+            .items
+            .first()
+            .map(|i| *i.date.offset())
+            .unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset"));
+        DateTime::from_timestamp(run.started_at, 0)
+            .unwrap_or_default()
+            .with_timezone(&offset)
+    }
+
+    fn render_sitemap(&self, n: usize) -> String {
+        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        if n == 0 && self.sitemap.len() > SITEMAP_LIMIT {
+            out.push_str("<sitemapindex xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">\n");
+            for k in 1..=self.sitemap.len().div_ceil(SITEMAP_LIMIT) {
+                out.push_str(&format!(
+                    "<sitemap><loc>{}</loc></sitemap>\n",
+                    xml_escape(&self.meta.url(&format!("sitemap-{k}.xml")))
+                ));
+            }
+            out.push_str("</sitemapindex>\n");
+            return out;
+        }
+        out.push_str("<urlset xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">\n");
+        for (path, updated) in self.sitemap_part(n) {
+            out.push_str("<url><loc>");
+            out.push_str(&xml_escape(&self.meta.url(path)));
+            out.push_str("</loc>");
+            if let Some(u) = updated {
+                out.push_str("<lastmod>");
+                out.push_str(&u.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                out.push_str("</lastmod>");
+            }
+            out.push_str("</url>\n");
+        }
+        out.push_str("</urlset>\n");
+        out
+    }
+}
+
+fn format_name(f: Format) -> &'static str {
+    match f {
+        Format::Rss => "RSS",
+        Format::Atom => "Atom",
+        Format::Json => "JSON Feed",
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// What [`write_pages`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PageStats {
+    pub changed: usize,
+    pub unchanged: usize,
+    pub removed: usize,
+}
+
+/// Renders and writes the pages `select(i)` picks below `dir` (each atomically, only if its
+/// bytes change; the others are known to be on disk as they would be rendered now), removes
+/// the pages herold wrote earlier that are no longer part of the plan, and updates the
+/// manifest.
+pub fn write_pages(
+    dir: &Path,
+    plan: &PagePlan,
+    select: &(dyn Fn(usize) -> bool + Sync),
+) -> anyhow::Result<PageStats> {
+    let mut stats = write_only(dir, plan, select)?;
+    remove_stale(dir, plan, &mut stats)?;
+    Ok(stats)
+}
+
+/// Writes the pages `select(i)` picks, and nothing else: no page is removed and the
+/// manifest stays as it is (for a digest run's pages, written beside a daemon that owns
+/// the rest; its next build lists them).
+pub fn write_only(
+    dir: &Path,
+    plan: &PagePlan,
+    select: &(dyn Fn(usize) -> bool + Sync),
+) -> anyhow::Result<PageStats> {
+    let mut stats = PageStats::default();
+    let picked: Vec<usize> = (0..plan.len()).filter(|&i| select(i)).collect();
+    stats.unchanged = plan.len() - picked.len();
+    let failure = std::sync::Mutex::new(None);
+    let written = write_all_if_changed(picked.len(), |k| {
+        let i = picked[k];
+        let bytes = plan.render(i).unwrap_or_else(|e| {
+            failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(e);
+            Vec::new()
+        });
+        (dir.join(plan.path(i)), bytes)
+    });
+    if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
+    for w in written? {
+        match w {
+            Written::Changed => stats.changed += 1,
+            Written::Unchanged => stats.unchanged += 1,
+        }
+    }
+    Ok(stats)
+}
+
+fn remove_stale(dir: &Path, plan: &PagePlan, stats: &mut PageStats) -> anyhow::Result<()> {
+    let expected: BTreeSet<String> = (0..plan.len()).map(|i| plan.path(i)).collect();
+    let manifest = dir.join(MANIFEST);
+    let before = std::fs::read_to_string(&manifest).unwrap_or_default();
+    for rel in before.lines() {
+        if rel.is_empty() || expected.contains(rel) || !safe_relative(rel) {
+            continue;
+        }
+        match std::fs::remove_file(dir.join(rel)) {
+            Ok(()) => stats.removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        prune_empty_dirs(dir, rel);
+    }
+    let mut list = String::with_capacity(expected.len() * 40);
+    for p in &expected {
+        list.push_str(p);
+        list.push('\n');
+    }
+    write_if_changed(&manifest, list.as_bytes())?;
+    Ok(())
+}
+
+/// A manifest line herold may act on: relative, without `..`.
+fn safe_relative(rel: &str) -> bool {
+    !rel.starts_with('/')
+        && rel
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..")
+}
+
+/// Removes the directories of `rel` that became empty, innermost first, never `dir` itself.
+fn prune_empty_dirs(dir: &Path, rel: &str) {
+    let mut parts: Vec<&str> = rel.split('/').collect();
+    parts.pop();
+    while !parts.is_empty() {
+        if std::fs::remove_dir(dir.join(parts.join("/"))).is_err() {
+            return;
+        }
+        parts.pop();
+    }
+}
