@@ -76,14 +76,25 @@ impl HtmlCache {
     }
 }
 
+/// One file of a build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Job {
+    /// A feed (index into the specs) in one format.
+    Feed(usize, Format),
+    /// An archive document of the site feed (index into the archives) in one format.
+    Archive(usize, Format),
+}
+
 /// A decided build: the feeds, their formats, and the rendered bodies they show.
 pub struct Build<'a> {
     items: &'a [Arc<Item>],
     meta: &'a FeedMeta,
     specs: Vec<FeedSpec>,
+    /// The site feed's archive documents, oldest first.
+    archives: Vec<feed::archive::ArchiveDoc>,
     bodies: Vec<Arc<Rendition>>,
-    /// One per file: (feed, format).
-    jobs: Vec<(usize, Format)>,
+    /// One per file.
+    jobs: Vec<Job>,
     /// Warnings from planning (tags without a slug).
     pub warnings: Vec<Problem>,
     /// Items in some feed now.
@@ -119,14 +130,26 @@ pub fn prepare_indexed<'a>(
     };
     let wanted: BTreeSet<usize> = specs.iter().flat_map(|s| s.items.iter().copied()).collect();
     let bodies = cache.fill(items, &wanted);
-    let jobs = (0..specs.len())
-        .flat_map(|s| meta.formats.iter().map(move |&f| (s, f)))
-        .collect();
     let scheduled = feed::published_from(items, now);
+    let archives = match meta.archive_size {
+        Some(size) => feed::archive::plan(items, scheduled, meta.limit, size, &format!("{meta:?}")),
+        None => Vec::new(),
+    };
+    let mut jobs: Vec<Job> = (0..specs.len())
+        .flat_map(|s| meta.formats.iter().map(move |&f| Job::Feed(s, f)))
+        .collect();
+    for (a, doc) in archives.iter().enumerate() {
+        for &f in &meta.formats {
+            if doc.file(f).is_some() {
+                jobs.push(Job::Archive(a, f));
+            }
+        }
+    }
     Build {
         items,
         meta,
         specs,
+        archives,
         bodies,
         jobs,
         warnings,
@@ -165,24 +188,68 @@ impl Build<'_> {
 
     /// The path of file `i` below `feeds.dir`.
     pub fn path(&self, i: usize) -> String {
-        let (s, f) = self.jobs[i];
-        self.specs[s].file(f)
+        match self.jobs[i] {
+            Job::Feed(s, f) => self.specs[s].file(f),
+            Job::Archive(a, f) => self.archives[a].file(f).expect("a format with archives"),
+        }
+    }
+
+    /// Whether file `i` is named by its contents (an archive document): when it exists, it
+    /// holds these bytes.
+    pub fn immutable(&self, i: usize) -> bool {
+        matches!(self.jobs[i], Job::Archive(..))
+    }
+
+    /// How many archive documents the site feed has (in each archived format).
+    pub fn archive_documents(&self) -> usize {
+        self.archives.len()
     }
 
     /// The bytes of file `i`.
     pub fn render(&self, i: usize) -> Vec<u8> {
-        let (s, f) = self.jobs[i];
-        feed::render(f, self.meta, &self.specs[s], self.items, &self.bodies)
+        match self.jobs[i] {
+            Job::Feed(s, f) => {
+                let spec = &self.specs[s];
+                let history = feed::History {
+                    prev_archive: match (&spec.kind, self.archives.last()) {
+                        (feed::FeedKind::Site, Some(newest)) => newest
+                            .file(f)
+                            .map(|file| format!("{}/{file}", self.meta.base_url)),
+                        _ => None,
+                    },
+                    current: None,
+                };
+                feed::render_with_history(f, self.meta, spec, self.items, &self.bodies, &history)
+            }
+            Job::Archive(a, f) => {
+                let doc = &self.archives[a];
+                // Rendered here and dropped with the file: archives hold every old item,
+                // and their bodies are not kept.
+                let bodies: Vec<Rendition> =
+                    doc.items.iter().map(|&i| self.items[i].render()).collect();
+                let prev = a.checked_sub(1).map(|p| &self.archives[p]);
+                feed::render_archive(f, self.meta, doc, prev, self.items, &bodies)
+            }
+        }
     }
 
     /// A fingerprint of everything file `i` shows: its feed, format and, for each of its
     /// items, the id and revision (which changes whenever the item's file is parsed again).
     /// Equal fingerprints in two builds with the same settings mean equal bytes.
     pub fn fingerprint(&self, i: usize) -> u64 {
-        let (s, f) = self.jobs[i];
-        let spec = &self.specs[s];
         let mut h = std::collections::hash_map::DefaultHasher::new();
+        let (s, f) = match self.jobs[i] {
+            Job::Feed(s, f) => (s, f),
+            Job::Archive(..) => {
+                self.path(i).hash(&mut h);
+                return h.finish();
+            }
+        };
+        let spec = &self.specs[s];
         (f, &spec.kind).hash(&mut h);
+        if spec.kind == feed::FeedKind::Site {
+            self.archives.last().map(|d| d.hash).hash(&mut h);
+        }
         for &idx in &spec.items {
             let item = &self.items[idx];
             (&item.id, item.revision).hash(&mut h);
@@ -221,7 +288,9 @@ pub fn write_feeds_where(
     select: &(dyn Fn(usize) -> bool + Sync),
 ) -> std::io::Result<WriteStats> {
     let mut stats = WriteStats::default();
-    let picked: Vec<usize> = (0..build.len()).filter(|&i| select(i)).collect();
+    let picked: Vec<usize> = (0..build.len())
+        .filter(|&i| select(i) && !(build.immutable(i) && dir.join(build.path(i)).is_file()))
+        .collect();
     stats.unchanged = build.len() - picked.len();
     let written = write_all_if_changed(picked.len(), |k| {
         let i = picked[k];
@@ -267,6 +336,14 @@ fn existing_feed_files(dir: &Path) -> Vec<String> {
                 if e.path().join(n).is_file() {
                     out.push(format!("{group}/{sub}/{n}"));
                 }
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(dir.join("archive")) {
+        for e in entries.flatten() {
+            let rel = format!("archive/{}", e.file_name().to_string_lossy());
+            if feed::archive::is_archive_file(&rel) {
+                out.push(rel);
             }
         }
     }

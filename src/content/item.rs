@@ -81,6 +81,9 @@ pub struct Item {
     /// Which parse of its file this is (the daemon counts them; 0 elsewhere): feeds
     /// fingerprint their items by id and revision to see what changed.
     pub revision: u64,
+    /// A hash of the file's bytes, the same in every process and version: archive documents
+    /// are named by the contents of their items (SPEC 11).
+    pub content_hash: u64,
 }
 
 /// What outputs show of an item's body: the HTML and the plain-text lead.
@@ -183,6 +186,27 @@ impl<'de> Deserialize<'de> for DateText {
         }
         d.deserialize_any(V)
     }
+}
+
+/// A 64-bit hash of `bytes` that never changes between processes, platforms or versions
+/// (unlike std's hashers): eight bytes at a time, mixed as in FxHash, finished as in
+/// SplitMix64.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h: u64 = bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().expect("eight bytes"));
+        h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+    }
+    let mut last = [0u8; 8];
+    last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    h = (h.rotate_left(5) ^ u64::from_le_bytes(last)).wrapping_mul(K);
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
 /// Reads one content file. `path` is relative to the content directory and names the file
@@ -338,6 +362,7 @@ pub fn parse_item(path: &str, bytes: &[u8], site: &SiteContext) -> Result<Item, 
         tags,
         tag_slugs: seen,
         revision: 0,
+        content_hash: stable_hash(bytes),
         source: None,
         body_offset,
         author: fm
@@ -559,6 +584,19 @@ mod tests {
             "2026-07-05T14:00:00+02:00"
         );
         assert!(parse_date("2026-03-29T02:30:00", tz).is_err());
+    }
+
+    #[test]
+    fn stable_hash_is_fixed() {
+        // Archive URLs depend on these values: they must never change.
+        assert_eq!(stable_hash(b""), 0);
+        assert_eq!(stable_hash(b"herold"), stable_hash(b"herold"));
+        assert_ne!(stable_hash(b"herold"), stable_hash(b"herolD"));
+        assert_ne!(stable_hash(b"abcdefgh"), stable_hash(b"abcdefgh\0"));
+        assert_eq!(
+            stable_hash("Bund und Länder".as_bytes()),
+            0x4c9d_f14b_985f_108a
+        );
     }
 
     #[test]

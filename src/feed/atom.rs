@@ -17,7 +17,15 @@ pub(super) fn render(v: &FeedView) -> Vec<u8> {
         link("self", &v.self_url, Some("application/atom+xml")),
         link("alternate", &v.link, Some("text/html")),
     ];
-    links.extend(v.meta.hubs.iter().map(|h| link("hub", h, None)));
+    if !v.is_archive() {
+        // Archive documents never change, so nobody needs to be told of a change.
+        links.extend(v.meta.hubs.iter().map(|h| link("hub", h, None)));
+    }
+    links.extend(
+        v.history_links()
+            .iter()
+            .map(|(rel, href)| link(rel, href, Some("application/atom+xml"))),
+    );
     let entries = v
         .entries
         .iter()
@@ -82,6 +90,16 @@ pub(super) fn render(v: &FeedView) -> Vec<u8> {
         links,
         lang: Some(v.meta.language.clone()),
         entries,
+        namespaces: if v.is_archive() {
+            [("fh".to_string(), super::FH_NS.to_string())].into()
+        } else {
+            Default::default()
+        },
+        extensions: if v.is_archive() {
+            archive_marker()
+        } else {
+            Default::default()
+        },
         ..Default::default()
     };
     let mut out = Vec::with_capacity(64 * 1024);
@@ -92,6 +110,19 @@ pub(super) fn render(v: &FeedView) -> Vec<u8> {
     };
     feed.write_with_config(out, config)
         .expect("writing to a Vec cannot fail")
+}
+
+/// `<fh:archive/>`.
+fn archive_marker() -> atom_syndication::extension::ExtensionMap {
+    let marker = atom_syndication::extension::Extension {
+        name: "fh:archive".into(),
+        ..Default::default()
+    };
+    [(
+        "fh".to_string(),
+        [("archive".to_string(), vec![marker])].into(),
+    )]
+    .into()
 }
 
 /// The entry's `updated` with a sub-second part fixed by its id.

@@ -1,6 +1,7 @@
 //! Feeds: which feeds exist with which items ([`plan`]), and their rendering as RSS 2.0,
 //! Atom 1.0 and JSON Feed 1.1. Pure: rendering returns bytes, the shell writes them.
 
+pub mod archive;
 mod atom;
 mod json;
 mod rss;
@@ -68,6 +69,8 @@ pub struct FeedMeta {
     /// The public URL of herold's pages (no trailing slash), when they are written: the
     /// HTML link of a tag or category feed is its page there.
     pub pages_url: Option<String>,
+    /// Items per RFC 5005 archive document; `None` without archives.
+    pub archive_size: Option<usize>,
 }
 
 impl FeedMeta {
@@ -88,6 +91,7 @@ impl FeedMeta {
             per_category: c.feeds.per_category,
             formats,
             pages_url: c.pages.enabled.then(|| c.pages_url()),
+            archive_size: c.feeds.archive.then_some(c.feeds.archive_size),
         }
     }
 
@@ -446,23 +450,112 @@ pub fn render<B: std::ops::Deref<Target = Rendition>>(
     items: &[Arc<Item>],
     bodies: &[B],
 ) -> Vec<u8> {
-    let view = FeedView {
-        meta,
-        link: meta.page_of(spec),
-        title: meta.title_of(spec),
-        self_url: meta.url(spec, format),
-        updated: spec.items.iter().map(|&i| items[i].updated).max(),
-        entries: spec
-            .items
-            .iter()
-            .map(|&i| (&*items[i], &*bodies[i]))
-            .collect(),
+    render_with_history(format, meta, spec, items, bodies, &History::default())
+}
+
+/// The RFC 5005 links of a feed document.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct History {
+    /// `prev-archive`: the archive document before this one (or the newest, from the
+    /// current feed).
+    pub prev_archive: Option<String>,
+    /// For an archive document: the URL of the current feed (`current`); it carries
+    /// `fh:archive` then.
+    pub current: Option<String>,
+}
+
+/// [`render`] with the links of archived feeds.
+pub fn render_with_history<B: std::ops::Deref<Target = Rendition>>(
+    format: Format,
+    meta: &FeedMeta,
+    spec: &FeedSpec,
+    items: &[Arc<Item>],
+    bodies: &[B],
+    history: &History,
+) -> Vec<u8> {
+    render_view(
+        format,
+        FeedView {
+            meta,
+            link: meta.page_of(spec),
+            title: meta.title_of(spec),
+            self_url: meta.url(spec, format),
+            updated: spec.items.iter().map(|&i| items[i].updated).max(),
+            entries: spec
+                .items
+                .iter()
+                .map(|&i| (&*items[i], &*bodies[i]))
+                .collect(),
+            history: history.clone(),
+        },
+    )
+}
+
+/// Renders an archive document of the site feed; `bodies` are its items' renditions in
+/// order.
+pub fn render_archive(
+    format: Format,
+    meta: &FeedMeta,
+    doc: &archive::ArchiveDoc,
+    prev: Option<&archive::ArchiveDoc>,
+    items: &[Arc<Item>],
+    bodies: &[Rendition],
+) -> Vec<u8> {
+    let site = FeedSpec {
+        kind: FeedKind::Site,
+        items: Vec::new(),
     };
-    match format {
+    let url = |d: &archive::ArchiveDoc| {
+        d.file(format)
+            .map(|f| format!("{}/{f}", meta.base_url))
+            .unwrap_or_default()
+    };
+    render_view(
+        format,
+        FeedView {
+            meta,
+            link: meta.page_of(&site),
+            title: meta.title.clone(),
+            self_url: url(doc),
+            updated: doc.items.iter().map(|&i| items[i].updated).max(),
+            entries: doc
+                .items
+                .iter()
+                .zip(bodies)
+                .map(|(&i, b)| (&*items[i], b))
+                .collect(),
+            history: History {
+                prev_archive: prev.map(url),
+                current: Some(meta.url(&site, format)),
+            },
+        },
+    )
+}
+
+fn render_view(format: Format, view: FeedView) -> Vec<u8> {
+    let out = match format {
         Format::Rss => hex_escapes(rss::render(&view)),
         Format::Atom => atom::render(&view),
         Format::Json => json::render(&view),
+    };
+    if view.is_archive() {
+        empty_archive_marker(out)
+    } else {
+        out
     }
+}
+
+/// The writers indent the inside of `<fh:archive></fh:archive>`; RFC 5005's marker is empty.
+fn empty_archive_marker(xml: Vec<u8>) -> Vec<u8> {
+    let text = String::from_utf8(xml).expect("the XML writers emit UTF-8");
+    let Some(start) = text.find("<fh:archive>") else {
+        return text.into_bytes();
+    };
+    let Some(len) = text[start..].find("</fh:archive>") else {
+        return text.into_bytes();
+    };
+    let end = start + len + "</fh:archive>".len();
+    format!("{}<fh:archive/>{}", &text[..start], &text[end..]).into_bytes()
 }
 
 /// Writes `&amp;` and `&lt;` as `&#x26;` and `&#x3C;` in RSS, as the RSS Best Practices
@@ -486,6 +579,29 @@ struct FeedView<'a> {
     /// The newest `updated` of the feed's items; `None` for an empty feed.
     updated: Option<DateTime<FixedOffset>>,
     entries: Vec<(&'a Item, &'a Rendition)>,
+    history: History,
+}
+
+/// The namespace of RFC 5005's `fh:archive`.
+const FH_NS: &str = "http://purl.org/syndication/history/1.0";
+
+impl FeedView<'_> {
+    /// Whether this is an archive document.
+    fn is_archive(&self) -> bool {
+        self.history.current.is_some()
+    }
+
+    /// `(rel, href)` of the RFC 5005 links.
+    fn history_links(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(c) = &self.history.current {
+            out.push(("current", c.clone()));
+        }
+        if let Some(p) = &self.history.prev_archive {
+            out.push(("prev-archive", p.clone()));
+        }
+        out
+    }
 }
 
 impl FeedView<'_> {

@@ -13,9 +13,17 @@ pub(super) fn render(v: &FeedView) -> Vec<u8> {
         mime_type: Some("application/rss+xml".into()),
         ..Default::default()
     }];
-    links.extend(v.meta.hubs.iter().map(|h| Link {
-        rel: "hub".into(),
-        href: h.clone(),
+    if !v.is_archive() {
+        links.extend(v.meta.hubs.iter().map(|h| Link {
+            rel: "hub".into(),
+            href: h.clone(),
+            ..Default::default()
+        }));
+    }
+    links.extend(v.history_links().into_iter().map(|(rel, href)| Link {
+        rel: rel.into(),
+        href,
+        mime_type: Some("application/rss+xml".into()),
         ..Default::default()
     }));
     let items = v
@@ -70,6 +78,24 @@ pub(super) fn render(v: &FeedView) -> Vec<u8> {
         generator: Some(GENERATOR.into()),
         atom_ext: Some(AtomExtension { links }),
         items,
+        namespaces: if v.is_archive() {
+            [("fh".to_string(), super::FH_NS.to_string())].into()
+        } else {
+            Default::default()
+        },
+        extensions: if v.is_archive() {
+            let marker = rss::extension::Extension {
+                name: "fh:archive".into(),
+                ..Default::default()
+            };
+            [(
+                "fh".to_string(),
+                [("archive".to_string(), vec![marker])].into(),
+            )]
+            .into()
+        } else {
+            Default::default()
+        },
         ..Default::default()
     };
     channel

@@ -64,22 +64,16 @@ pub fn feed_path(path: &str) -> Option<Format> {
     Format::ALL.into_iter().find(|f| f.file_name() == *name)
 }
 
-/// `archive/{seq}-{hash}.rss.xml` or `….atom.xml` (names herold gives archive documents).
+/// The format of an archive document's name (`{seq}-{hash}.rss.xml`, `….atom.xml`).
 fn archive_format(name: &str) -> Option<Format> {
-    let (stem, format) = if let Some(s) = name.strip_suffix(".rss.xml") {
-        (s, Format::Rss)
+    if !crate::feed::archive::is_archive_file(&format!("archive/{name}")) {
+        return None;
+    }
+    Some(if name.ends_with(".rss.xml") {
+        Format::Rss
     } else {
-        (name.strip_suffix(".atom.xml")?, Format::Atom)
-    };
-    let (seq, hash) = stem.split_once('-')?;
-    let ok = !seq.is_empty()
-        && seq.bytes().all(|b| b.is_ascii_digit())
-        && !hash.is_empty()
-        && hash.len() <= 64
-        && hash
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
-    ok.then_some(format)
+        Format::Atom
+    })
 }
 
 fn is_slug(s: &str) -> bool {

@@ -13,6 +13,7 @@ mod helpers;
 mod import;
 mod languages;
 mod nasty;
+mod pages;
 mod snapshots;
 mod subscribe;
 mod subscribers;
