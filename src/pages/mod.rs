@@ -47,6 +47,8 @@ pub struct PageMeta {
     pub per_category: bool,
     /// Digests whose runs are archived: name and title.
     pub archived_digests: Vec<(String, String)>,
+    /// `site.timezone`, for the dates of digest runs.
+    pub timezone: chrono_tz::Tz,
 }
 
 impl PageMeta {
@@ -74,6 +76,7 @@ impl PageMeta {
                 .filter(|d| d.archive)
                 .map(|d| (d.name.clone(), d.title.clone().unwrap_or(d.name.clone())))
                 .collect(),
+            timezone: c.site.timezone,
         }
     }
 
@@ -864,14 +867,10 @@ impl<'a> PagePlan<'a> {
     }
 
     fn run_date(&self, run: &ArchivedRun) -> DateTime<FixedOffset> {
-        let offset = self
-            .items
-            .first()
-            .map(|i| *i.date.offset())
-            .unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset"));
         DateTime::from_timestamp(run.started_at, 0)
             .unwrap_or_default()
-            .with_timezone(&offset)
+            .with_timezone(&self.meta.timezone)
+            .fixed_offset()
     }
 
     fn render_sitemap(&self, n: usize) -> String {

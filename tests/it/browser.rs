@@ -205,3 +205,141 @@ fn a_browser_subscribes_through_the_form_and_confirms_from_the_mail() {
         (herold::store::Status::Active, vec!["OZG".to_string()])
     );
 }
+
+/// axe-core's browser build: `HEROLD_AXE_JS`, or where `.ci/run` installs it
+/// (`npm install --prefix target/axe axe-core`).
+fn axe_source() -> String {
+    let path = std::env::var_os("HEROLD_AXE_JS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/axe/node_modules/axe-core/axe.min.js")
+        });
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "axe-core is needed at {} ({e}); run: npm install --prefix target/axe axe-core@4.14.1",
+            path.display()
+        )
+    })
+}
+
+impl Browser {
+    /// Runs axe-core (WCAG 2.0 and 2.1, A and AA) on the current page; gives the violations.
+    fn axe(&self, source: &str) -> Vec<String> {
+        self.session(
+            "POST",
+            "/execute/sync",
+            json!({"script": format!("{source}\nreturn true;"), "args": []}),
+        );
+        let v = self.session(
+            "POST",
+            "/execute/async",
+            json!({"script": "const done = arguments[arguments.length - 1];
+                axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})
+                  .then(r => done(r.violations.map(v => v.id + ': ' + v.nodes.map(n => n.target.join(' ')).join(', '))))
+                  .catch(e => done(['axe failed: ' + e]));", "args": []}),
+        );
+        v.as_array()
+            .unwrap_or_else(|| panic!("axe gave {v}"))
+            .iter()
+            .map(|x| x.as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+#[test]
+fn pages_have_no_accessibility_violations_at_phone_and_desktop_width() {
+    let site = crate::pages::own_site();
+    let config = std::fs::read_to_string(site.path("config.toml")).unwrap();
+    std::fs::write(
+        site.path("config.toml"),
+        format!("{config}\n[[digest]]\nname = \"woechentlich\"\ntitle = \"Wochenüberblick\"\nschedule = \"0 8 * * 1\"\nmax_age = \"3650d\"\n"),
+    )
+    .unwrap();
+    // A long word and a wide table must not make a phone scroll sideways.
+    site.item(
+        "2026-04-20-lang.md",
+        "Registermodernisierungsgesetzesänderungsverordnung",
+        "2026-04-20T09:00:00+02:00",
+        "tags = [\"OZG\"]",
+        "Donaudampfschifffahrtsgesellschaftskapitänsmützenabzeichenverordnungsentwurf.\n\n| Land | Stand | Bemerkung |\n|---|---|---|\n| Baden-Württemberg | umgesetzt | Registermodernisierungsgesetzesänderung |\n\n```\nein sehr langer Codeblock ohne Umbruch, der weit über die Breite eines Telefons hinausgeht, und noch weiter\n```\n",
+    );
+    let mut store = herold::store::Store::open(&site.path("data/herold.sqlite3")).unwrap();
+    store
+        .import(
+            &active_row(
+                "leser@example.org",
+                vec![],
+                vec!["woechentlich".into()],
+                None,
+            ),
+            1,
+        )
+        .unwrap();
+    drop(store);
+    site.build();
+    let out = site.herold(&["digest", "send", "woechentlich"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = site.start();
+    d.wait_log("pages updated");
+    let run = std::fs::read_dir(site.path("public/digests/woechentlich"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().is_dir())
+        .expect("the archived run")
+        .file_name()
+        .to_string_lossy()
+        .into_owned();
+    let axe = axe_source();
+    let base = format!("http://{}/aktuelles", d.addr);
+    let pages = [
+        ("index", format!("{base}/")),
+        ("index-2", format!("{base}/page/2/")),
+        ("item", format!("{base}/2026/01/20/ozg/")),
+        ("long-item", format!("{base}/2026/04/20/lang/")),
+        ("tag", format!("{base}/tags/ozg/")),
+        ("category", format!("{base}/categories/meldung/")),
+        ("archive", format!("{base}/digests/woechentlich/")),
+        ("run", format!("{base}/digests/woechentlich/{run}/")),
+    ];
+    for width in [375, 1280] {
+        let browser = Browser::start(width);
+        // The check itself finds faults: a page without a language and an image without text.
+        browser.go("data:text/html,<title>x</title><img src=x.png>");
+        let faults = browser.axe(&axe);
+        assert!(
+            faults.iter().any(|f| f.starts_with("html-has-lang"))
+                && faults.iter().any(|f| f.starts_with("image-alt")),
+            "{faults:?}"
+        );
+        for (name, url) in &pages {
+            browser.go(url);
+            assert_eq!(browser.run("return document.documentElement.lang"), "de");
+            assert_eq!(
+                browser.run("return document.querySelectorAll('h1').length"),
+                1
+            );
+            let violations = browser.axe(&axe);
+            assert!(
+                violations.is_empty(),
+                "{name} at {width} px: {violations:#?}"
+            );
+            assert_eq!(
+                browser.run("return document.documentElement.scrollWidth <= window.innerWidth"),
+                true,
+                "{name} scrolls sideways at {width} px"
+            );
+            // Nothing is loaded from anywhere: no fonts, scripts or styles from another host.
+            assert_eq!(
+                browser.run("return performance.getEntriesByType('resource').filter(e => !e.name.startsWith(location.origin)).length"),
+                0,
+                "{name} loads from another host"
+            );
+            browser.screenshot(&format!("page-{name}-{width}.png"));
+        }
+    }
+}

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use crate::helpers::*;
 
 /// A site whose items link to herold's own pages (no `item_url`, no `link`).
-const OWN_PAGES: &str = r#"[site]
+pub const OWN_PAGES: &str = r#"[site]
 title = "FITKO – Aktuelles"
 description = "Neuigkeiten der Föderalen IT-Kooperation"
 base_url = "https://www.fitko.de"
@@ -20,7 +20,7 @@ accessibility_url = "https://www.fitko.de/barrierefreiheit"
 per_page = 3
 "#;
 
-fn own_site() -> Site {
+pub fn own_site() -> Site {
     let site = Site::with_config(OWN_PAGES);
     site.item(
         "2026-01-20-ozg.md",
