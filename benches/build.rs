@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 mod corpus;
 
-use corpus::{generate, write_hugo_site};
+use corpus::{generate, write_hugo_pages_site, write_hugo_site};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -23,6 +23,16 @@ fn median(mut v: Vec<Duration>) -> Duration {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let items = generate();
+    if let Some(i) = args.iter().position(|a| a == "--hugo-pages") {
+        let dir = PathBuf::from(&args[i + 1]);
+        write_hugo_pages_site(&dir, &items);
+        println!(
+            "wrote a full Hugo site (pages, terms, RSS) with {} items to {}",
+            items.len(),
+            dir.display()
+        );
+        return;
+    }
     if let Some(i) = args.iter().position(|a| a == "--hugo") {
         let dir = PathBuf::from(&args[i + 1]);
         write_hugo_site(&dir, &items);

@@ -97,6 +97,11 @@ pub struct Build<'a> {
     jobs: Vec<Job>,
     /// Warnings from planning (tags without a slug).
     pub warnings: Vec<Problem>,
+    /// Bodies of archive documents being written: both formats of a document share one
+    /// rendering, which is dropped when the second has taken it.
+    #[allow(clippy::type_complexity)]
+    archive_bodies:
+        std::sync::Mutex<HashMap<usize, (usize, Arc<std::sync::OnceLock<Arc<Vec<Rendition>>>>)>>,
     /// Items in some feed now.
     pub published: usize,
     /// Items whose date lies after `now`.
@@ -150,6 +155,7 @@ pub fn prepare_indexed<'a>(
         meta,
         specs,
         archives,
+        archive_bodies: Default::default(),
         bodies,
         jobs,
         warnings,
@@ -223,14 +229,47 @@ impl Build<'_> {
             }
             Job::Archive(a, f) => {
                 let doc = &self.archives[a];
-                // Rendered here and dropped with the file: archives hold every old item,
-                // and their bodies are not kept.
-                let bodies: Vec<Rendition> =
-                    doc.items.iter().map(|&i| self.items[i].render()).collect();
+                let bodies = self.archive_bodies(a);
                 let prev = a.checked_sub(1).map(|p| &self.archives[p]);
                 feed::render_archive(f, self.meta, doc, prev, self.items, &bodies)
             }
         }
+    }
+
+    /// The renditions of archive document `a`'s items: rendered by the first of its formats
+    /// to ask, handed to the others, then forgotten (archives hold every old item, and a
+    /// build does not keep their bodies).
+    fn archive_bodies(&self, a: usize) -> Arc<Vec<Rendition>> {
+        let formats = self
+            .meta
+            .formats
+            .iter()
+            .filter(|&&f| self.archives[a].file(f).is_some())
+            .count();
+        // The first to ask renders; one asking meanwhile waits for that rendering.
+        let slot = {
+            let mut map = self
+                .archive_bodies
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let (taken, slot) = map.entry(a).or_default();
+            *taken += 1;
+            let slot = slot.clone();
+            if *taken >= formats {
+                map.remove(&a);
+            }
+            slot
+        };
+        slot.get_or_init(|| {
+            Arc::new(
+                self.archives[a]
+                    .items
+                    .iter()
+                    .map(|&i| self.items[i].render())
+                    .collect(),
+            )
+        })
+        .clone()
     }
 
     /// A fingerprint of everything file `i` shows: its feed, format and, for each of its

@@ -71,6 +71,65 @@ where
     Ok(results)
 }
 
+/// [`write_all_if_changed`] for many small derived files (the pages): each is still
+/// replaced atomically (temporary file and rename), but instead of syncing every file and
+/// directory, one `syncfs` at the end makes them all durable together. Thousands of item
+/// pages cost one flush, not thousands.
+pub fn write_batch_if_changed<F>(
+    root: &Path,
+    count: usize,
+    produce: F,
+) -> std::io::Result<Vec<Written>>
+where
+    F: Fn(usize) -> (PathBuf, Vec<u8>) + Sync,
+{
+    const THREADS: usize = 8;
+    let next = AtomicUsize::new(0);
+    let worker = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= count {
+                return done;
+            }
+            let (path, bytes) = produce(i);
+            done.push((
+                i,
+                unchanged_or(&path, &bytes, |p, b| replace_with(p, b, false)),
+            ));
+        }
+    };
+    let mut indexed: Vec<(usize, std::io::Result<Written>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..THREADS.min(count))
+            .map(|_| scope.spawn(worker))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a writer thread panicked"))
+            .collect()
+    });
+    indexed.sort_by_key(|(i, _)| *i);
+    let results: Vec<Written> = indexed
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect::<std::io::Result<_>>()?;
+    if results.contains(&Written::Changed) {
+        sync_fs(root)?;
+    }
+    Ok(results)
+}
+
+/// Flushes the file system that holds `dir` (`syncfs(2)`).
+fn sync_fs(dir: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let d = std::fs::File::open(dir)?;
+    // SAFETY: `d` is an open descriptor for the duration of the call.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Writes a temporary file in the same directory, syncs it and renames it over `path`, so a
 /// reader sees the old file or the new one, never a part; a failure leaves the old file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -80,18 +139,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 fn replace_if_changed(path: &Path, bytes: &[u8]) -> std::io::Result<Written> {
+    unchanged_or(path, bytes, replace)
+}
+
+/// `Unchanged` when `path` holds `bytes`, else what `write` does.
+fn unchanged_or(
+    path: &Path,
+    bytes: &[u8],
+    write: impl FnOnce(&Path, &[u8]) -> std::io::Result<()>,
+) -> std::io::Result<Written> {
     if let Ok(meta) = std::fs::metadata(path)
         && meta.len() == bytes.len() as u64
         && std::fs::read(path).is_ok_and(|old| old == bytes)
     {
         return Ok(Written::Unchanged);
     }
-    replace(path, bytes)?;
+    write(path, bytes)?;
     Ok(Written::Changed)
 }
 
 /// The temporary-file-and-rename step, without the directory sync.
 fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    replace_with(path, bytes, true)
+}
+
+/// [`replace`], syncing the temporary file first when `sync` (else the caller syncs).
+fn replace_with(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     let dir = parent(path);
     std::fs::create_dir_all(dir)?;
     let name = path
@@ -102,7 +175,9 @@ fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if sync {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {

@@ -22,6 +22,7 @@ use crate::config::Site;
 /// The templates herold uses, with their built-in text.
 const BUILT_IN: &[(&str, &str)] = &[
     ("layout.html", include_str!("../templates/layout.html")),
+    ("style.css", include_str!("../templates/style.css")),
     ("choices.html", include_str!("../templates/choices.html")),
     (
         "subscribe.html",
@@ -236,6 +237,9 @@ pub struct Language {
     pub consent_html: String,
     catalog: Arc<Catalog>,
     env: minijinja::Environment<'static>,
+    /// Changes whenever a template or word of the language changes (pages record it, so
+    /// that new templates rewrite every page and nothing else does).
+    pub fingerprint: u64,
 }
 
 impl Language {
@@ -304,13 +308,23 @@ impl Templates {
             let catalog = Arc::new(load_catalog(dir, code, &reference)?);
             let name = catalog.text("language.name").unwrap_or(code).to_string();
             let consent_html = load_consent(dir, code, consent_version, code == site.language)?;
-            let env = environment(dir, code, catalog.clone())?;
+            let (env, sources) = environment(dir, code, catalog.clone())?;
+            let fingerprint = {
+                let mut words: Vec<String> = catalog
+                    .words
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v:?}"))
+                    .collect();
+                words.sort();
+                crate::content::item::stable_hash(format!("{sources}\0{words:?}").as_bytes())
+            };
             languages.push(Language {
                 code: code.to_string(),
                 name,
                 consent_html,
                 catalog,
                 env,
+                fingerprint,
             });
         }
         let default = languages
@@ -464,8 +478,9 @@ fn environment(
     dir: &Path,
     code: &str,
     catalog: Arc<Catalog>,
-) -> anyhow::Result<minijinja::Environment<'static>> {
+) -> anyhow::Result<(minijinja::Environment<'static>, String)> {
     let mut env = minijinja::Environment::new();
+    let mut sources = String::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     for (name, built_in) in BUILT_IN {
         let mut source = None;
@@ -482,6 +497,10 @@ fn environment(
             }
         }
         let (source, file) = source.unwrap_or_else(|| (built_in.to_string(), PathBuf::from(name)));
+        sources.push_str(name);
+        sources.push('\0');
+        sources.push_str(&source);
+        sources.push('\0');
         env.add_template_owned(name.to_string(), source)
             .map_err(|e| {
                 anyhow::anyhow!(
@@ -519,7 +538,7 @@ fn environment(
         },
     );
     env.add_filter("wrap", |s: &str| wrap(s, TEXT_WIDTH));
-    Ok(env)
+    Ok((env, sources))
 }
 
 /// Wraps text at `width` columns (counted in characters), breaking at spaces; a word longer

@@ -309,6 +309,70 @@ pub fn write_hugo_site(dir: &Path, items: &[Generated]) {
     std::fs::write(dir.join("hugo.toml"), HUGO_CONFIG).unwrap();
 }
 
+/// The same items as a full Hugo site: a page per item, paginated home and term pages,
+/// RSS for home and terms, and a sitemap, with minimal layouts (what herold's pages show:
+/// title, date, lead, body, category and tags).
+pub fn write_hugo_pages_site(dir: &Path, items: &[Generated]) {
+    write_hugo_site(dir, items);
+    std::fs::write(dir.join("hugo.toml"), HUGO_PAGES_CONFIG).unwrap();
+    let layouts = dir.join("layouts/_default");
+    std::fs::create_dir_all(&layouts).unwrap();
+    for (name, text) in HUGO_LAYOUTS {
+        std::fs::write(layouts.join(name), text).unwrap();
+    }
+}
+
+const HUGO_PAGES_CONFIG: &str = r#"baseURL = "https://www.fitko.de/"
+languageCode = "de"
+title = "FITKO – Aktuelles"
+disableKinds = ["robotsTXT", "404"]
+paginate = 20
+[outputs]
+home = ["HTML", "RSS"]
+page = ["HTML"]
+section = ["HTML"]
+taxonomy = ["HTML"]
+term = ["HTML", "RSS"]
+[services.rss]
+limit = 50
+"#;
+
+const HUGO_LAYOUTS: [(&str, &str); 3] = [
+    (
+        "baseof.html",
+        r##"<!doctype html>
+<html lang="de"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ .Title }} – {{ site.Title }}</title>
+{{ range .AlternativeOutputFormats }}<link rel="{{ .Rel }}" type="{{ .MediaType.Type }}" href="{{ .Permalink }}">{{ end }}
+<style>body { font-family: system-ui, sans-serif; max-width: 40rem; margin: 0 auto; }</style></head>
+<body><a href="#inhalt">Zum Inhalt springen</a><header><p><a href="{{ site.Home.Permalink }}">{{ site.Title }}</a></p></header>
+<main id="inhalt">{{ block "main" . }}{{ end }}</main>
+<footer><a href="https://www.fitko.de/datenschutz">Datenschutz</a></footer></body></html>
+"##,
+    ),
+    (
+        "single.html",
+        r##"{{ define "main" }}<article><h1>{{ .Title }}</h1>
+<p><time datetime="{{ .Date.Format "2006-01-02T15:04:05-07:00" }}">{{ .Date.Format "2. January 2006" }}</time>{{ with .Params.categories }} · {{ range . }}<a href="{{ "categories/" | relURL }}{{ . | urlize }}/">{{ . }}</a>{{ end }}{{ end }}</p>
+<div>{{ .Content }}</div>
+{{ with .Params.tags }}<p>Stichwörter: {{ range $i, $t := . }}{{ if $i }}, {{ end }}<a href="{{ "tags/" | relURL }}{{ $t | urlize }}/">{{ $t }}</a>{{ end }}</p>{{ end }}
+</article>{{ end }}
+"##,
+    ),
+    (
+        "list.html",
+        r##"{{ define "main" }}<h1>{{ .Title }}</h1>
+<ul>{{ range .Paginator.Pages }}<li><article><h2><a href="{{ .RelPermalink }}">{{ .Title }}</a></h2>
+<p><time datetime="{{ .Date.Format "2006-01-02T15:04:05-07:00" }}">{{ .Date.Format "2. January 2006" }}</time></p>
+<p>{{ .Summary | plainify }}</p>
+{{ with .Params.tags }}<p>Stichwörter: {{ range $i, $t := . }}{{ if $i }}, {{ end }}<a href="{{ "tags/" | relURL }}{{ $t | urlize }}/">{{ $t }}</a>{{ end }}</p>{{ end }}
+</article></li>{{ end }}</ul>
+{{ with .Paginator }}{{ if .HasPrev }}<a href="{{ .Prev.URL }}">Neuere Meldungen</a>{{ end }} {{ if .HasNext }}<a href="{{ .Next.URL }}">Ältere Meldungen</a>{{ end }}{{ end }}
+{{ end }}
+"##,
+    ),
+];
+
 /// Hugo builds RSS for the home page and every taxonomy term, and no HTML: pages are listed
 /// but never rendered.
 const HUGO_CONFIG: &str = r#"baseURL = "https://www.fitko.de/"

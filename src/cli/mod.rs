@@ -263,7 +263,8 @@ pub fn write_pages(
         })
         .collect();
     report(cli, &problems, false);
-    let stats = crate::pages::write_pages(&config.pages.dir, &plan, &|_| true)
+    let mut known = crate::pages::read_manifest(&config.pages.dir);
+    let stats = crate::pages::write_pages(&config.pages.dir, &plan, &mut known, true)
         .with_context(|| format!("cannot write the pages in {}", config.pages.dir.display()))?;
     Ok(Some(stats))
 }

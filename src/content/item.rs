@@ -101,9 +101,12 @@ impl Item {
     pub fn body_text(&self) -> std::borrow::Cow<'_, str> {
         match &self.source {
             Some((path, offset)) if self.body.is_empty() => {
-                let bytes = std::fs::read(path).unwrap_or_default();
-                let body = bytes.get(*offset..).unwrap_or_default();
-                std::borrow::Cow::Owned(String::from_utf8_lossy(body).into_owned())
+                let mut bytes = std::fs::read(path).unwrap_or_default();
+                let body = bytes.split_off((*offset).min(bytes.len()));
+                std::borrow::Cow::Owned(
+                    String::from_utf8(body)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                )
             }
             _ => std::borrow::Cow::Borrowed(&self.body),
         }
@@ -122,14 +125,14 @@ impl Item {
     pub fn render(&self) -> Rendition {
         let text = self.body_text();
         let body = strip_controls(&text);
-        let html = match Url::parse(&self.link) {
-            Ok(base) => markdown::render_html(&body, &base),
+        let (html, lead) = match Url::parse(&self.link) {
+            Ok(base) => markdown::render_with_lead(&body, &base),
             // The link was validated when the item was parsed.
-            Err(_) => String::new(),
+            Err(_) => (String::new(), markdown::first_paragraph_text(&body)),
         };
         let summary = match &self.summary {
             Some(s) => s.clone(),
-            None => markdown::first_paragraph_text(&body),
+            None => lead,
         };
         Rendition { html, summary }
     }

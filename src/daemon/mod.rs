@@ -135,6 +135,9 @@ struct FeedWriter {
 struct PageWriter {
     leads: crate::pages::LeadCache,
     fingerprints: HashMap<String, u64>,
+    /// Whether `fingerprints` is what this process wrote (else it is read from the
+    /// manifest, and checked against the files, on the next write).
+    loaded: bool,
     archives: Vec<crate::pages::DigestArchive>,
 }
 
@@ -494,20 +497,24 @@ impl Daemon {
                 self.content.reported.push(key);
             }
         }
-        let fingerprints: Vec<u64> = (0..plan.len()).map(|i| plan.fingerprint(i)).collect();
-        let known = &self.pages.fingerprints;
-        let select = |i: usize| known.get(&plan.path(i)) != Some(&fingerprints[i]);
-        let rendered = (0..plan.len()).filter(|&i| select(i)).count();
-        match crate::pages::write_pages(&self.config.pages.dir, &plan, &select) {
+        // After a start or reload, what the manifest says is on disk is checked once.
+        let verify = !self.pages.loaded;
+        if verify {
+            self.pages.fingerprints = crate::pages::read_manifest(&self.config.pages.dir);
+        }
+        match crate::pages::write_pages(
+            &self.config.pages.dir,
+            &plan,
+            &mut self.pages.fingerprints,
+            verify,
+        ) {
             Ok(stats) => {
-                self.pages.fingerprints = (0..plan.len())
-                    .map(|i| (plan.path(i), fingerprints[i]))
-                    .collect();
+                self.pages.loaded = true;
                 self.pages.leads.absorb(&plan);
-                if rendered > 0 || stats.removed > 0 {
+                if verify || stats.rendered > 0 || stats.removed > 0 {
                     tracing::info!(
                         pages = plan.len(),
-                        rendered,
+                        rendered = stats.rendered,
                         pages_changed = stats.changed,
                         pages_removed = stats.removed,
                         ms = started.elapsed().as_millis() as u64,
@@ -516,7 +523,7 @@ impl Daemon {
                 }
             }
             Err(e) => {
-                self.pages.fingerprints.clear();
+                self.pages.loaded = false;
                 self.metrics
                     .build_failures
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -789,7 +796,7 @@ impl Daemon {
             .reset(new.content.dir.clone(), SiteContext::from_config(&new));
         // New settings may change every file: render each once and compare it with the disk.
         self.feeds.fingerprints.clear();
-        self.pages.fingerprints.clear();
+        self.pages.loaded = false;
         self.config = new.clone();
         self.load_archives();
         self.web.state.set_config(new);

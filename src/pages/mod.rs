@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::config::{Config, Format};
 use crate::content::{Item, Problem};
-use crate::output::{Written, write_all_if_changed, write_if_changed};
+use crate::output::{Written, write_batch_if_changed, write_if_changed};
 use crate::templates::Language;
 
 /// The file listing every page herold wrote, relative to `pages.dir`.
@@ -254,6 +254,9 @@ enum Job {
     /// Sitemap file `n` (0: `sitemap.xml`; from 1: the parts when there are more URLs than
     /// one file may hold).
     Sitemap(usize),
+    /// `style.css`, which every page links (one file the browser caches, not the same
+    /// rules in every page).
+    Stylesheet,
 }
 
 /// A decided set of pages.
@@ -263,6 +266,8 @@ pub struct PagePlan<'a> {
     lang: &'a Language,
     /// Computed when a rendered page first needs them.
     leads: Vec<OnceLock<Arc<str>>>,
+    /// Each item as lists show it, made once for the index, tag and category pages.
+    entries: Vec<OnceLock<minijinja::Value>>,
     /// Published items with a page, newest first.
     listed: Vec<usize>,
     terms: Vec<Term>,
@@ -274,6 +279,8 @@ pub struct PagePlan<'a> {
     sitemap: Vec<(String, Option<DateTime<FixedOffset>>)>,
     /// Page URL clashes (errors naming both files).
     pub problems: Vec<Problem>,
+    /// A hash of the settings and templates every page depends on.
+    settings: u64,
 }
 
 fn pages_of(n: usize, per_page: usize) -> usize {
@@ -384,10 +391,12 @@ pub fn plan<'a>(
         0
     };
     jobs.extend((0..=parts).map(Job::Sitemap));
+    jobs.push(Job::Stylesheet);
     PagePlan {
         items,
         meta,
         lang,
+        entries: (0..items.len()).map(|_| OnceLock::new()).collect(),
         leads,
         listed,
         terms,
@@ -396,6 +405,9 @@ pub fn plan<'a>(
         jobs,
         sitemap,
         problems,
+        settings: crate::content::item::stable_hash(
+            format!("{meta:?}\0{}", lang.fingerprint).as_bytes(),
+        ),
     }
 }
 
@@ -458,6 +470,7 @@ struct Base<'a> {
     home_url: String,
     subscribe_url: &'a str,
     noindex: bool,
+    stylesheet: String,
     /// `<link rel="alternate">` to the feeds of what the page shows.
     alternates: Vec<Alternate>,
     canonical: String,
@@ -524,6 +537,7 @@ impl<'a> PagePlan<'a> {
         match self.jobs[i] {
             Job::Sitemap(0) => "sitemap.xml".into(),
             Job::Sitemap(n) => format!("sitemap-{n}.xml"),
+            Job::Stylesheet => "style.css".into(),
             _ => format!("{}index.html", self.url_path(i)),
         }
     }
@@ -536,7 +550,7 @@ impl<'a> PagePlan<'a> {
             Job::Term(t, n) => list_path(&self.term_prefix(t), n),
             Job::DigestIndex(d) => format!("digests/{}/", self.archives[d].name),
             Job::DigestRun(d, r) => run_path(&self.archives[d].name, self.archives[d].runs[r].id),
-            Job::Sitemap(_) => String::new(),
+            Job::Sitemap(_) | Job::Stylesheet => String::new(),
         }
     }
 
@@ -545,13 +559,15 @@ impl<'a> PagePlan<'a> {
         format!("{}/{}/", term.kind.dir(), term.slug)
     }
 
-    /// A fingerprint of everything page `i` shows (for the daemon, whose items carry
-    /// revisions): equal fingerprints under the same settings mean equal bytes.
+    /// A fingerprint of everything page `i` shows: the settings and templates, and the
+    /// contents of the files of its items. Equal fingerprints mean equal bytes, so a page
+    /// whose fingerprint the manifest already records is not rendered again.
     pub fn fingerprint(&self, i: usize) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.settings.hash(&mut h);
         let item = |h: &mut std::collections::hash_map::DefaultHasher, idx: usize| {
             let it = &self.items[idx];
-            (&it.id, it.revision).hash(h);
+            (&it.id, &it.path, it.content_hash).hash(h);
         };
         match self.jobs[i] {
             Job::Index(n) => {
@@ -590,6 +606,7 @@ impl<'a> PagePlan<'a> {
                     (path, updated).hash(&mut h);
                 }
             }
+            Job::Stylesheet => 6u8.hash(&mut h),
         }
         h.finish()
     }
@@ -620,6 +637,7 @@ impl<'a> PagePlan<'a> {
             Job::DigestIndex(d) => self.render_digest_index(i, d),
             Job::DigestRun(d, r) => self.render_run(i, d, r),
             Job::Sitemap(n) => return Ok(self.render_sitemap(n).into_bytes()),
+            Job::Stylesheet => self.lang.render("style.css", ()),
         }?;
         Ok(html.into_bytes())
     }
@@ -636,6 +654,7 @@ impl<'a> PagePlan<'a> {
             home_url: m.url(""),
             subscribe_url: &m.subscribe_url,
             noindex: m.noindex,
+            stylesheet: m.url("style.css"),
             alternates,
             canonical: m.url(&self.url_path(i)),
         }
@@ -720,6 +739,13 @@ impl<'a> PagePlan<'a> {
         }
     }
 
+    /// [`PagePlan::entry`] as a template value, made once per item.
+    fn entry_value(&self, idx: usize) -> minijinja::Value {
+        self.entries[idx]
+            .get_or_init(|| minijinja::Value::from(minijinja::value::Serde(self.entry(idx))))
+            .clone()
+    }
+
     fn render_list(
         &self,
         i: usize,
@@ -742,17 +768,17 @@ impl<'a> PagePlan<'a> {
                 TermKind::Category => self.lang.t("pages.category", &[("name", &t.name)]),
             },
         };
-        let entries: Vec<Entry> = self
+        let entries: Vec<minijinja::Value> = self
             .page_slice(all, n)
             .iter()
-            .map(|&idx| self.entry(idx))
+            .map(|&idx| self.entry_value(idx))
             .collect();
         #[derive(Serialize)]
         struct List<'e> {
             heading: String,
             is_index: bool,
             description: Option<&'e str>,
-            entries: Vec<Entry<'e>>,
+            entries: Vec<minijinja::Value>,
             pager: Pager,
             feeds: Vec<Alternate>,
         }
@@ -832,9 +858,9 @@ impl<'a> PagePlan<'a> {
         let a = &self.archives[d];
         let run = &a.runs[r];
         let date = self.run_date(run);
-        let entries: Vec<Entry> = self.run_items[d][r]
+        let entries: Vec<minijinja::Value> = self.run_items[d][r]
             .iter()
-            .map(|&idx| self.entry(idx))
+            .map(|&idx| self.entry_value(idx))
             .collect();
         #[derive(Serialize)]
         struct RunPage<'e> {
@@ -842,7 +868,7 @@ impl<'a> PagePlan<'a> {
             date: String,
             date_iso: String,
             archive_url: String,
-            entries: Vec<Entry<'e>>,
+            entries: Vec<minijinja::Value>,
             missing: usize,
         }
         let page = RunPage {
@@ -920,23 +946,69 @@ fn xml_escape(s: &str) -> String {
 /// What [`write_pages`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PageStats {
+    /// Pages rendered (the others were known to be on disk as they are).
+    pub rendered: usize,
     pub changed: usize,
     pub unchanged: usize,
     pub removed: usize,
 }
 
-/// Renders and writes the pages `select(i)` picks below `dir` (each atomically, only if its
-/// bytes change; the others are known to be on disk as they would be rendered now), removes
-/// the pages herold wrote earlier that are no longer part of the plan, and updates the
-/// manifest.
+/// Renders and writes the pages of `plan` below `dir` whose fingerprint differs from what
+/// `known` records (each atomically, only if its bytes change), removes the pages herold
+/// wrote earlier that are no longer part of the plan, and records the new fingerprints in
+/// `known` and in the manifest. With `verify`, a page `known` records is rendered anyway
+/// when its file is missing (`known` was read from the manifest, not kept by this process).
 pub fn write_pages(
     dir: &Path,
     plan: &PagePlan,
-    select: &(dyn Fn(usize) -> bool + Sync),
+    known: &mut HashMap<String, u64>,
+    verify: bool,
 ) -> anyhow::Result<PageStats> {
-    let mut stats = write_only(dir, plan, select)?;
-    remove_stale(dir, plan, &mut stats)?;
+    let paths: Vec<String> = (0..plan.len()).map(|i| plan.path(i)).collect();
+    let fingerprints: Vec<u64> = (0..plan.len()).map(|i| plan.fingerprint(i)).collect();
+    let select = |i: usize| {
+        known.get(&paths[i]) != Some(&fingerprints[i]) || (verify && !dir.join(&paths[i]).is_file())
+    };
+    let mut stats = write_only(dir, plan, &select)?;
+    stats.rendered = (0..plan.len()).filter(|&i| select(i)).count();
+    let before: Vec<String> = known.keys().cloned().collect();
+    *known = paths.into_iter().zip(fingerprints).collect();
+    for rel in before {
+        if known.contains_key(&rel) || !safe_relative(&rel) {
+            continue;
+        }
+        match std::fs::remove_file(dir.join(&rel)) {
+            Ok(()) => stats.removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        prune_empty_dirs(dir, &rel);
+    }
+    let mut lines: Vec<(&String, &u64)> = known.iter().collect();
+    lines.sort();
+    let mut list = String::with_capacity(lines.len() * 60);
+    for (p, f) in lines {
+        list.push_str(p);
+        list.push('\t');
+        list.push_str(&format!("{f:016x}"));
+        list.push('\n');
+    }
+    write_if_changed(&dir.join(MANIFEST), list.as_bytes())?;
     Ok(stats)
+}
+
+/// The pages herold wrote below `dir` and their fingerprints, from the manifest (a page of
+/// an older manifest without fingerprints gets none, so it is rendered again).
+pub fn read_manifest(dir: &Path) -> HashMap<String, u64> {
+    std::fs::read_to_string(dir.join(MANIFEST))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| match l.split_once('\t') {
+            Some((p, f)) => (p.to_string(), u64::from_str_radix(f, 16).unwrap_or(0)),
+            None => (l.to_string(), 0),
+        })
+        .collect()
 }
 
 /// Writes the pages `select(i)` picks, and nothing else: no page is removed and the
@@ -951,7 +1023,7 @@ pub fn write_only(
     let picked: Vec<usize> = (0..plan.len()).filter(|&i| select(i)).collect();
     stats.unchanged = plan.len() - picked.len();
     let failure = std::sync::Mutex::new(None);
-    let written = write_all_if_changed(picked.len(), |k| {
+    let written = write_batch_if_changed(dir, picked.len(), |k| {
         let i = picked[k];
         let bytes = plan.render(i).unwrap_or_else(|e| {
             failure
@@ -972,30 +1044,6 @@ pub fn write_only(
         }
     }
     Ok(stats)
-}
-
-fn remove_stale(dir: &Path, plan: &PagePlan, stats: &mut PageStats) -> anyhow::Result<()> {
-    let expected: BTreeSet<String> = (0..plan.len()).map(|i| plan.path(i)).collect();
-    let manifest = dir.join(MANIFEST);
-    let before = std::fs::read_to_string(&manifest).unwrap_or_default();
-    for rel in before.lines() {
-        if rel.is_empty() || expected.contains(rel) || !safe_relative(rel) {
-            continue;
-        }
-        match std::fs::remove_file(dir.join(rel)) {
-            Ok(()) => stats.removed += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
-        prune_empty_dirs(dir, rel);
-    }
-    let mut list = String::with_capacity(expected.len() * 40);
-    for p in &expected {
-        list.push_str(p);
-        list.push('\n');
-    }
-    write_if_changed(&manifest, list.as_bytes())?;
-    Ok(())
 }
 
 /// A manifest line herold may act on: relative, without `..`.

@@ -37,6 +37,9 @@ fn target(rel: &str) -> Option<Target> {
             "application/xml; charset=utf-8",
         ));
     }
+    if rel == "style.css" {
+        return Some(Target::File(rel.into(), "text/css; charset=utf-8"));
+    }
     let (dir, redirect) = match rel.strip_suffix('/') {
         Some(d) => (d, false),
         None if rel.is_empty() => ("", false),

@@ -90,10 +90,10 @@ fn crawl(r: &Running, base: &str) -> HashMap<String, String> {
         assert_eq!(resp.status, 200, "{url} (linked from a page)");
         let body = resp.text();
         for h in hrefs(&body) {
-            if h.starts_with(&format!("{base}/aktuelles/")) {
+            if h.starts_with(&format!("{base}/aktuelles/")) && h.ends_with('/') {
                 todo.push(h);
             } else if h.starts_with(base) {
-                // The subscription page and the feeds: answered, not crawled.
+                // The stylesheet, the subscription page and the feeds: answered, not crawled.
                 others.insert(h);
             } else if !h.starts_with('#') {
                 assert!(
@@ -255,8 +255,8 @@ fn every_page_kind_is_served_and_every_link_resolves() {
 #[test]
 fn scheduled_items_appear_when_due_and_deleted_ones_disappear() {
     let site = own_site();
-    let soon = (chrono::Utc::now() + chrono::TimeDelta::seconds(3))
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let due = chrono::Utc::now() + chrono::TimeDelta::seconds(3);
+    let soon = due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     site.item(
         "bald.md",
         "Bald fällig",
@@ -266,7 +266,11 @@ fn scheduled_items_appear_when_due_and_deleted_ones_disappear() {
     );
     let r = site.start();
     r.wait_log("pages updated");
-    let day = soon[..10].replace('-', "/");
+    // The page's date is the day in the site's time zone.
+    let day = due
+        .with_timezone(&chrono_tz::Europe::Berlin)
+        .format("%Y/%m/%d")
+        .to_string();
     let page = format!("/aktuelles/{day}/bald/");
     assert_eq!(r.get(&page, &[]).status, 404, "not before its time");
     assert!(
@@ -332,6 +336,7 @@ fn an_edit_rewrites_only_the_pages_that_show_it() {
     assert_eq!(changed, vec!["2026/02/03/fim/index.html"], "{changed:?}");
 }
 
+/// Every file below `dir` (the manifest aside) with its bytes and mtime.
 fn snapshot(dir: &std::path::Path) -> HashMap<String, (Vec<u8>, std::time::SystemTime)> {
     let mut out = HashMap::new();
     let mut todo = vec![dir.to_path_buf()];
@@ -342,6 +347,9 @@ fn snapshot(dir: &std::path::Path) -> HashMap<String, (Vec<u8>, std::time::Syste
                 todo.push(p);
             } else {
                 let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                if rel == ".herold-pages" {
+                    continue;
+                }
                 out.insert(
                     rel,
                     (
