@@ -100,6 +100,8 @@ fn main() {
     let mut work = Vec::new();
     let mut cpu = Vec::new();
     let mut decide = Vec::new();
+    let (mut pages_latency, mut pages_cpu, mut pages_work, mut pages_rendered) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     while rx.try_recv().is_ok() {}
     for k in 0..30 {
         let title = format!("Benchmark-Meldung {k}");
@@ -148,6 +150,24 @@ fn main() {
         // The CPU the daemon spent on this change (it is idle otherwise: polls are 200 ms
         // apart and cost well under a millisecond).
         cpu.push((cpu_ns(pid) - c0) as f64 / 1e6);
+        // Then the pages: the item's page, the index, the tag page, the sitemap.
+        let line = loop {
+            let l = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            if l.contains("pages updated") {
+                break l;
+            }
+        };
+        pages_latency.push(t0.elapsed().as_secs_f64() * 1000.0);
+        pages_cpu.push((cpu_ns(pid) - c0) as f64 / 1e6);
+        let pf = |name: &str| -> f64 {
+            line.split(&format!(" {name}="))
+                .nth(1)
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN)
+        };
+        pages_work.push(pf("ms"));
+        pages_rendered.push(pf("rendered"));
         std::thread::sleep(Duration::from_millis(300));
     }
     println!(
@@ -171,6 +191,22 @@ fn main() {
         "CPU per change (all threads, from the write to the log line): median {:.1} ms, p95 {:.1} ms",
         percentile(cpu.clone(), 0.5),
         percentile(cpu, 0.95)
+    );
+    println!(
+        "pages: rendered per change median {:.0}; work as logged median {:.1} ms, p95 {:.1} ms",
+        percentile(pages_rendered, 0.5),
+        percentile(pages_work.clone(), 0.5),
+        percentile(pages_work, 0.95)
+    );
+    println!(
+        "file write -> pages on disk: median {:.1} ms, p95 {:.1} ms",
+        percentile(pages_latency.clone(), 0.5),
+        percentile(pages_latency, 0.95)
+    );
+    println!(
+        "CPU per change including the pages: median {:.1} ms, p95 {:.1} ms",
+        percentile(pages_cpu.clone(), 0.5),
+        percentile(pages_cpu, 0.95)
     );
     println!(
         "resident memory: {} MB now, {} MB peak",

@@ -73,10 +73,12 @@ where
 
 /// [`write_all_if_changed`] for many small derived files (the pages): each is still
 /// replaced atomically (temporary file and rename), but instead of syncing every file and
-/// directory, one `syncfs` at the end makes them all durable together. Thousands of item
-/// pages cost one flush, not thousands.
+/// directory, one `syncfs` at the end makes them all durable together (with `sync`; else
+/// the kernel flushes them in its time). Thousands of item pages cost one flush, not
+/// thousands.
 pub fn write_batch_if_changed<F>(
     root: &Path,
+    sync: bool,
     count: usize,
     produce: F,
 ) -> std::io::Result<Vec<Written>>
@@ -113,7 +115,7 @@ where
         .into_iter()
         .map(|(_, r)| r)
         .collect::<std::io::Result<_>>()?;
-    if results.contains(&Written::Changed) {
+    if sync && results.contains(&Written::Changed) {
         sync_fs(root)?;
     }
     Ok(results)

@@ -244,7 +244,7 @@ pub fn write_pages(
         let store = crate::store::Store::open(&config.database.path)?;
         crate::pages::load_archives(&store, &meta)?
     };
-    let cache = crate::pages::LeadCache::default();
+    let cache = crate::pages::EntryCache::default();
     let plan = crate::pages::plan(
         &corpus.items,
         now(config),
@@ -264,7 +264,7 @@ pub fn write_pages(
         .collect();
     report(cli, &problems, false);
     let mut known = crate::pages::read_manifest(&config.pages.dir);
-    let stats = crate::pages::write_pages(&config.pages.dir, &plan, &mut known, true)
+    let stats = crate::pages::write_pages(&config.pages.dir, &plan, &mut known, true, true)
         .with_context(|| format!("cannot write the pages in {}", config.pages.dir.display()))?;
     Ok(Some(stats))
 }

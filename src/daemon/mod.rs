@@ -133,7 +133,7 @@ struct FeedWriter {
 /// The pages: what each file on disk shows, and the leads and digest archives they need.
 #[derive(Default)]
 struct PageWriter {
-    leads: crate::pages::LeadCache,
+    entries: crate::pages::EntryCache,
     fingerprints: HashMap<String, u64>,
     /// Whether `fingerprints` is what this process wrote (else it is read from the
     /// manifest, and checked against the files, on the next write).
@@ -488,8 +488,9 @@ impl Daemon {
             &meta,
             templates.default_language(),
             &self.pages.archives,
-            &self.pages.leads,
+            &self.pages.entries,
         );
+        let planned = started.elapsed();
         for p in &plan.problems {
             let key = format!("{}:{}", p.path, p.message);
             if !self.content.reported.contains(&key) {
@@ -497,24 +498,31 @@ impl Daemon {
                 self.content.reported.push(key);
             }
         }
-        // After a start or reload, what the manifest says is on disk is checked once.
+        // After a start or reload every page is rendered and compared with its file: pages
+        // are not synced to disk one by one, so what the manifest says is not trusted; it
+        // only names the pages to remove when they are no longer part of the site.
         let verify = !self.pages.loaded;
         if verify {
-            self.pages.fingerprints = crate::pages::read_manifest(&self.config.pages.dir);
+            self.pages.fingerprints = crate::pages::read_manifest(&self.config.pages.dir)
+                .into_keys()
+                .map(|p| (p, 0))
+                .collect();
         }
         match crate::pages::write_pages(
             &self.config.pages.dir,
             &plan,
             &mut self.pages.fingerprints,
             verify,
+            false,
         ) {
             Ok(stats) => {
                 self.pages.loaded = true;
-                self.pages.leads.absorb(&plan);
+                self.pages.entries.absorb(&plan);
                 if verify || stats.rendered > 0 || stats.removed > 0 {
                     tracing::info!(
                         pages = plan.len(),
                         rendered = stats.rendered,
+                        plan_ms = planned.as_secs_f64() * 1e3,
                         pages_changed = stats.changed,
                         pages_removed = stats.removed,
                         ms = started.elapsed().as_millis() as u64,

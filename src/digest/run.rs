@@ -395,7 +395,7 @@ impl Sender<'_> {
                 &meta,
                 templates.default_language(),
                 &archives,
-                &crate::pages::LeadCache::default(),
+                &crate::pages::EntryCache::default(),
             );
             crate::pages::write_only(&self.config.pages.dir, &plan, &|i| {
                 plan.is_archive_of(i, &digest.name)

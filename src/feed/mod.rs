@@ -546,16 +546,28 @@ fn render_view(format: Format, view: FeedView) -> Vec<u8> {
 }
 
 /// The writers indent the inside of `<fh:archive></fh:archive>`; RFC 5005's marker is empty.
-fn empty_archive_marker(xml: Vec<u8>) -> Vec<u8> {
-    let text = String::from_utf8(xml).expect("the XML writers emit UTF-8");
-    let Some(start) = text.find("<fh:archive>") else {
-        return text.into_bytes();
+/// The marker sits near the head (RSS) or the tail (Atom) of a document that may be large,
+/// so only those ends are searched.
+fn empty_archive_marker(mut xml: Vec<u8>) -> Vec<u8> {
+    const OPEN: &[u8] = b"<fh:archive>";
+    const CLOSE: &[u8] = b"</fh:archive>";
+    const WINDOW: usize = 8192;
+    let find = |hay: &[u8], needle: &[u8], from: usize| {
+        hay.get(from..)?
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|p| p + from)
     };
-    let Some(len) = text[start..].find("</fh:archive>") else {
-        return text.into_bytes();
+    let tail = xml.len().saturating_sub(WINDOW);
+    let head = &xml[..xml.len().min(WINDOW)];
+    let Some(start) = find(head, OPEN, 0).or_else(|| find(&xml, OPEN, tail)) else {
+        return xml;
     };
-    let end = start + len + "</fh:archive>".len();
-    format!("{}<fh:archive/>{}", &text[..start], &text[end..]).into_bytes()
+    let Some(close) = find(&xml[..(start + WINDOW).min(xml.len())], CLOSE, start) else {
+        return xml;
+    };
+    xml.splice(start..close + CLOSE.len(), b"<fh:archive/>".iter().copied());
+    xml
 }
 
 /// Writes `&amp;` and `&lt;` as `&#x26;` and `&#x3C;` in RSS, as the RSS Best Practices
@@ -563,10 +575,25 @@ fn empty_archive_marker(xml: Vec<u8>) -> Vec<u8> {
 /// reads the references alike), but readers that treat RSS text as HTML no longer mistake an
 /// escaped `<` in a title for markup.
 fn hex_escapes(xml: Vec<u8>) -> Vec<u8> {
-    let text = String::from_utf8(xml).expect("the XML writers emit UTF-8");
-    text.replace("&amp;", "&#x26;")
-        .replace("&lt;", "&#x3C;")
-        .into_bytes()
+    // One pass over the bytes: the writers emit UTF-8, and both patterns are ASCII.
+    let mut out = Vec::with_capacity(xml.len() + xml.len() / 64);
+    let mut rest = &xml[..];
+    while let Some(p) = rest.iter().position(|&b| b == b'&') {
+        out.extend_from_slice(&rest[..p]);
+        let tail = &rest[p..];
+        if tail.starts_with(b"&amp;") {
+            out.extend_from_slice(b"&#x26;");
+            rest = &tail[5..];
+        } else if tail.starts_with(b"&lt;") {
+            out.extend_from_slice(b"&#x3C;");
+            rest = &tail[4..];
+        } else {
+            out.push(b'&');
+            rest = &tail[1..];
+        }
+    }
+    out.extend_from_slice(rest);
+    out
 }
 
 /// Everything a renderer needs for one feed.

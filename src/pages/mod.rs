@@ -169,52 +169,47 @@ pub fn load_archives(
     Ok(out)
 }
 
-/// The plain-text leads of items, kept between builds so that a change computes only the
-/// leads of new or edited items.
+/// Items as lists show them (title, link, date, lead, tags), kept between builds so that
+/// a change makes only the entries of new or edited items: a new item moves every list
+/// page, and those pages are then made of entries already made.
 #[derive(Default)]
-pub struct LeadCache {
-    entries: HashMap<String, (u64, Arc<str>)>,
+pub struct EntryCache {
+    entries: HashMap<String, (u64, minijinja::Value)>,
 }
 
-impl LeadCache {
-    fn fingerprint(item: &Item) -> u64 {
-        if item.revision != 0 {
-            return item.revision;
-        }
+impl EntryCache {
+    /// What an item's entry depends on: its file and the settings and templates.
+    fn fingerprint(item: &Item, settings: u64) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (
-            &item.path,
-            &item.summary,
-            item.updated,
-            item.source.is_some(),
-        )
-            .hash(&mut h);
-        h.finish() | 1 << 63
+        (&item.path, item.content_hash, item.revision, settings).hash(&mut h);
+        h.finish()
     }
 
-    /// A slot per corpus position, filled where the cache knows the item's lead.
-    fn slots(&self, items: &[Arc<Item>]) -> Vec<OnceLock<Arc<str>>> {
+    /// A slot per corpus position, filled where the cache knows the item's entry.
+    fn slots(&self, items: &[Arc<Item>], settings: u64) -> Vec<OnceLock<minijinja::Value>> {
         items
             .iter()
             .map(|item| {
                 let slot = OnceLock::new();
-                if let Some((f, lead)) = self.entries.get(&item.id)
-                    && *f == Self::fingerprint(item)
+                if let Some((f, entry)) = self.entries.get(&item.id)
+                    && *f == Self::fingerprint(item, settings)
                 {
-                    let _ = slot.set(lead.clone());
+                    let _ = slot.set(entry.clone());
                 }
                 slot
             })
             .collect()
     }
 
-    /// Keeps the leads `plan` computed, and forgets those of items it no longer lists.
+    /// Keeps the entries `plan` made, and forgets those of items it no longer lists.
     pub fn absorb(&mut self, plan: &PagePlan) {
         for &i in &plan.listed {
-            if let Some(lead) = plan.leads[i].get() {
+            if let Some(entry) = plan.entries[i].get() {
                 let item = &plan.items[i];
-                self.entries
-                    .insert(item.id.clone(), (Self::fingerprint(item), lead.clone()));
+                self.entries.insert(
+                    item.id.clone(),
+                    (Self::fingerprint(item, plan.settings), entry.clone()),
+                );
             }
         }
         if self.entries.len() > plan.listed.len() {
@@ -264,8 +259,6 @@ pub struct PagePlan<'a> {
     items: &'a [Arc<Item>],
     meta: &'a PageMeta,
     lang: &'a Language,
-    /// Computed when a rendered page first needs them.
-    leads: Vec<OnceLock<Arc<str>>>,
     /// Each item as lists show it, made once for the index, tag and category pages.
     entries: Vec<OnceLock<minijinja::Value>>,
     /// Published items with a page, newest first.
@@ -301,10 +294,11 @@ pub fn plan<'a>(
     meta: &'a PageMeta,
     lang: &'a Language,
     archives: &'a [DigestArchive],
-    cache: &LeadCache,
+    cache: &EntryCache,
 ) -> PagePlan<'a> {
     let start = crate::feed::published_from(items, now);
-    let leads = cache.slots(items);
+    let settings =
+        crate::content::item::stable_hash(format!("{meta:?}\0{}", lang.fingerprint).as_bytes());
     let (listed, problems) = page_owners(items, start);
     // Terms, keyed by slug; named by the first spelling in sort order (as the feeds are).
     let mut tags: HashMap<&str, (&str, Vec<usize>)> = HashMap::new();
@@ -396,8 +390,7 @@ pub fn plan<'a>(
         items,
         meta,
         lang,
-        entries: (0..items.len()).map(|_| OnceLock::new()).collect(),
-        leads,
+        entries: cache.slots(items, settings),
         listed,
         terms,
         archives,
@@ -405,9 +398,7 @@ pub fn plan<'a>(
         jobs,
         sitemap,
         problems,
-        settings: crate::content::item::stable_hash(
-            format!("{meta:?}\0{}", lang.fingerprint).as_bytes(),
-        ),
+        settings,
     }
 }
 
@@ -490,7 +481,7 @@ struct Entry<'a> {
     url: String,
     date_iso: String,
     date: String,
-    lead: &'a str,
+    lead: String,
     category: Option<Link<'a>>,
     tags: Vec<Link<'a>>,
 }
@@ -711,6 +702,10 @@ impl<'a> PagePlan<'a> {
     }
 
     fn entry(&self, idx: usize) -> Entry<'_> {
+        self.entry_with_lead(idx, lead_of(&self.items[idx]))
+    }
+
+    fn entry_with_lead(&self, idx: usize, lead: String) -> Entry<'_> {
         let item = &self.items[idx];
         let m = self.meta;
         Entry {
@@ -718,7 +713,7 @@ impl<'a> PagePlan<'a> {
             url: m.url(&item_path(item)),
             date_iso: item.date.to_rfc3339(),
             date: self.lang.long_date(&item.date),
-            lead: self.leads[idx].get_or_init(|| Arc::from(lead_of(item))),
+            lead,
             category: match (&item.category, &item.category_slug) {
                 (Some(name), Some(slug)) if !slug.is_empty() => Some(Link {
                     name,
@@ -796,7 +791,7 @@ impl<'a> PagePlan<'a> {
     fn render_item(&self, i: usize, idx: usize) -> anyhow::Result<String> {
         let item = &self.items[idx];
         let body = item.render();
-        let entry = self.entry(idx);
+        let entry = self.entry_with_lead(idx, body.summary.clone());
         #[derive(Serialize)]
         struct ItemPage<'e> {
             item: Entry<'e>,
@@ -958,20 +953,25 @@ pub struct PageStats {
 /// wrote earlier that are no longer part of the plan, and records the new fingerprints in
 /// `known` and in the manifest. With `verify`, a page `known` records is rendered anyway
 /// when its file is missing (`known` was read from the manifest, not kept by this process).
+/// With `sync`, the pages are on disk when this returns (one `syncfs`); without, they are
+/// written atomically but left to the kernel to flush (the daemon: it renders and compares
+/// every page when it starts, so a power cut cannot leave a stale page behind).
 pub fn write_pages(
     dir: &Path,
     plan: &PagePlan,
     known: &mut HashMap<String, u64>,
     verify: bool,
+    sync: bool,
 ) -> anyhow::Result<PageStats> {
     let paths: Vec<String> = (0..plan.len()).map(|i| plan.path(i)).collect();
     let fingerprints: Vec<u64> = (0..plan.len()).map(|i| plan.fingerprint(i)).collect();
     let select = |i: usize| {
         known.get(&paths[i]) != Some(&fingerprints[i]) || (verify && !dir.join(&paths[i]).is_file())
     };
-    let mut stats = write_only(dir, plan, &select)?;
+    let mut stats = write_selected(dir, plan, &select, sync)?;
     stats.rendered = (0..plan.len()).filter(|&i| select(i)).count();
     let before: Vec<String> = known.keys().cloned().collect();
+    let same_pages = before.len() == paths.len() && paths.iter().all(|p| known.contains_key(p));
     *known = paths.into_iter().zip(fingerprints).collect();
     for rel in before {
         if known.contains_key(&rel) || !safe_relative(&rel) {
@@ -983,6 +983,11 @@ pub fn write_pages(
             Err(e) => return Err(e.into()),
         }
         prune_empty_dirs(dir, &rel);
+    }
+    if same_pages && !sync {
+        // The daemon records fingerprints in the manifest only when pages come or go: it
+        // checks every page against its rendering when it starts anyway.
+        return Ok(stats);
     }
     let mut lines: Vec<(&String, &u64)> = known.iter().collect();
     lines.sort();
@@ -1019,11 +1024,20 @@ pub fn write_only(
     plan: &PagePlan,
     select: &(dyn Fn(usize) -> bool + Sync),
 ) -> anyhow::Result<PageStats> {
+    write_selected(dir, plan, select, true)
+}
+
+fn write_selected(
+    dir: &Path,
+    plan: &PagePlan,
+    select: &(dyn Fn(usize) -> bool + Sync),
+    sync: bool,
+) -> anyhow::Result<PageStats> {
     let mut stats = PageStats::default();
     let picked: Vec<usize> = (0..plan.len()).filter(|&i| select(i)).collect();
     stats.unchanged = plan.len() - picked.len();
     let failure = std::sync::Mutex::new(None);
-    let written = write_batch_if_changed(dir, picked.len(), |k| {
+    let written = write_batch_if_changed(dir, sync, picked.len(), |k| {
         let i = picked[k];
         let bytes = plan.render(i).unwrap_or_else(|e| {
             failure

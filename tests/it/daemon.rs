@@ -94,7 +94,10 @@ fn editor_temp_files_are_ignored() {
     eventually("b", || {
         (feed_titles(&site, "rss.xml").len() == 2).then_some(())
     });
-    assert!(d.count_log("feeds updated") > builds);
+    // The feed is on disk a moment before the change's log line.
+    eventually("the change's log line", || {
+        (d.count_log("feeds updated") > builds).then_some(())
+    });
     assert!(!d.log().contains("WARN"), "{}", d.log());
 }
 

@@ -113,7 +113,7 @@ fn pages() -> Vec<(String, String)> {
         &meta,
         templates.default_language(),
         &archives,
-        &herold::pages::LeadCache::default(),
+        &herold::pages::EntryCache::default(),
     );
     (0..plan.len())
         .map(|i| {
