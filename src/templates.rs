@@ -109,24 +109,39 @@ fn html_formatter(
     {
         return minijinja::escape_formatter(out, state, value);
     }
-    let s = value.to_string();
-    let mut escaped = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#x27;"),
-            c => escaped.push(c),
+    let write = |out: &mut minijinja::Output, s: &str| {
+        out.write_str(s).map_err(|_| {
+            minijinja::Error::new(
+                minijinja::ErrorKind::WriteFailure,
+                "cannot write the output",
+            )
+        })
+    };
+    let owned;
+    let s = match value.as_str() {
+        Some(s) => s,
+        None => {
+            owned = value.to_string();
+            &owned
         }
+    };
+    // Most values need no escaping: written as they are, in one piece.
+    let mut rest = s;
+    while let Some(p) = rest.find(['&', '<', '>', '"', '\'']) {
+        write(out, &rest[..p])?;
+        write(
+            out,
+            match rest.as_bytes()[p] {
+                b'&' => "&amp;",
+                b'<' => "&lt;",
+                b'>' => "&gt;",
+                b'"' => "&quot;",
+                _ => "&#x27;",
+            },
+        )?;
+        rest = &rest[p + 1..];
     }
-    out.write_str(&escaped).map_err(|_| {
-        minijinja::Error::new(
-            minijinja::ErrorKind::WriteFailure,
-            "cannot write the output",
-        )
-    })
+    write(out, rest)
 }
 
 /// Plain-text lines of mails are wrapped at this width.

@@ -89,7 +89,15 @@ impl PageMeta {
 /// The page path of an item, relative to the pages: `{year}/{month}/{day}/{slug}/`, by its
 /// date in the site's time zone.
 pub fn item_path(item: &Item) -> String {
-    format!("{}/{}/", item.date.format("%Y/%m/%d"), item.slug)
+    use chrono::Datelike;
+    let d = item.date;
+    format!(
+        "{:04}/{:02}/{:02}/{}/",
+        d.year(),
+        d.month(),
+        d.day(),
+        item.slug
+    )
 }
 
 /// The page path of the archived run `run` of digest `name`.
@@ -274,6 +282,8 @@ pub struct PagePlan<'a> {
     pub problems: Vec<Problem>,
     /// A hash of the settings and templates every page depends on.
     settings: u64,
+    /// Per corpus position: what identifies the item's file and its contents.
+    keys: Vec<u64>,
 }
 
 fn pages_of(n: usize, per_page: usize) -> usize {
@@ -357,13 +367,15 @@ pub fn plan<'a>(
     let mut sitemap = Vec::new();
     let index_pages = pages_of(listed.len(), per);
     for n in 1..=index_pages {
-        jobs.push(Job::Index(n));
         sitemap.push((list_path("", n), None));
     }
+    // Item pages first: rendering one gives its lead from the same parse, and the list
+    // pages after them find their entries made.
     for &i in &listed {
         jobs.push(Job::Item(i));
         sitemap.push((item_path(&items[i]), Some(items[i].updated)));
     }
+    jobs.extend((1..=index_pages).map(Job::Index));
     for (t, term) in terms.iter().enumerate() {
         let prefix = format!("{}/{}/", term.kind.dir(), term.slug);
         for n in 1..=pages_of(term.items.len(), per) {
@@ -399,6 +411,14 @@ pub fn plan<'a>(
         sitemap,
         problems,
         settings,
+        keys: items
+            .iter()
+            .map(|it| {
+                it.content_hash
+                    ^ crate::content::item::stable_hash(it.path.as_bytes()).rotate_left(17)
+                    ^ crate::content::item::stable_hash(it.id.as_bytes()).rotate_left(41)
+            })
+            .collect(),
     }
 }
 
@@ -557,8 +577,7 @@ impl<'a> PagePlan<'a> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.settings.hash(&mut h);
         let item = |h: &mut std::collections::hash_map::DefaultHasher, idx: usize| {
-            let it = &self.items[idx];
-            (&it.id, &it.path, it.content_hash).hash(h);
+            self.keys[idx].hash(h);
         };
         match self.jobs[i] {
             Job::Index(n) => {
@@ -791,10 +810,13 @@ impl<'a> PagePlan<'a> {
     fn render_item(&self, i: usize, idx: usize) -> anyhow::Result<String> {
         let item = &self.items[idx];
         let body = item.render();
-        let entry = self.entry_with_lead(idx, body.summary.clone());
+        let entry = minijinja::Value::from(minijinja::value::Serde(
+            self.entry_with_lead(idx, body.summary),
+        ));
+        let _ = self.entries[idx].set(entry.clone());
         #[derive(Serialize)]
         struct ItemPage<'e> {
-            item: Entry<'e>,
+            item: minijinja::Value,
             summary: Option<&'e str>,
             body: String,
             author: &'e str,
