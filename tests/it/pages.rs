@@ -609,6 +609,18 @@ fn a_digest_links_its_archived_run_which_holds_no_personal_data() {
         .to_string();
 
     let r = site.start();
+    // Every link of the mail answers: the archived run, the items' pages, the subscription.
+    for url in text
+        .split_whitespace()
+        .filter(|w| w.starts_with("http://127.0.0.1:8080/"))
+    {
+        assert_eq!(r.get(&r.path_of(url), &[]).status, 200, "{url} in the mail");
+    }
+    assert!(
+        text.contains("http://127.0.0.1:8080/aktuelles/")
+            && text.matches("/aktuelles/20").count() >= 1,
+        "the mail links the items' pages: {text}"
+    );
     let page = r.get(&r.path_of(&link), &[]);
     assert_eq!(page.status, 200, "{link}");
     let body = page.text();
