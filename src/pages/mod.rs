@@ -26,6 +26,20 @@ pub const MANIFEST: &str = ".herold-pages";
 /// URLs per sitemap file (the sitemap protocol's limit is 50,000).
 const SITEMAP_LIMIT: usize = 50_000;
 
+/// The URLs per sitemap file: [`SITEMAP_LIMIT`], or less in tests.
+fn sitemap_limit() -> usize {
+    #[cfg(test)]
+    if let Some(n) = TEST_SITEMAP_LIMIT.with(|l| l.get()) {
+        return n;
+    }
+    SITEMAP_LIMIT
+}
+
+#[cfg(test)]
+thread_local! {
+    static TEST_SITEMAP_LIMIT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
 /// The site-wide settings every page shows. Built once from the configuration.
 #[derive(Debug, Clone)]
 pub struct PageMeta {
@@ -391,8 +405,8 @@ pub fn plan<'a>(
             sitemap.push((run_path(&a.name, run.id), None));
         }
     }
-    let parts = if sitemap.len() > SITEMAP_LIMIT {
-        sitemap.len().div_ceil(SITEMAP_LIMIT)
+    let parts = if sitemap.len() > sitemap_limit() {
+        sitemap.len().div_ceil(sitemap_limit())
     } else {
         0
     };
@@ -629,13 +643,13 @@ impl<'a> PagePlan<'a> {
 
     fn sitemap_part(&self, n: usize) -> &[(String, Option<DateTime<FixedOffset>>)] {
         if n == 0 {
-            if self.sitemap.len() > SITEMAP_LIMIT {
+            if self.sitemap.len() > sitemap_limit() {
                 return &[];
             }
             return &self.sitemap;
         }
-        let from = (n - 1) * SITEMAP_LIMIT;
-        &self.sitemap[from..(from + SITEMAP_LIMIT).min(self.sitemap.len())]
+        let from = (n - 1) * sitemap_limit();
+        &self.sitemap[from..(from + sitemap_limit()).min(self.sitemap.len())]
     }
 
     /// The bytes of page `i`.
@@ -918,9 +932,9 @@ impl<'a> PagePlan<'a> {
 
     fn render_sitemap(&self, n: usize) -> String {
         let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-        if n == 0 && self.sitemap.len() > SITEMAP_LIMIT {
+        if n == 0 && self.sitemap.len() > sitemap_limit() {
             out.push_str("<sitemapindex xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">\n");
-            for k in 1..=self.sitemap.len().div_ceil(SITEMAP_LIMIT) {
+            for k in 1..=self.sitemap.len().div_ceil(sitemap_limit()) {
                 out.push_str(&format!(
                     "<sitemap><loc>{}</loc></sitemap>\n",
                     xml_escape(&self.meta.url(&format!("sitemap-{k}.xml")))
@@ -1099,5 +1113,115 @@ fn prune_empty_dirs(dir: &Path, rel: &str) {
             return;
         }
         parts.pop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corpus(n: usize) -> (Config, Vec<Arc<Item>>) {
+        let config = Config::parse(
+            "[site]\ntitle = \"T\"\nbase_url = \"https://www.fitko.de\"\n[server]\npublic_url = \"https://n.example.org\"\n[pages]\nper_page = 4\n",
+            "config.toml",
+            &[],
+            Path::new("/srv"),
+        )
+        .unwrap();
+        let site = crate::content::SiteContext::from_config(&config);
+        let mut items: Vec<Arc<Item>> = (0..n)
+            .map(|i| {
+                let text = format!(
+                    "+++\ntitle = \"Meldung {i}\"\ndate = 2026-01-{:02}T{:02}:00:00+01:00\ntags = [\"OZG\"]\n+++\nText {i}.\n",
+                    1 + i / 24,
+                    i % 24
+                );
+                Arc::new(crate::content::item::parse_item(&format!("m{i}.md"), text.as_bytes(), &site).unwrap())
+            })
+            .collect();
+        items.sort_by(|a, b| b.date.cmp(&a.date));
+        (config, items)
+    }
+
+    #[test]
+    fn a_sitemap_past_the_limit_becomes_an_index_of_parts() {
+        let (config, items) = corpus(30);
+        let templates = crate::templates::Templates::for_config(&config).unwrap();
+        let meta = PageMeta::from_config(&config);
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-01T00:00:00+01:00").unwrap();
+        TEST_SITEMAP_LIMIT.with(|l| l.set(Some(10)));
+        let plan = plan(
+            &items,
+            now,
+            &meta,
+            templates.default_language(),
+            &[],
+            &EntryCache::default(),
+        );
+        let files: Vec<(String, String)> = (0..plan.len())
+            .filter(|&i| plan.path(i).starts_with("sitemap"))
+            .map(|i| {
+                (
+                    plan.path(i),
+                    String::from_utf8(plan.render(i).unwrap()).unwrap(),
+                )
+            })
+            .collect();
+        TEST_SITEMAP_LIMIT.with(|l| l.set(None));
+        // 30 item pages, 8 index pages, 8 tag pages: 46 URLs in 5 parts of at most 10.
+        assert_eq!(
+            files.len(),
+            6,
+            "{:?}",
+            files.iter().map(|f| &f.0).collect::<Vec<_>>()
+        );
+        let (_, index) = files.iter().find(|(p, _)| p == "sitemap.xml").unwrap();
+        assert!(index.contains("<sitemapindex"), "{index}");
+        assert_eq!(index.matches("<sitemap>").count(), 5);
+        assert!(index.contains("<loc>https://n.example.org/aktuelles/sitemap-5.xml</loc>"));
+        let urls: usize = files
+            .iter()
+            .filter(|(p, _)| p != "sitemap.xml")
+            .map(|(_, x)| {
+                assert!(x.matches("<url>").count() <= 10);
+                x.matches("<url>").count()
+            })
+            .sum();
+        assert_eq!(urls, 46);
+    }
+
+    #[test]
+    fn pagination_is_newest_first_and_every_item_is_listed_once() {
+        let (config, items) = corpus(10);
+        let templates = crate::templates::Templates::for_config(&config).unwrap();
+        let meta = PageMeta::from_config(&config);
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-01T00:00:00+01:00").unwrap();
+        let plan = plan(
+            &items,
+            now,
+            &meta,
+            templates.default_language(),
+            &[],
+            &EntryCache::default(),
+        );
+        let page = |p: &str| {
+            let i = (0..plan.len())
+                .find(|&i| plan.path(i) == p)
+                .unwrap_or_else(|| panic!("no {p}"));
+            String::from_utf8(plan.render(i).unwrap()).unwrap()
+        };
+        let mut seen = Vec::new();
+        for p in ["index.html", "page/2/index.html", "page/3/index.html"] {
+            let html = page(p);
+            for k in (0..10).rev() {
+                if html.contains(&format!(">Meldung {k}</a>")) {
+                    seen.push(k);
+                }
+            }
+        }
+        assert_eq!(seen, (0..10).rev().collect::<Vec<_>>());
+        assert!(page("index.html").contains("rel=\"next\""));
+        assert!(!page("page/3/index.html").contains("rel=\"next\""));
+        assert!(page("page/3/index.html").contains("Seite 3 von 3"));
     }
 }
