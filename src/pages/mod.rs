@@ -1139,7 +1139,7 @@ mod tests {
                 Arc::new(crate::content::item::parse_item(&format!("m{i}.md"), text.as_bytes(), &site).unwrap())
             })
             .collect();
-        items.sort_by(|a, b| b.date.cmp(&a.date));
+        items.sort_by_key(|i| std::cmp::Reverse(i.date));
         (config, items)
     }
 
