@@ -29,34 +29,9 @@ pub fn write_all_if_changed<F>(count: usize, produce: F) -> std::io::Result<Vec<
 where
     F: Fn(usize) -> (PathBuf, Vec<u8>) + Sync,
 {
-    const THREADS: usize = 16;
-    let next = AtomicUsize::new(0);
-    let worker = || {
-        let mut done = Vec::new();
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            if i >= count {
-                return done;
-            }
-            let (path, bytes) = produce(i);
-            let result = replace_if_changed(&path, &bytes);
-            done.push((i, path, result));
-        }
-    };
-    let mut indexed: Vec<(usize, PathBuf, std::io::Result<Written>)> =
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..THREADS.min(count))
-                .map(|_| scope.spawn(worker))
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("a writer thread panicked"))
-                .collect()
-        });
-    indexed.sort_by_key(|(i, _, _)| *i);
     let mut dirs: Vec<PathBuf> = Vec::new();
     let mut results = Vec::with_capacity(count);
-    for (_, path, result) in indexed {
+    for (path, result) in on_threads(16, count, produce, replace_if_changed) {
         let written = result?;
         if written == Written::Changed {
             dirs.push(parent(&path).to_path_buf());
@@ -85,7 +60,30 @@ pub fn write_batch_if_changed<F>(
 where
     F: Fn(usize) -> (PathBuf, Vec<u8>) + Sync,
 {
-    const THREADS: usize = 8;
+    let results: Vec<Written> = on_threads(8, count, produce, |p, b| {
+        unchanged_or(p, b, |p, b| replace_with(p, b, false))
+    })
+    .into_iter()
+    .map(|(_, r)| r)
+    .collect::<std::io::Result<_>>()?;
+    if sync && results.contains(&Written::Changed) {
+        sync_fs(root)?;
+    }
+    Ok(results)
+}
+
+/// Produces and writes `count` files on up to `threads` threads, each file produced just
+/// before it is written; gives each file's path and outcome in order.
+fn on_threads<F, W>(
+    threads: usize,
+    count: usize,
+    produce: F,
+    write: W,
+) -> Vec<(PathBuf, std::io::Result<Written>)>
+where
+    F: Fn(usize) -> (PathBuf, Vec<u8>) + Sync,
+    W: Fn(&Path, &[u8]) -> std::io::Result<Written> + Sync,
+{
     let next = AtomicUsize::new(0);
     let worker = || {
         let mut done = Vec::new();
@@ -95,30 +93,22 @@ where
                 return done;
             }
             let (path, bytes) = produce(i);
-            done.push((
-                i,
-                unchanged_or(&path, &bytes, |p, b| replace_with(p, b, false)),
-            ));
+            let result = write(&path, &bytes);
+            done.push((i, path, result));
         }
     };
-    let mut indexed: Vec<(usize, std::io::Result<Written>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..THREADS.min(count))
-            .map(|_| scope.spawn(worker))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("a writer thread panicked"))
-            .collect()
-    });
-    indexed.sort_by_key(|(i, _)| *i);
-    let results: Vec<Written> = indexed
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect::<std::io::Result<_>>()?;
-    if sync && results.contains(&Written::Changed) {
-        sync_fs(root)?;
-    }
-    Ok(results)
+    let mut indexed: Vec<(usize, PathBuf, std::io::Result<Written>)> =
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads.min(count))
+                .map(|_| scope.spawn(worker))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("a writer thread panicked"))
+                .collect()
+        });
+    indexed.sort_by_key(|(i, _, _)| *i);
+    indexed.into_iter().map(|(_, p, r)| (p, r)).collect()
 }
 
 /// Flushes the file system that holds `dir` (`syncfs(2)`).

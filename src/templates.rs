@@ -42,6 +42,10 @@ const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../templates/pages/item.html"),
     ),
     (
+        "pages/entry.html",
+        include_str!("../templates/pages/entry.html"),
+    ),
+    (
         "pages/feeds.html",
         include_str!("../templates/pages/feeds.html"),
     ),

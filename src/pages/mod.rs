@@ -1143,30 +1143,37 @@ mod tests {
         (config, items)
     }
 
-    #[test]
-    fn a_sitemap_past_the_limit_becomes_an_index_of_parts() {
-        let (config, items) = corpus(30);
+    /// What `f` makes of the plan of `n` items.
+    fn with_plan<T>(n: usize, f: impl FnOnce(&PagePlan) -> T) -> T {
+        let (config, items) = corpus(n);
         let templates = crate::templates::Templates::for_config(&config).unwrap();
         let meta = PageMeta::from_config(&config);
         let now = chrono::DateTime::parse_from_rfc3339("2026-12-01T00:00:00+01:00").unwrap();
-        TEST_SITEMAP_LIMIT.with(|l| l.set(Some(10)));
-        let plan = plan(
+        let cache = EntryCache::default();
+        f(&plan(
             &items,
             now,
             &meta,
             templates.default_language(),
             &[],
-            &EntryCache::default(),
-        );
-        let files: Vec<(String, String)> = (0..plan.len())
-            .filter(|&i| plan.path(i).starts_with("sitemap"))
-            .map(|i| {
-                (
-                    plan.path(i),
-                    String::from_utf8(plan.render(i).unwrap()).unwrap(),
-                )
-            })
-            .collect();
+            &cache,
+        ))
+    }
+
+    #[test]
+    fn a_sitemap_past_the_limit_becomes_an_index_of_parts() {
+        TEST_SITEMAP_LIMIT.with(|l| l.set(Some(10)));
+        let files: Vec<(String, String)> = with_plan(30, |plan| {
+            (0..plan.len())
+                .filter(|&i| plan.path(i).starts_with("sitemap"))
+                .map(|i| {
+                    (
+                        plan.path(i),
+                        String::from_utf8(plan.render(i).unwrap()).unwrap(),
+                    )
+                })
+                .collect()
+        });
         TEST_SITEMAP_LIMIT.with(|l| l.set(None));
         // 30 item pages, 8 index pages, 8 tag pages: 46 URLs in 5 parts of at most 10.
         assert_eq!(
@@ -1192,24 +1199,15 @@ mod tests {
 
     #[test]
     fn pagination_is_newest_first_and_every_item_is_listed_once() {
-        let (config, items) = corpus(10);
-        let templates = crate::templates::Templates::for_config(&config).unwrap();
-        let meta = PageMeta::from_config(&config);
-        let now = chrono::DateTime::parse_from_rfc3339("2026-12-01T00:00:00+01:00").unwrap();
-        let plan = plan(
-            &items,
-            now,
-            &meta,
-            templates.default_language(),
-            &[],
-            &EntryCache::default(),
-        );
-        let page = |p: &str| {
-            let i = (0..plan.len())
-                .find(|&i| plan.path(i) == p)
-                .unwrap_or_else(|| panic!("no {p}"));
-            String::from_utf8(plan.render(i).unwrap()).unwrap()
-        };
+        let pages: HashMap<String, String> = with_plan(10, |plan| {
+            (0..plan.len())
+                .map(|i| {
+                    let bytes = plan.render(i).unwrap();
+                    (plan.path(i), String::from_utf8(bytes).unwrap())
+                })
+                .collect()
+        });
+        let page = |p: &str| pages[p].clone();
         let mut seen = Vec::new();
         for p in ["index.html", "page/2/index.html", "page/3/index.html"] {
             let html = page(p);

@@ -264,19 +264,7 @@ fn pages_have_no_accessibility_violations_at_phone_and_desktop_width() {
         "tags = [\"OZG\"]",
         "Donaudampfschifffahrtsgesellschaftskapitänsmützenabzeichenverordnungsentwurf.\n\n| Land | Stand | Bemerkung |\n|---|---|---|\n| Baden-Württemberg | umgesetzt | Registermodernisierungsgesetzesänderung |\n\n```\nein sehr langer Codeblock ohne Umbruch, der weit über die Breite eines Telefons hinausgeht, und noch weiter\n```\n",
     );
-    let mut store = herold::store::Store::open(&site.path("data/herold.sqlite3")).unwrap();
-    store
-        .import(
-            &active_row(
-                "leser@example.org",
-                vec![],
-                vec!["woechentlich".into()],
-                None,
-            ),
-            1,
-        )
-        .unwrap();
-    drop(store);
+    subscriber(&site, "leser@example.org", &[], &["woechentlich"]);
     site.build();
     let out = site.herold(&["digest", "send", "woechentlich"]);
     assert!(

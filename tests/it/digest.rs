@@ -2,13 +2,6 @@
 
 use crate::helpers::*;
 
-fn subscriber(site: &Site, email: &str, topics: &[&str], digests: &[&str]) {
-    let mut store = herold::store::Store::open(&site.path("data/herold.sqlite3")).unwrap();
-    let t: Vec<String> = topics.iter().map(|s| s.to_string()).collect();
-    let d: Vec<String> = digests.iter().map(|s| s.to_string()).collect();
-    store.import(&active_row(email, t, d, None), 1).unwrap();
-}
-
 fn send(site: &Site, name: &str) -> (Option<i32>, String) {
     let out = site.herold(&["digest", "send", name]);
     let text = format!(
@@ -37,27 +30,6 @@ fn titles_in(mail: &Received) -> Vec<String> {
         .collect();
     out.sort();
     out
-}
-
-/// A site with mail to `sink` and fresh items: OZG and FIM news of the last days.
-fn digest_site(sink: &SmtpSink) -> Site {
-    let site = site_with_mail(sink);
-    std::fs::remove_dir_all(site.path("content")).unwrap();
-    site.item(
-        "ozg.md",
-        "OZG-Neuigkeit",
-        &days_ago(2),
-        "tags = [\"OZG\"]",
-        "Zur OZG.",
-    );
-    site.item(
-        "fim.md",
-        "FIM-Neuigkeit",
-        &days_ago(1),
-        "tags = [\"FIM\"]\nsummary = \"Kurz zu FIM.\"",
-        "Zu FIM.",
-    );
-    site
 }
 
 #[test]

@@ -553,41 +553,14 @@ fn rfc5005_chain_reaches_every_item_once_and_archives_never_change() {
 #[test]
 fn a_digest_links_its_archived_run_which_holds_no_personal_data() {
     let sink = SmtpSink::start();
-    let site = site_with_mail(&sink);
+    let site = digest_site(&sink);
     // Own pages, not the CMS of the base configuration.
     let config = std::fs::read_to_string(site.path("config.toml"))
         .unwrap()
         .replace("link = \"https://www.fitko.de/aktuelles\"\n", "")
         .replace("item_url = \"https://www.fitko.de/aktuelles/{slug}\"\n", "");
     std::fs::write(site.path("config.toml"), config).unwrap();
-    std::fs::remove_dir_all(site.path("content")).unwrap();
-    site.item(
-        "ozg.md",
-        "OZG-Neuigkeit",
-        &days_ago(2),
-        "tags = [\"OZG\"]",
-        "Zur OZG.",
-    );
-    site.item(
-        "fim.md",
-        "FIM-Neuigkeit",
-        &days_ago(1),
-        "tags = [\"FIM\"]",
-        "Zu FIM.",
-    );
-    let mut store = herold::store::Store::open(&site.path("data/herold.sqlite3")).unwrap();
-    store
-        .import(
-            &active_row(
-                "leser@example.org",
-                vec!["FIM".into()],
-                vec!["woechentlich".into()],
-                None,
-            ),
-            1,
-        )
-        .unwrap();
-    drop(store);
+    subscriber(&site, "leser@example.org", &["FIM"], &["woechentlich"]);
     site.build();
     let out = site.herold(&["digest", "send", "woechentlich"]);
     assert!(
@@ -653,14 +626,7 @@ fn a_digest_links_its_archived_run_which_holds_no_personal_data() {
             "title = \"Tagesmeldungen\"\narchive = false\n",
         );
     std::fs::write(site.path("config.toml"), config).unwrap();
-    let mut store = herold::store::Store::open(&site.path("data/herold.sqlite3")).unwrap();
-    store
-        .import(
-            &active_row("zweite@example.org", vec![], vec!["taeglich".into()], None),
-            1,
-        )
-        .unwrap();
-    drop(store);
+    subscriber(&site, "zweite@example.org", &[], &["taeglich"]);
     drop(r);
     let out = site.herold(&["digest", "send", "taeglich"]);
     assert!(

@@ -6,9 +6,9 @@ use herold::config::Config;
 use herold::content::{SiteContext, scan};
 use herold::feed::FeedMeta;
 
-fn rendered() -> Vec<(String, String)> {
-    let dir = tempfile::tempdir().unwrap();
-    let content = dir.path().join("content");
+/// The two items of the fixed site, written into `dir/content`.
+fn fixture_items(dir: &std::path::Path) {
+    let content = dir.join("content");
     std::fs::create_dir_all(&content).unwrap();
     std::fs::write(
         content.join("2020-09-08-auftakt-kommunalgremium.md"),
@@ -20,6 +20,11 @@ fn rendered() -> Vec<(String, String)> {
         "---\ntitle: \"FIT-Connect & <Zustelldienst>\"\ndate: 2026-06-01T09:30:00+02:00\nupdated: 2026-06-02T08:00:00+02:00\nslug: fit-connect\nimage: bilder/fit.png\ntags: [FIT-Connect, OZG]\n---\nText mit ]]> und einer Tabelle:\n\n| a | b |\n|---|---|\n| 1 | 2 |\n",
     )
     .unwrap();
+}
+
+fn rendered() -> Vec<(String, String)> {
+    let dir = tempfile::tempdir().unwrap();
+    fixture_items(dir.path());
     let config = Config::parse(
         "[site]\ntitle = \"FITKO – Aktuelles\"\ndescription = \"Neuigkeiten der Föderalen IT-Kooperation\"\nbase_url = \"https://www.fitko.de\"\nlink = \"https://www.fitko.de/aktuelles\"\nitem_url = \"https://www.fitko.de/aktuelles/{slug}\"\nauthor = \"FITKO\"\n[feeds]\nbase_url = \"https://www.fitko.de/feeds\"\nwebsub_hubs = [\"https://hub.example.org/\"]\n",
         "config.toml",
@@ -76,18 +81,7 @@ fn rendering_is_deterministic() {
 /// fixed clock: one page of each kind.
 fn pages() -> Vec<(String, String)> {
     let dir = tempfile::tempdir().unwrap();
-    let content = dir.path().join("content");
-    std::fs::create_dir_all(&content).unwrap();
-    std::fs::write(
-        content.join("2020-09-08-auftakt-kommunalgremium.md"),
-        "+++\ntitle = \"Auftakt für Kommunalgremium\"\ndate = 2020-09-08\nslug = \"auftakt-kommunalgremium\"\nauthor = \"co\"\ncategory = \"IT-Planungsrat\"\ntags = [\"OZG\"]\nsummary = \"Das neue Kommunalgremium des IT-Planungsrats unter dem Vorsitz der FITKO hat zum ersten Mal getagt.\"\n+++\nDas neue Kommunalgremium des IT-Planungsrats & mehr: [IT-Planungsrat](/it-planungsrat)\n",
-    )
-    .unwrap();
-    std::fs::write(
-        content.join("2026-06-01-fit-connect.md"),
-        "---\ntitle: \"FIT-Connect & <Zustelldienst>\"\ndate: 2026-06-01T09:30:00+02:00\nupdated: 2026-06-02T08:00:00+02:00\nslug: fit-connect\nimage: bilder/fit.png\ntags: [FIT-Connect, OZG]\n---\nText mit „Anführungszeichen“ und einer Tabelle:\n\n| a | b |\n|---|---|\n| 1 | 2 |\n",
-    )
-    .unwrap();
+    fixture_items(dir.path());
     let config = Config::parse(
         "[site]\ntitle = \"FITKO – Aktuelles\"\ndescription = \"Neuigkeiten der Föderalen IT-Kooperation\"\nbase_url = \"https://www.fitko.de\"\nauthor = \"FITKO\"\nprivacy_url = \"https://www.fitko.de/datenschutz\"\n[server]\npublic_url = \"https://aktuelles.fitko.de\"\n[[digest]]\nname = \"woechentlich\"\ntitle = \"Wochenüberblick\"\nschedule = \"0 8 * * 1\"\n",
         "config.toml",
