@@ -641,3 +641,23 @@ fn a_digest_links_its_archived_run_which_holds_no_personal_data() {
         .unwrap_or(0);
     assert_eq!(runs, 0, "a run of an unarchived digest has a page");
 }
+
+#[test]
+fn noindex_asks_search_engines_to_stay_away_and_english_sites_get_english_pages() {
+    let site = Site::with_config(&format!(
+        "{}noindex = true\n",
+        OWN_PAGES.replace("[site]\n", "[site]\nlanguage = \"en\"\n")
+    ));
+    site.item("a.md", "One", "2026-05-05", "tags = [\"OZG\"]", "One.");
+    site.build();
+    let index = std::fs::read_to_string(site.path("public/index.html")).unwrap();
+    assert!(index.contains("<meta name=\"robots\" content=\"noindex\">"));
+    assert!(index.contains("<html lang=\"en\">"));
+    assert!(index.contains("5 May 2026"), "{index}");
+    let tag = std::fs::read_to_string(site.path("public/tags/ozg/index.html")).unwrap();
+    assert!(tag.contains("<h1>Tag: OZG</h1>"), "{tag}");
+    let plain = own_site();
+    plain.build();
+    let index = std::fs::read_to_string(plain.path("public/index.html")).unwrap();
+    assert!(!index.contains("robots"));
+}
