@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use crate::config::Format;
 use crate::content::{Item, Problem, Rendition};
 use crate::feed::{self, FeedMeta, FeedSpec};
-use crate::output::{Written, write_all_if_changed};
+use crate::output::{Written, write_all_if_changed, write_batch_if_changed};
 
 /// Rendered bodies, kept between builds so that only new or edited items are rendered again.
 #[derive(Default)]
@@ -315,8 +315,12 @@ pub struct WriteStats {
 /// Renders and writes every file of `build` below `dir` (each atomically, only if its bytes
 /// change) and removes the feed files herold wrote earlier that are no longer part of the
 /// build (a tag that went away).
+///
+/// Written as a batch: no file is synced on its own, one `syncfs` at the end makes them all
+/// durable (a build writes hundreds of feed and archive files; a crash before the end
+/// leaves files that the next build or daemon start finds different and writes again).
 pub fn write_feeds(dir: &Path, build: &Build) -> std::io::Result<WriteStats> {
-    write_feeds_where(dir, build, &|_| true)
+    write_feeds_with(dir, build, &|_| true, true)
 }
 
 /// [`write_feeds`] for the files `select(i)` picks; the others are known to be on disk as
@@ -326,15 +330,31 @@ pub fn write_feeds_where(
     build: &Build,
     select: &(dyn Fn(usize) -> bool + Sync),
 ) -> std::io::Result<WriteStats> {
+    write_feeds_with(dir, build, select, false)
+}
+
+/// [`write_feeds_where`], each file synced on its own, or (`batch`) all with one `syncfs`.
+fn write_feeds_with(
+    dir: &Path,
+    build: &Build,
+    select: &(dyn Fn(usize) -> bool + Sync),
+    batch: bool,
+) -> std::io::Result<WriteStats> {
     let mut stats = WriteStats::default();
     let picked: Vec<usize> = (0..build.len())
         .filter(|&i| select(i) && !(build.immutable(i) && dir.join(build.path(i)).is_file()))
         .collect();
     stats.unchanged = build.len() - picked.len();
-    let written = write_all_if_changed(picked.len(), |k| {
+    let produce = |k: usize| {
         let i = picked[k];
         (dir.join(build.path(i)), build.render(i))
-    })?;
+    };
+    let written = if batch {
+        std::fs::create_dir_all(dir)?;
+        write_batch_if_changed(dir, true, picked.len(), produce)?
+    } else {
+        write_all_if_changed(picked.len(), produce)?
+    };
     for (&i, w) in picked.iter().zip(written) {
         match w {
             Written::Changed => stats.changed.push(build.path(i)),

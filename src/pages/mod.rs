@@ -196,25 +196,20 @@ pub fn load_archives(
 /// page, and those pages are then made of entries already made.
 #[derive(Default)]
 pub struct EntryCache {
-    entries: HashMap<String, (u64, minijinja::Value)>,
+    /// The settings and templates the entries were made with.
+    settings: u64,
+    /// By item key (its file and contents, see `PagePlan::keys`).
+    entries: HashMap<u64, minijinja::Value>,
 }
 
 impl EntryCache {
-    /// What an item's entry depends on: its file and the settings and templates.
-    fn fingerprint(item: &Item, settings: u64) -> u64 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (&item.path, item.content_hash, item.revision, settings).hash(&mut h);
-        h.finish()
-    }
-
     /// A slot per corpus position, filled where the cache knows the item's entry.
-    fn slots(&self, items: &[Arc<Item>], settings: u64) -> Vec<OnceLock<minijinja::Value>> {
-        items
-            .iter()
-            .map(|item| {
+    fn slots(&self, keys: &[u64], settings: u64) -> Vec<OnceLock<minijinja::Value>> {
+        keys.iter()
+            .map(|k| {
                 let slot = OnceLock::new();
-                if let Some((f, entry)) = self.entries.get(&item.id)
-                    && *f == Self::fingerprint(item, settings)
+                if settings == self.settings
+                    && let Some(entry) = self.entries.get(k)
                 {
                     let _ = slot.set(entry.clone());
                 }
@@ -225,22 +220,19 @@ impl EntryCache {
 
     /// Keeps the entries `plan` made, and forgets those of items it no longer lists.
     pub fn absorb(&mut self, plan: &PagePlan) {
+        if self.settings != plan.settings {
+            self.entries.clear();
+            self.settings = plan.settings;
+        }
         for &i in &plan.listed {
             if let Some(entry) = plan.entries[i].get() {
-                let item = &plan.items[i];
-                self.entries.insert(
-                    item.id.clone(),
-                    (Self::fingerprint(item, plan.settings), entry.clone()),
-                );
+                self.entries.insert(plan.keys[i], entry.clone());
             }
         }
         if self.entries.len() > plan.listed.len() {
-            let keep: std::collections::HashSet<&str> = plan
-                .listed
-                .iter()
-                .map(|&i| plan.items[i].id.as_str())
-                .collect();
-            self.entries.retain(|id, _| keep.contains(id.as_str()));
+            let keep: std::collections::HashSet<u64> =
+                plan.listed.iter().map(|&i| plan.keys[i]).collect();
+            self.entries.retain(|k, _| keep.contains(k));
         }
     }
 }
@@ -256,7 +248,7 @@ fn lead_of(item: &Item) -> String {
 }
 
 /// One page (or sitemap file).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Job {
     /// Page `n` (from 1) of the index.
     Index(usize),
@@ -290,8 +282,8 @@ pub struct PagePlan<'a> {
     /// Per archive and run: the corpus positions of the run's items still published.
     run_items: Vec<Vec<Vec<usize>>>,
     jobs: Vec<Job>,
-    /// Every page URL path for the sitemap, with its last change where known.
-    sitemap: Vec<(String, Option<DateTime<FixedOffset>>)>,
+    /// How many of `jobs` are pages (they come first; the sitemap lists them).
+    page_jobs: usize,
     /// Page URL clashes (errors naming both files).
     pub problems: Vec<Problem>,
     /// A hash of the settings and templates every page depends on.
@@ -377,62 +369,47 @@ pub fn plan<'a>(
         .collect();
 
     let per = meta.per_page;
-    let mut jobs = Vec::new();
-    let mut sitemap = Vec::new();
-    let index_pages = pages_of(listed.len(), per);
-    for n in 1..=index_pages {
-        sitemap.push((list_path("", n), None));
-    }
     // Item pages first: rendering one gives its lead from the same parse, and the list
     // pages after them find their entries made.
-    for &i in &listed {
-        jobs.push(Job::Item(i));
-        sitemap.push((item_path(&items[i]), Some(items[i].updated)));
-    }
-    jobs.extend((1..=index_pages).map(Job::Index));
+    let mut jobs: Vec<Job> = listed.iter().map(|&i| Job::Item(i)).collect();
+    jobs.extend((1..=pages_of(listed.len(), per)).map(Job::Index));
     for (t, term) in terms.iter().enumerate() {
-        let prefix = format!("{}/{}/", term.kind.dir(), term.slug);
-        for n in 1..=pages_of(term.items.len(), per) {
-            jobs.push(Job::Term(t, n));
-            sitemap.push((list_path(&prefix, n), None));
-        }
+        jobs.extend((1..=pages_of(term.items.len(), per)).map(|n| Job::Term(t, n)));
     }
     for (d, a) in archives.iter().enumerate() {
         jobs.push(Job::DigestIndex(d));
-        sitemap.push((format!("digests/{}/", a.name), None));
-        for (r, run) in a.runs.iter().enumerate() {
-            jobs.push(Job::DigestRun(d, r));
-            sitemap.push((run_path(&a.name, run.id), None));
-        }
+        jobs.extend((0..a.runs.len()).map(|r| Job::DigestRun(d, r)));
     }
-    let parts = if sitemap.len() > sitemap_limit() {
-        sitemap.len().div_ceil(sitemap_limit())
+    let page_jobs = jobs.len();
+    let parts = if page_jobs > sitemap_limit() {
+        page_jobs.div_ceil(sitemap_limit())
     } else {
         0
     };
     jobs.extend((0..=parts).map(Job::Sitemap));
     jobs.push(Job::Stylesheet);
+    let keys: Vec<u64> = items
+        .iter()
+        .map(|it| {
+            it.content_hash
+                ^ crate::content::item::stable_hash(it.path.as_bytes()).rotate_left(17)
+                ^ crate::content::item::stable_hash(it.id.as_bytes()).rotate_left(41)
+        })
+        .collect();
     PagePlan {
         items,
         meta,
         lang,
-        entries: cache.slots(items, settings),
+        entries: cache.slots(&keys, settings),
         listed,
         terms,
         archives,
         run_items,
         jobs,
-        sitemap,
+        page_jobs,
         problems,
         settings,
-        keys: items
-            .iter()
-            .map(|it| {
-                it.content_hash
-                    ^ crate::content::item::stable_hash(it.path.as_bytes()).rotate_left(17)
-                    ^ crate::content::item::stable_hash(it.id.as_bytes()).rotate_left(41)
-            })
-            .collect(),
+        keys,
     }
 }
 
@@ -444,13 +421,16 @@ pub fn url_clashes(items: &[Arc<Item>], now: DateTime<FixedOffset>) -> Vec<Probl
 /// The published items that get a page, newest first: of two items whose pages would have
 /// the same URL, the first file in path order keeps it and the other is an error.
 fn page_owners(items: &[Arc<Item>], start: usize) -> (Vec<usize>, Vec<Problem>) {
-    let mut owner: HashMap<String, usize> = HashMap::with_capacity(items.len() - start);
+    use chrono::Datelike;
+    let mut owner: HashMap<(i32, u32, u32, &str), usize> =
+        HashMap::with_capacity(items.len() - start);
     let mut clashes = Vec::new();
     for i in start..items.len() {
-        let path = item_path(&items[i]);
-        match owner.get_mut(&path) {
+        let d = items[i].date;
+        let key = (d.year(), d.month(), d.day(), items[i].slug.as_str());
+        match owner.get_mut(&key) {
             None => {
-                owner.insert(path, i);
+                owner.insert(key, i);
             }
             Some(o) => {
                 let (keep, lose) = if items[i].path < items[*o].path {
@@ -459,7 +439,7 @@ fn page_owners(items: &[Arc<Item>], start: usize) -> (Vec<usize>, Vec<Problem>) 
                     (*o, i)
                 };
                 *o = keep;
-                clashes.push((keep, lose, path));
+                clashes.push((keep, lose, item_path(&items[i])));
             }
         }
     }
@@ -626,8 +606,14 @@ impl<'a> PagePlan<'a> {
             }
             Job::Sitemap(n) => {
                 (5u8, n).hash(&mut h);
-                for (path, updated) in self.sitemap_part(n) {
-                    (path, updated).hash(&mut h);
+                for j in self.sitemap_part(n) {
+                    match self.jobs[j] {
+                        Job::Item(idx) => (self.keys[idx], self.items[idx].updated).hash(&mut h),
+                        Job::Term(t, n) => (&self.terms[t].slug, n).hash(&mut h),
+                        Job::DigestIndex(d) => self.archives[d].name.hash(&mut h),
+                        Job::DigestRun(d, r) => self.archives[d].runs[r].id.hash(&mut h),
+                        job => job.hash(&mut h),
+                    }
                 }
             }
             Job::Stylesheet => 6u8.hash(&mut h),
@@ -641,15 +627,16 @@ impl<'a> PagePlan<'a> {
         &v[from..(from + per).min(v.len())]
     }
 
-    fn sitemap_part(&self, n: usize) -> &[(String, Option<DateTime<FixedOffset>>)] {
+    /// The page jobs that sitemap file `n` lists.
+    fn sitemap_part(&self, n: usize) -> std::ops::Range<usize> {
         if n == 0 {
-            if self.sitemap.len() > sitemap_limit() {
-                return &[];
+            if self.page_jobs > sitemap_limit() {
+                return 0..0;
             }
-            return &self.sitemap;
+            return 0..self.page_jobs;
         }
         let from = (n - 1) * sitemap_limit();
-        &self.sitemap[from..(from + sitemap_limit()).min(self.sitemap.len())]
+        from..(from + sitemap_limit()).min(self.page_jobs)
     }
 
     /// The bytes of page `i`.
@@ -932,9 +919,9 @@ impl<'a> PagePlan<'a> {
 
     fn render_sitemap(&self, n: usize) -> String {
         let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-        if n == 0 && self.sitemap.len() > sitemap_limit() {
+        if n == 0 && self.page_jobs > sitemap_limit() {
             out.push_str("<sitemapindex xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">\n");
-            for k in 1..=self.sitemap.len().div_ceil(sitemap_limit()) {
+            for k in 1..=self.page_jobs.div_ceil(sitemap_limit()) {
                 out.push_str(&format!(
                     "<sitemap><loc>{}</loc></sitemap>\n",
                     xml_escape(&self.meta.url(&format!("sitemap-{k}.xml")))
@@ -944,11 +931,12 @@ impl<'a> PagePlan<'a> {
             return out;
         }
         out.push_str("<urlset xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">\n");
-        for (path, updated) in self.sitemap_part(n) {
+        for j in self.sitemap_part(n) {
             out.push_str("<url><loc>");
-            out.push_str(&xml_escape(&self.meta.url(path)));
+            out.push_str(&xml_escape(&self.meta.url(&self.url_path(j))));
             out.push_str("</loc>");
-            if let Some(u) = updated {
+            if let Job::Item(idx) = self.jobs[j] {
+                let u = self.items[idx].updated;
                 out.push_str("<lastmod>");
                 out.push_str(&u.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
                 out.push_str("</lastmod>");
@@ -1006,10 +994,9 @@ pub fn write_pages(
     };
     let mut stats = write_selected(dir, plan, &select, sync)?;
     stats.rendered = (0..plan.len()).filter(|&i| select(i)).count();
-    let before: Vec<String> = known.keys().cloned().collect();
-    let same_pages = before.len() == paths.len() && paths.iter().all(|p| known.contains_key(p));
-    *known = paths.into_iter().zip(fingerprints).collect();
-    for rel in before {
+    let same_pages = known.len() == paths.len() && paths.iter().all(|p| known.contains_key(p));
+    let before = std::mem::replace(known, paths.into_iter().zip(fingerprints).collect());
+    for rel in before.into_keys() {
         if known.contains_key(&rel) || !safe_relative(&rel) {
             continue;
         }
