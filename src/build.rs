@@ -316,9 +316,10 @@ pub struct WriteStats {
 /// change) and removes the feed files herold wrote earlier that are no longer part of the
 /// build (a tag that went away).
 ///
-/// Written as a batch: no file is synced on its own, one `syncfs` at the end makes them all
-/// durable (a build writes hundreds of feed and archive files; a crash before the end
-/// leaves files that the next build or daemon start finds different and writes again).
+/// Written as a batch: no file is synced on its own; the caller flushes them all at once
+/// with [`crate::output::sync_fs`] (a build writes hundreds of feed and archive files; a
+/// crash before that leaves files that the next build or daemon start finds different and
+/// writes again).
 pub fn write_feeds(dir: &Path, build: &Build) -> std::io::Result<WriteStats> {
     write_feeds_with(dir, build, &|_| true, true)
 }
@@ -351,7 +352,7 @@ fn write_feeds_with(
     };
     let written = if batch {
         std::fs::create_dir_all(dir)?;
-        write_batch_if_changed(dir, true, picked.len(), produce)?
+        write_batch_if_changed(dir, false, picked.len(), produce)?
     } else {
         write_all_if_changed(picked.len(), produce)?
     };

@@ -112,7 +112,7 @@ where
 }
 
 /// Flushes the file system that holds `dir` (`syncfs(2)`).
-fn sync_fs(dir: &Path) -> std::io::Result<()> {
+pub fn sync_fs(dir: &Path) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let d = std::fs::File::open(dir)?;
     // SAFETY: `d` is an open descriptor for the duration of the call.

@@ -206,7 +206,14 @@ fn build(cli: &Cli, config: &Config, strict: bool) -> anyhow::Result<ExitCode> {
     report(cli, &rendered.warnings, false);
     let stats = crate::build::write_feeds(&config.feeds.dir, &rendered)
         .with_context(|| format!("cannot write the feeds in {}", config.feeds.dir.display()))?;
+    // The feeds go to disk while the pages are rendered; the build ends when both are there.
+    let feeds_dir = config.feeds.dir.clone();
+    let flush = std::thread::spawn(move || crate::output::sync_fs(&feeds_dir));
     let pages = write_pages(cli, config, &corpus)?;
+    flush
+        .join()
+        .expect("the flush thread panicked")
+        .with_context(|| format!("cannot flush the feeds in {}", config.feeds.dir.display()))?;
     record_seen(config, &corpus)?;
     tracing::info!(
         dir = %config.feeds.dir.display(),
