@@ -60,7 +60,7 @@ pub fn write_batch_if_changed<F>(
 where
     F: Fn(usize) -> (PathBuf, Vec<u8>) + Sync,
 {
-    let results: Vec<Written> = on_threads(8, count, produce, |p, b| {
+    let results: Vec<Written> = on_threads(batch_threads(), count, produce, |p, b| {
         unchanged_or(p, b, |p, b| replace_with(p, b, false))
     })
     .into_iter()
@@ -70,6 +70,11 @@ where
         sync_fs(root)?;
     }
     Ok(results)
+}
+
+/// Writer threads for batches: the work is mostly CPU (rendering), so two per core.
+fn batch_threads() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| (2 * n.get()).clamp(2, 16))
 }
 
 /// Produces and writes `count` files on up to `threads` threads, each file produced just
