@@ -76,6 +76,53 @@ impl HtmlCache {
     }
 }
 
+/// Bodies rendered for archive documents, handed on to the item pages of the same build,
+/// which show the same renditions: a build into empty directories renders each body once,
+/// not twice. Bounded: past `cap` bytes nothing more is kept (the page renders its own).
+pub struct SharedBodies {
+    map: std::sync::Mutex<HashMap<usize, Rendition>>,
+    bytes: std::sync::atomic::AtomicUsize,
+    cap: usize,
+}
+
+impl SharedBodies {
+    pub fn new(cap: usize) -> SharedBodies {
+        SharedBodies {
+            map: Default::default(),
+            bytes: Default::default(),
+            cap,
+        }
+    }
+
+    fn offer(&self, idx: usize, r: &Rendition) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let size = r.html.len() + r.summary.len();
+        if self.bytes.fetch_add(size, Relaxed) + size > self.cap {
+            self.bytes.fetch_sub(size, Relaxed);
+            return;
+        }
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(idx, r.clone());
+    }
+
+    /// The rendition of the item at corpus position `idx`, if one was kept (it is given
+    /// out once).
+    pub fn take(&self, idx: usize) -> Option<Rendition> {
+        let r = self
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&idx)?;
+        self.bytes.fetch_sub(
+            r.html.len() + r.summary.len(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Some(r)
+    }
+}
+
 /// One file of a build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Job {
@@ -92,6 +139,8 @@ pub struct Build<'a> {
     specs: Vec<FeedSpec>,
     /// The site feed's archive documents, oldest first.
     archives: Vec<feed::archive::ArchiveDoc>,
+    /// Where archive bodies go for the item pages, when the caller writes those next.
+    shared: Option<&'a SharedBodies>,
     bodies: Vec<Arc<Rendition>>,
     /// One per file.
     jobs: Vec<Job>,
@@ -155,6 +204,7 @@ pub fn prepare_indexed<'a>(
         meta,
         specs,
         archives,
+        shared: None,
         archive_bodies: Default::default(),
         bodies,
         jobs,
@@ -166,7 +216,7 @@ pub fn prepare_indexed<'a>(
     }
 }
 
-impl Build<'_> {
+impl<'a> Build<'a> {
     /// How many feeds (each in every configured format).
     pub fn feeds(&self) -> usize {
         self.specs.len()
@@ -265,11 +315,22 @@ impl Build<'_> {
                 self.archives[a]
                     .items
                     .iter()
-                    .map(|&i| self.items[i].render())
+                    .map(|&i| {
+                        let r = self.items[i].render();
+                        if let Some(shared) = self.shared {
+                            shared.offer(i, &r);
+                        }
+                        r
+                    })
                     .collect(),
             )
         })
         .clone()
+    }
+
+    /// Hands the bodies rendered for archive documents on to `shared`.
+    pub fn share_bodies(&mut self, shared: &'a SharedBodies) {
+        self.shared = Some(shared);
     }
 
     /// A fingerprint of everything file `i` shows: its feed, format and, for each of its

@@ -202,14 +202,18 @@ fn build(cli: &Cli, config: &Config, strict: bool) -> anyhow::Result<ExitCode> {
     }
     let meta = crate::feed::FeedMeta::from_config(config);
     let mut cache = crate::build::HtmlCache::default();
-    let rendered = crate::build::prepare(&corpus.items, now(config), &meta, &mut cache);
+    // Archive documents and item pages show the same bodies: up to 64 MB of them are
+    // rendered once for both.
+    let shared = crate::build::SharedBodies::new(if config.pages.enabled { 64 << 20 } else { 0 });
+    let mut rendered = crate::build::prepare(&corpus.items, now(config), &meta, &mut cache);
+    rendered.share_bodies(&shared);
     report(cli, &rendered.warnings, false);
     let stats = crate::build::write_feeds(&config.feeds.dir, &rendered)
         .with_context(|| format!("cannot write the feeds in {}", config.feeds.dir.display()))?;
     // The feeds go to disk while the pages are rendered; the build ends when both are there.
     let feeds_dir = config.feeds.dir.clone();
     let flush = std::thread::spawn(move || crate::output::sync_fs(&feeds_dir));
-    let pages = write_pages(cli, config, &corpus)?;
+    let pages = write_pages(cli, config, &corpus, &shared)?;
     flush
         .join()
         .expect("the flush thread panicked")
@@ -239,6 +243,7 @@ pub fn write_pages(
     cli: &Cli,
     config: &Config,
     corpus: &Corpus,
+    shared: &crate::build::SharedBodies,
 ) -> anyhow::Result<Option<crate::pages::PageStats>> {
     if !config.pages.enabled {
         return Ok(None);
@@ -252,7 +257,7 @@ pub fn write_pages(
         crate::pages::load_archives(&store, &meta)?
     };
     let cache = crate::pages::EntryCache::default();
-    let plan = crate::pages::plan(
+    let mut plan = crate::pages::plan(
         &corpus.items,
         now(config),
         &meta,
@@ -260,6 +265,7 @@ pub fn write_pages(
         &archives,
         &cache,
     );
+    plan.share_bodies(shared);
     let problems: Vec<Problem> = plan
         .problems
         .iter()

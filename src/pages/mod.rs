@@ -290,6 +290,8 @@ pub struct PagePlan<'a> {
     settings: u64,
     /// Per corpus position: what identifies the item's file and its contents.
     keys: Vec<u64>,
+    /// Bodies already rendered in this build (for the archive documents).
+    shared: Option<&'a crate::build::SharedBodies>,
 }
 
 fn pages_of(n: usize, per_page: usize) -> usize {
@@ -410,6 +412,7 @@ pub fn plan<'a>(
         problems,
         settings,
         keys,
+        shared: None,
     }
 }
 
@@ -491,6 +494,9 @@ struct Alternate {
 
 #[derive(Serialize)]
 struct Entry<'a> {
+    /// The id of the entry's heading: from the item's id, so unique on any page and the
+    /// same across edits.
+    anchor: String,
     title: &'a str,
     url: String,
     date_iso: String,
@@ -522,6 +528,11 @@ impl<'a> PagePlan<'a> {
 
     pub fn is_empty(&self) -> bool {
         self.jobs.is_empty()
+    }
+
+    /// Takes item bodies from `shared` where it has them instead of rendering them again.
+    pub fn share_bodies(&mut self, shared: &'a crate::build::SharedBodies) {
+        self.shared = Some(shared);
     }
 
     /// Whether page `i` belongs to the archive of digest `name`.
@@ -729,6 +740,10 @@ impl<'a> PagePlan<'a> {
         let item = &self.items[idx];
         let m = self.meta;
         Entry {
+            anchor: format!(
+                "m{:016x}",
+                crate::content::item::stable_hash(item.id.as_bytes())
+            ),
             title: &item.title,
             url: m.url(&item_path(item)),
             date_iso: item.date.to_rfc3339(),
@@ -754,11 +769,24 @@ impl<'a> PagePlan<'a> {
         }
     }
 
-    /// [`PagePlan::entry`] as a template value, made once per item.
-    fn entry_value(&self, idx: usize) -> minijinja::Value {
-        self.entries[idx]
-            .get_or_init(|| minijinja::Value::from(minijinja::value::Serde(self.entry(idx))))
-            .clone()
+    /// The item as lists show it (`pages/entry.html`), rendered once per item: the index,
+    /// tag, category and run pages then only put entries together.
+    fn entry_value(&self, idx: usize) -> anyhow::Result<minijinja::Value> {
+        if let Some(v) = self.entries[idx].get() {
+            return Ok(v.clone());
+        }
+        let v = self.entry_html(&self.entry(idx))?;
+        let _ = self.entries[idx].set(v.clone());
+        Ok(v)
+    }
+
+    fn entry_html(&self, entry: &Entry) -> anyhow::Result<minijinja::Value> {
+        #[derive(Serialize)]
+        struct Ctx<'e, 'f> {
+            e: &'e Entry<'f>,
+        }
+        let html = self.lang.render("pages/entry.html", Ctx { e: entry })?;
+        Ok(minijinja::Value::from_safe_string(html))
     }
 
     fn render_list(
@@ -787,7 +815,7 @@ impl<'a> PagePlan<'a> {
             .page_slice(all, n)
             .iter()
             .map(|&idx| self.entry_value(idx))
-            .collect();
+            .collect::<anyhow::Result<_>>()?;
         #[derive(Serialize)]
         struct List<'e> {
             heading: String,
@@ -810,11 +838,15 @@ impl<'a> PagePlan<'a> {
 
     fn render_item(&self, i: usize, idx: usize) -> anyhow::Result<String> {
         let item = &self.items[idx];
-        let body = item.render();
-        let entry = minijinja::Value::from(minijinja::value::Serde(
-            self.entry_with_lead(idx, body.summary),
-        ));
-        let _ = self.entries[idx].set(entry.clone());
+        let body = self
+            .shared
+            .and_then(|s| s.take(idx))
+            .unwrap_or_else(|| item.render());
+        let entry = self.entry_with_lead(idx, body.summary);
+        if self.entries[idx].get().is_none() {
+            let _ = self.entries[idx].set(self.entry_html(&entry)?);
+        }
+        let entry = minijinja::Value::from(minijinja::value::Serde(entry));
         #[derive(Serialize)]
         struct ItemPage<'e> {
             item: minijinja::Value,
@@ -879,7 +911,7 @@ impl<'a> PagePlan<'a> {
         let entries: Vec<minijinja::Value> = self.run_items[d][r]
             .iter()
             .map(|&idx| self.entry_value(idx))
-            .collect();
+            .collect::<anyhow::Result<_>>()?;
         #[derive(Serialize)]
         struct RunPage<'e> {
             title: &'e str,
