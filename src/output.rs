@@ -60,8 +60,22 @@ pub fn write_batch_if_changed<F>(
 where
     F: Fn(usize) -> (PathBuf, Vec<u8>) + Sync,
 {
-    let results: Vec<Written> = on_threads(batch_threads(), count, produce, |p, b| {
-        unchanged_or(p, b, |p, b| replace_with(p, b, false))
+    // When three quarters are written, a flush starts beside the writers, so that the
+    // last one finds little left to do.
+    let written = AtomicUsize::new(0);
+    let early = std::sync::Once::new();
+    let results: Vec<Written> = std::thread::scope(|scope| {
+        on_threads(batch_threads(), count, produce, |p, b| {
+            let r = unchanged_or(p, b, |p, b| replace_with(p, b, false));
+            if sync && written.fetch_add(1, Ordering::Relaxed) + 1 == count * 3 / 4 {
+                early.call_once(|| {
+                    scope.spawn(|| {
+                        let _ = sync_fs(root);
+                    });
+                });
+            }
+            r
+        })
     })
     .into_iter()
     .map(|(_, r)| r)
