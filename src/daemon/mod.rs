@@ -384,7 +384,6 @@ impl Daemon {
             .iter()
             .filter(|p| p.severity == Severity::Error)
             .count();
-        self.report_problems(&problems);
         let items = self.content.files.items();
         let now = crate::clock::now_in(self.config.site.timezone);
         let meta = FeedMeta::from_config(&self.config);
@@ -467,16 +466,19 @@ impl Daemon {
         };
         let new_ids = self.unrecorded_ids(items);
         drop(plan);
-        self.write_pages(now);
+        let mut problems = problems;
+        problems.extend(self.write_pages(now));
+        self.report_problems(&problems);
         self.record_seen(new_ids);
         self.content.snapshot = None;
     }
 
     /// Writes the pages that changed (all of them after a start or reload, where nothing is
-    /// known; a file whose bytes would not change is left alone either way).
-    fn write_pages(&mut self, now: DateTime<FixedOffset>) {
+    /// known; a file whose bytes would not change is left alone either way). Gives the page
+    /// URL clashes, to be reported with the content's problems.
+    fn write_pages(&mut self, now: DateTime<FixedOffset>) -> Vec<crate::content::Problem> {
         if !self.config.pages.enabled {
-            return;
+            return Vec::new();
         }
         let started = Instant::now();
         let templates = self.web.subs.templates();
@@ -491,13 +493,6 @@ impl Daemon {
             &self.pages.entries,
         );
         let planned = started.elapsed();
-        for p in &plan.problems {
-            let key = format!("{}:{}", p.path, p.message);
-            if !self.content.reported.contains(&key) {
-                tracing::error!(file = %p.path, line = p.line, "{}", p.message);
-                self.content.reported.push(key);
-            }
-        }
         // After a start or reload every page is rendered and compared with its file: pages
         // are not synced to disk one by one, so what the manifest says is not trusted; it
         // only names the pages to remove when they are no longer part of the site.
@@ -538,6 +533,14 @@ impl Daemon {
                 tracing::error!(dir = %self.config.pages.dir.display(), "cannot write the pages, the previous files stay: {e:#}");
             }
         }
+        let dir = self.content.files.dir();
+        plan.problems
+            .into_iter()
+            .map(|mut p| {
+                p.path = crate::content::scan::display_path(dir, &p.path);
+                p
+            })
+            .collect()
     }
 
     /// Reads the digest runs the archive pages show.
