@@ -39,6 +39,26 @@ fn status_kb(pid: u32, key: &str) -> u64 {
         .unwrap()
 }
 
+/// The next log line containing `needle` (lines before it are skipped).
+fn wait_line(rx: &mpsc::Receiver<String>, needle: &str) -> String {
+    loop {
+        let l = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        if l.contains(needle) {
+            return l;
+        }
+    }
+}
+
+/// The number of the field `name=` of a log line.
+fn log_field(line: &str, name: &str) -> Option<f64> {
+    line.split(&format!(" {name}="))
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[((v.len() - 1) as f64 * p).round() as usize]
@@ -123,51 +143,20 @@ fn main() {
             std::thread::sleep(Duration::from_micros(500));
         }
         latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
-        let line = loop {
-            let l = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-            if l.contains("feeds updated") {
-                break l;
-            }
-        };
-        let ms: f64 = line
-            .split(" ms=")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        work.push(ms);
-        let field = |name: &str| -> f64 {
-            line.split(&format!(" {name}="))
-                .nth(1)
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(f64::NAN)
-        };
+        let line = wait_line(&rx, "feeds updated");
+        work.push(log_field(&line, "ms").expect("ms= in the log line"));
+        let field = |name| log_field(&line, name).unwrap_or(f64::NAN);
         decide.push(field("refresh_ms") + field("plan_ms"));
         // The CPU the daemon spent on this change (it is idle otherwise: polls are 200 ms
         // apart and cost well under a millisecond).
         cpu.push((cpu_ns(pid) - c0) as f64 / 1e6);
         // Then the pages: the item's page, the index, the tag page, the sitemap.
-        let line = loop {
-            let l = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-            if l.contains("pages updated") {
-                break l;
-            }
-        };
+        let line = wait_line(&rx, "pages updated");
         pages_latency.push(t0.elapsed().as_secs_f64() * 1000.0);
         pages_cpu.push((cpu_ns(pid) - c0) as f64 / 1e6);
-        let pf = |name: &str| -> f64 {
-            line.split(&format!(" {name}="))
-                .nth(1)
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(f64::NAN)
-        };
-        pages_work.push(pf("ms"));
-        pages_rendered.push(pf("rendered"));
+        let field = |name| log_field(&line, name).unwrap_or(f64::NAN);
+        pages_work.push(field("ms"));
+        pages_rendered.push(field("rendered"));
         std::thread::sleep(Duration::from_millis(300));
     }
     println!(

@@ -256,11 +256,6 @@ impl<'a> Build<'a> {
         matches!(self.jobs[i], Job::Archive(..))
     }
 
-    /// How many archive documents the site feed has (in each archived format).
-    pub fn archive_documents(&self) -> usize {
-        self.archives.len()
-    }
-
     /// The bytes of file `i`.
     pub fn render(&self, i: usize) -> Vec<u8> {
         match self.jobs[i] {
@@ -275,7 +270,7 @@ impl<'a> Build<'a> {
                     },
                     current: None,
                 };
-                feed::render_with_history(f, self.meta, spec, self.items, &self.bodies, &history)
+                feed::render(f, self.meta, spec, self.items, &self.bodies, &history)
             }
             Job::Archive(a, f) => {
                 let doc = &self.archives[a];

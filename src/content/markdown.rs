@@ -69,12 +69,12 @@ fn render_events(events: Vec<Event>, base: &Url) -> String {
             };
             if let Some(url) = safe_url(&dest, base) {
                 tag.push_str(" href=\"");
-                tag.push_str(&escape_attr(&url));
+                tag.push_str(&super::text::escape_html(&url));
                 tag.push('"');
             }
             if !title.is_empty() {
                 tag.push_str(" title=\"");
-                tag.push_str(&escape_attr(&title));
+                tag.push_str(&super::text::escape_html(&title));
                 tag.push('"');
             }
             tag.push_str(" rel=\"noopener noreferrer\">");
@@ -123,20 +123,6 @@ fn safe_url(url: &str, base: &Url) -> Option<String> {
         Err(url::ParseError::RelativeUrlWithoutBase) => base.join(url).ok().map(String::from),
         Err(_) => None,
     }
-}
-
-fn escape_attr(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Sanitises an HTML fragment and makes its URLs absolute against `base`.

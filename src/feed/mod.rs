@@ -442,17 +442,6 @@ impl std::hash::Hasher for SlugHasher {
     }
 }
 
-/// Renders one feed in one format. `bodies[i]` is the rendition of item `i`.
-pub fn render<B: std::ops::Deref<Target = Rendition>>(
-    format: Format,
-    meta: &FeedMeta,
-    spec: &FeedSpec,
-    items: &[Arc<Item>],
-    bodies: &[B],
-) -> Vec<u8> {
-    render_with_history(format, meta, spec, items, bodies, &History::default())
-}
-
 /// The RFC 5005 links of a feed document.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct History {
@@ -464,8 +453,9 @@ pub struct History {
     pub current: Option<String>,
 }
 
-/// [`render`] with the links of archived feeds.
-pub fn render_with_history<B: std::ops::Deref<Target = Rendition>>(
+/// Renders one feed in one format, with the RFC 5005 links of `history`. `bodies[i]` is the
+/// rendition of item `i`.
+pub fn render<B: std::ops::Deref<Target = Rendition>>(
     format: Format,
     meta: &FeedMeta,
     spec: &FeedSpec,

@@ -823,7 +823,6 @@ impl<'a> PagePlan<'a> {
             description: Option<&'e str>,
             entries: Vec<minijinja::Value>,
             pager: Pager,
-            feeds: Vec<Alternate>,
         }
         let list = List {
             heading,
@@ -831,7 +830,6 @@ impl<'a> PagePlan<'a> {
             description: term.is_none().then_some(self.meta.description.as_str()),
             entries,
             pager,
-            feeds: self.alternates(term),
         };
         self.page("pages/list.html", i, self.alternates(term), list)
     }
@@ -855,7 +853,6 @@ impl<'a> PagePlan<'a> {
             author: &'e str,
             updated: Option<String>,
             updated_iso: String,
-            feeds: Vec<Alternate>,
         }
         let page = ItemPage {
             item: entry,
@@ -864,7 +861,6 @@ impl<'a> PagePlan<'a> {
             author: &item.author,
             updated: (item.updated > item.date).then(|| self.lang.long_date(&item.updated)),
             updated_iso: item.updated.to_rfc3339(),
-            feeds: self.alternates(None),
         };
         self.page("pages/item.html", i, self.alternates(None), page)
     }
@@ -956,7 +952,7 @@ impl<'a> PagePlan<'a> {
             for k in 1..=self.page_jobs.div_ceil(sitemap_limit()) {
                 out.push_str(&format!(
                     "<sitemap><loc>{}</loc></sitemap>\n",
-                    xml_escape(&self.meta.url(&format!("sitemap-{k}.xml")))
+                    crate::content::text::escape_html(&self.meta.url(&format!("sitemap-{k}.xml")))
                 ));
             }
             out.push_str("</sitemapindex>\n");
@@ -965,7 +961,9 @@ impl<'a> PagePlan<'a> {
         out.push_str("<urlset xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">\n");
         for j in self.sitemap_part(n) {
             out.push_str("<url><loc>");
-            out.push_str(&xml_escape(&self.meta.url(&self.url_path(j))));
+            out.push_str(&crate::content::text::escape_html(
+                &self.meta.url(&self.url_path(j)),
+            ));
             out.push_str("</loc>");
             if let Job::Item(idx) = self.jobs[j] {
                 let u = self.items[idx].updated;
@@ -986,12 +984,6 @@ fn format_name(f: Format) -> &'static str {
         Format::Atom => "Atom",
         Format::Json => "JSON Feed",
     }
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 /// What [`write_pages`] did.

@@ -266,12 +266,8 @@ fn pages_have_no_accessibility_violations_at_phone_and_desktop_width() {
     );
     subscriber(&site, "leser@example.org", &[], &["woechentlich"]);
     site.build();
-    let out = site.herold(&["digest", "send", "woechentlich"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, text) = send(&site, "woechentlich");
+    assert_eq!(code, Some(0), "{text}");
     let d = site.start();
     d.wait_log("pages updated");
     let run = std::fs::read_dir(site.path("public/digests/woechentlich"))

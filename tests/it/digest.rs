@@ -2,17 +2,6 @@
 
 use crate::helpers::*;
 
-fn send(site: &Site, name: &str) -> (Option<i32>, String) {
-    let out = site.herold(&["digest", "send", name]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("digest send {name}: {text}");
-    (out.status.code(), text)
-}
-
 fn drain(sink: &SmtpSink, n: usize) -> Vec<Received> {
     let mut v: Vec<Received> = (0..n).map(|_| sink.next()).collect();
     sink.assert_none();

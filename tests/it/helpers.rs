@@ -692,3 +692,15 @@ pub fn digest_site(sink: &SmtpSink) -> Site {
     );
     site
 }
+
+/// Runs `herold digest send NAME`; gives its exit code and what it printed.
+pub fn send(site: &Site, name: &str) -> (Option<i32>, String) {
+    let out = site.herold(&["digest", "send", name]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("digest send {name}: {text}");
+    (out.status.code(), text)
+}

@@ -562,12 +562,8 @@ fn a_digest_links_its_archived_run_which_holds_no_personal_data() {
     std::fs::write(site.path("config.toml"), config).unwrap();
     subscriber(&site, "leser@example.org", &["FIM"], &["woechentlich"]);
     site.build();
-    let out = site.herold(&["digest", "send", "woechentlich"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, text) = send(&site, "woechentlich");
+    assert_eq!(code, Some(0), "{text}");
     let mail = sink.next();
     let text = mail.part("text/plain");
     let html = mail.part("text/html");
@@ -628,12 +624,8 @@ fn a_digest_links_its_archived_run_which_holds_no_personal_data() {
     std::fs::write(site.path("config.toml"), config).unwrap();
     subscriber(&site, "zweite@example.org", &[], &["taeglich"]);
     drop(r);
-    let out = site.herold(&["digest", "send", "taeglich"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, text) = send(&site, "taeglich");
+    assert_eq!(code, Some(0), "{text}");
     let mail = sink.next();
     assert!(!mail.part("text/plain").contains("Im Browser lesen"));
     let runs = std::fs::read_dir(site.path("public/digests/taeglich"))
