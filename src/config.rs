@@ -50,6 +50,8 @@ pub struct Config {
     pub privacy: Privacy,
     #[serde(default)]
     pub digest: Vec<Digest>,
+    #[serde(default)]
+    pub bounce: Bounce,
     /// The directory of the config file; relative paths were resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -327,6 +329,91 @@ pub struct Dkim {
     pub private_key_file: Option<PathBuf>,
 }
 
+/// `[bounce]`: when bounces suspend an address, where unmatched messages are kept, and the
+/// bounce mailbox over IMAP (SPEC 12).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Bounce {
+    pub hard_limit: u32,
+    pub soft_limit: u32,
+    #[serde(deserialize_with = "de_duration")]
+    pub soft_window: Duration,
+    /// Default: `bounces/` beside the database.
+    pub unmatched_dir: Option<PathBuf>,
+    #[serde(deserialize_with = "de_duration")]
+    pub keep: Duration,
+    pub imap: Option<Imap>,
+}
+
+impl Default for Bounce {
+    fn default() -> Self {
+        Bounce {
+            hard_limit: 1,
+            soft_limit: 3,
+            soft_window: Duration::from_secs(30 * 24 * 3600),
+            unmatched_dir: None,
+            keep: Duration::from_secs(14 * 24 * 3600),
+            imap: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Imap {
+    pub host: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default = "default_imap_tls")]
+    pub tls: Tls,
+    pub username: String,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "default_mailbox")]
+    pub mailbox: String,
+    #[serde(default = "default_processed_mailbox")]
+    pub processed_mailbox: String,
+    #[serde(default = "default_imap_poll", deserialize_with = "de_duration")]
+    pub poll_interval: Duration,
+}
+
+fn default_imap_tls() -> Tls {
+    Tls::Tls
+}
+
+fn default_mailbox() -> String {
+    "INBOX".into()
+}
+
+fn default_processed_mailbox() -> String {
+    "herold-processed".into()
+}
+
+fn default_imap_poll() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl Imap {
+    /// The port: as configured, else 993 for TLS and 143 otherwise.
+    pub fn port(&self) -> u16 {
+        self.port
+            .unwrap_or(if self.tls == Tls::Tls { 993 } else { 143 })
+    }
+}
+
+impl Bounce {
+    /// Where unmatched messages are kept: `unmatched_dir`, else `bounces/` beside the
+    /// database.
+    pub fn unmatched_dir(&self, database: &Path) -> PathBuf {
+        self.unmatched_dir.clone().unwrap_or_else(|| {
+            database
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("bounces")
+        })
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Privacy {
@@ -497,6 +584,17 @@ impl Config {
         if let Some(p) = self.server.secret_file.as_mut() {
             abs(p);
         }
+        if let Some(p) = self.bounce.unmatched_dir.as_mut() {
+            abs(p);
+        }
+        if let Some(p) = self
+            .bounce
+            .imap
+            .as_mut()
+            .and_then(|i| i.password_file.as_mut())
+        {
+            abs(p);
+        }
         if let Some(p) = self
             .mail
             .smtp
@@ -625,6 +723,42 @@ impl Config {
                 "rate_per_second",
                 "mail.rate_per_second must be positive".into(),
             ));
+        }
+        if let Some(r) = &self.mail.return_path {
+            crate::email::ReturnPath::parse(r)
+                .map_err(|e| err("return_path", format!("mail.return_path {e}")))?;
+        }
+        if self.bounce.hard_limit == 0 || self.bounce.soft_limit == 0 {
+            return Err(err(
+                if self.bounce.hard_limit == 0 {
+                    "hard_limit"
+                } else {
+                    "soft_limit"
+                },
+                "bounce.hard_limit and bounce.soft_limit must be at least 1".into(),
+            ));
+        }
+        if let Some(imap) = &self.bounce.imap {
+            let loopback = imap.host == "localhost"
+                || imap
+                    .host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if imap.tls == Tls::None && !loopback {
+                return Err(err(
+                    "tls",
+                    format!(
+                        "bounce.imap.tls = \"none\" sends the password in clear text: only allowed to a loopback host, not `{}`",
+                        imap.host
+                    ),
+                ));
+            }
+            if imap.mailbox == imap.processed_mailbox {
+                return Err(err(
+                    "processed_mailbox",
+                    "bounce.imap.processed_mailbox must differ from bounce.imap.mailbox".into(),
+                ));
+            }
         }
         if self.mail.transport == Transport::Smtp && self.mail.smtp.is_none() {
             return Err(err(
@@ -877,7 +1011,8 @@ pub fn key_line(text: &str, key: &str) -> Option<usize> {
 
 /// The sections an environment variable may address, longest first so that
 /// `HEROLD_MAIL_SMTP_HOST` is `[mail.smtp] host`, not `[mail] smtp_host`.
-const ENV_SECTIONS: [(&str, &[&str]); 9] = [
+const ENV_SECTIONS: [(&str, &[&str]); 12] = [
+    ("BOUNCE_IMAP_", &["bounce", "imap"]),
     ("MAIL_SMTP_", &["mail", "smtp"]),
     ("MAIL_DKIM_", &["mail", "dkim"]),
     ("DATABASE_", &["database"]),
@@ -887,6 +1022,8 @@ const ENV_SECTIONS: [(&str, &[&str]); 9] = [
     ("FEEDS_", &["feeds"]),
     ("SITE_", &["site"]),
     ("MAIL_", &["mail"]),
+    ("BOUNCE_", &["bounce"]),
+    ("PAGES_", &["pages"]),
 ];
 
 struct Override {

@@ -146,3 +146,93 @@ mod tests {
         );
     }
 }
+
+/// `mail.return_path`: a fixed envelope sender, or one with `{token}` in its local part
+/// (VERP) that names each mail's delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReturnPath {
+    Fixed(Email),
+    Verp { prefix: String, suffix: String },
+}
+
+/// The longest token [`ReturnPath::address`] is given (a return-path token is 34).
+const TOKEN_ROOM: usize = 40;
+
+impl ReturnPath {
+    pub fn parse(s: &str) -> Result<ReturnPath, String> {
+        match s.split_once("{token}") {
+            None => Email::parse(s)
+                .map(ReturnPath::Fixed)
+                .map_err(|e| format!("`{s}`: {e}")),
+            Some((prefix, suffix)) => {
+                if suffix.contains("{token}") {
+                    return Err(format!("`{s}` must contain {{token}} once"));
+                }
+                if prefix.contains('@') || !suffix.contains('@') {
+                    return Err(format!(
+                        "`{s}`: {{token}} must be in the local part, as in bounce+{{token}}@example.org"
+                    ));
+                }
+                let probe = format!("{prefix}{}{suffix}", "a".repeat(TOKEN_ROOM));
+                let e = Email::parse(&probe).map_err(|e| format!("`{s}`: {e}"))?;
+                // Compared as the parsed form (lowercase, IDN in ASCII).
+                let (p, rest) = e.as_str().split_at(prefix.len());
+                let suffix = rest[TOKEN_ROOM..].to_string();
+                Ok(ReturnPath::Verp {
+                    prefix: p.to_string(),
+                    suffix,
+                })
+            }
+        }
+    }
+
+    /// The envelope sender for a mail whose token is `token` (made only when needed).
+    pub fn address(&self, token: impl FnOnce() -> String) -> String {
+        match self {
+            ReturnPath::Fixed(e) => e.as_str().to_string(),
+            ReturnPath::Verp { prefix, suffix } => format!("{prefix}{}{suffix}", token()),
+        }
+    }
+
+    /// The token in `address` if it has this return path's shape (case-insensitively).
+    pub fn token_of<'a>(&self, address: &'a str) -> Option<&'a str> {
+        let ReturnPath::Verp { prefix, suffix } = self else {
+            return None;
+        };
+        let a = address.trim().trim_start_matches('<').trim_end_matches('>');
+        if a.len() <= prefix.len() + suffix.len()
+            || !a.is_char_boundary(prefix.len())
+            || !a.is_char_boundary(a.len() - suffix.len())
+        {
+            return None;
+        }
+        let (head, rest) = a.split_at(prefix.len());
+        let (token, tail) = rest.split_at(rest.len() - suffix.len());
+        (head.eq_ignore_ascii_case(prefix) && tail.eq_ignore_ascii_case(suffix)).then_some(token)
+    }
+}
+
+#[cfg(test)]
+mod return_path_tests {
+    use super::ReturnPath;
+
+    #[test]
+    fn verp_shapes() {
+        let r = ReturnPath::parse("Bounce+{token}@FITKO.de").unwrap();
+        let a = r.address(|| "abc234".into());
+        assert_eq!(a, "bounce+abc234@fitko.de");
+        assert_eq!(r.token_of(&a), Some("abc234"));
+        assert_eq!(r.token_of("<BOUNCE+XYZ@fitko.DE>"), Some("XYZ"));
+        assert_eq!(r.token_of("bounce+@fitko.de"), None);
+        assert_eq!(r.token_of("other+abc@fitko.de"), None);
+        assert_eq!(r.token_of("bounce+abc@fitko.de.evil.org"), None);
+        assert!(ReturnPath::parse("{token}@x.de").is_ok());
+        assert!(ReturnPath::parse("b@{token}.de").is_err());
+        assert!(ReturnPath::parse("b{token}{token}@x.de").is_err());
+        assert!(ReturnPath::parse("b {token}@x.de").is_err());
+        assert_eq!(
+            ReturnPath::parse("Bounces@x.de").unwrap(),
+            ReturnPath::Fixed(super::Email::parse("bounces@x.de").unwrap())
+        );
+    }
+}

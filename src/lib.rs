@@ -3,6 +3,7 @@
 //! The pure core ([`content`], [`feed`]) decides; the shell ([`output`], [`build`], [`cli`])
 //! reads and writes. See `ARCHITECTURE.md` for the map.
 
+pub mod bounce;
 pub mod build;
 pub mod cli;
 pub mod clock;

@@ -131,8 +131,12 @@ pub async fn send_mail(
     s: &Subscriber,
     kind: MailKind,
 ) -> anyhow::Result<()> {
-    let message = compose(config, subs, s, kind)?;
-    subs.mailer.send(message).await.map_err(anyhow::Error::from)
+    let mut message = crate::mail::Outgoing::from(compose(config, subs, s, kind)?);
+    message.envelope = subs.mailer.envelope(&subs.keys, 0, s.id, s.email.as_str())?;
+    subs.mailer
+        .send_raw(&message)
+        .await
+        .map_err(anyhow::Error::from)
 }
 
 fn compose(

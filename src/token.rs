@@ -135,6 +135,105 @@ impl Keys {
     }
 }
 
+/// A return-path (VERP) token: names one delivery, run and subscriber, in the local part
+/// of a mail's envelope sender, so a bounce names what it bounces. Lowercase base32, since
+/// some relays fold the case of local parts; 34 characters.
+const RETURN_BODY_LEN: usize = 1 + 1 + 1 + 4 + 4;
+const RETURN_MAC_LEN: usize = 10;
+
+/// What a return-path token says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnToken {
+    /// Signed by one of the keys: the delivery (run 0: a confirmation or notice mail).
+    Valid { run: i64, subscriber: i64 },
+    /// Shaped like a token, but no key signed it.
+    Forged,
+}
+
+impl Keys {
+    /// The token for the mail of `subscriber` in `run` (0 for mails outside a digest).
+    pub fn sign_return(&self, run: i64, subscriber: i64) -> String {
+        let (kid, key) = &self.keys[0];
+        let mut body = Vec::with_capacity(RETURN_BODY_LEN + RETURN_MAC_LEN);
+        body.push(VERSION);
+        body.push(*kid);
+        body.push(b'r');
+        body.extend_from_slice(&u32::try_from(run).unwrap_or(u32::MAX).to_be_bytes());
+        body.extend_from_slice(&u32::try_from(subscriber).unwrap_or(u32::MAX).to_be_bytes());
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+        m.update(&body);
+        body.extend_from_slice(&m.finalize().into_bytes()[..RETURN_MAC_LEN]);
+        base32_encode(&body)
+    }
+
+    /// Reads a return-path token (in any case). `None`: not a token at all.
+    pub fn verify_return(&self, token: &str) -> Option<ReturnToken> {
+        let raw = base32_decode(token)?;
+        if raw.len() != RETURN_BODY_LEN + RETURN_MAC_LEN || raw[0] != VERSION || raw[2] != b'r' {
+            return None;
+        }
+        let (body, given) = raw.split_at(RETURN_BODY_LEN);
+        let signed = self
+            .keys
+            .iter()
+            .filter(|(kid, _)| *kid == body[1])
+            .any(|(_, key)| {
+                let mut m =
+                    <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+                m.update(body);
+                m.verify_truncated_left(given).is_ok()
+            });
+        if !signed {
+            return Some(ReturnToken::Forged);
+        }
+        Some(ReturnToken::Valid {
+            run: i64::from(u32::from_be_bytes(body[3..7].try_into().ok()?)),
+            subscriber: i64::from(u32::from_be_bytes(body[7..11].try_into().ok()?)),
+        })
+    }
+}
+
+const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+
+fn base32_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for &b in bytes {
+        buffer = (buffer << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(BASE32[((buffer >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(BASE32[((buffer << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+fn base32_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() > 64 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(s.len() * 5 / 8);
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        let v = match c.to_ascii_lowercase() {
+            c @ b'a'..=b'z' => c - b'a',
+            c @ b'2'..=b'7' => c - b'2' + 26,
+            _ => return None,
+        };
+        buffer = (buffer << 5) | u32::from(v);
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
 fn mac(key: &[u8], body: &[u8], email: &Email) -> Vec<u8> {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     m.update(body);
@@ -188,6 +287,30 @@ mod tests {
                 "{junk}"
             );
         }
+    }
+
+    #[test]
+    fn return_tokens_name_a_delivery_and_refuse_forgery() {
+        let k = keys(&["0123456789abcdef-secret"]);
+        let t = k.sign_return(42, 7);
+        assert_eq!(t.len(), 34);
+        assert!(t.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        let valid = ReturnToken::Valid { run: 42, subscriber: 7 };
+        assert_eq!(k.verify_return(&t), Some(valid));
+        assert_eq!(k.verify_return(&t.to_uppercase()), Some(valid), "case folded by a relay");
+        // Another subscriber's number with the same signature is forged.
+        let other = k.sign_return(42, 8);
+        let spliced = format!("{}{}", &other[..18], &t[18..]);
+        assert_eq!(k.verify_return(&spliced), Some(ReturnToken::Forged));
+        assert_eq!(keys(&["another-secret-of-16"]).verify_return(&t), Some(ReturnToken::Forged));
+        assert_eq!(k.verify_return("not-a-token"), None);
+        assert_eq!(k.verify_return(""), None);
+        // Rotation: an old key still verifies.
+        let rotated = keys(&["a-brand-new-secret-1", "0123456789abcdef-secret"]);
+        assert_eq!(rotated.verify_return(&t), Some(valid));
+        // Link tokens are no return tokens.
+        let e = Email::parse("a@example.org").unwrap();
+        assert_eq!(k.verify_return(&k.sign(Purpose::Unsubscribe, 7, &e, 0)), None);
     }
 
     #[test]

@@ -150,7 +150,7 @@ fn sample_subscriber(digest: &crate::config::Digest) -> crate::store::Subscriber
         consent_version: String::new(),
         source: "preview".into(),
         client_address: None,
-        suspended: false,
+        suspended: None,
         language: None,
     }
 }

@@ -50,6 +50,9 @@ pub enum SubscribersCommand {
     Import { csv: std::path::PathBuf },
     /// Everything stored about an address, as JSON (DSGVO Art. 15).
     Export { email: String },
+    /// Lift the suspension of an address (after bounces): it gets digests again, and its
+    /// bounce count starts from zero.
+    Reactivate { email: String },
 }
 
 pub fn run(config: &Config, command: &SubscribersCommand) -> anyhow::Result<ExitCode> {
@@ -67,19 +70,40 @@ pub fn run(config: &Config, command: &SubscribersCommand) -> anyhow::Result<Exit
                 );
             } else {
                 for s in &list {
-                    let status = match (s.status, s.suspended) {
-                        (_, true) => "suspended",
-                        (Status::Active, false) => "active",
-                        (Status::Pending, false) => "pending",
+                    let status = match (s.status, &s.suspended) {
+                        (_, Some(_)) => "suspended",
+                        (Status::Active, None) => "active",
+                        (Status::Pending, None) => "pending",
                     };
+                    // A fifth column says why an address is suspended (empty otherwise).
+                    let why = s
+                        .suspended
+                        .as_ref()
+                        .map(|x| format!("{} {}", rfc3339(x.at), x.reason))
+                        .unwrap_or_default();
                     println!(
-                        "{}\t{status}\t{}\t{}",
+                        "{}\t{status}\t{}\t{}\t{why}",
                         s.email,
                         s.topics.join(";"),
                         s.digests.join(";")
                     );
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        SubscribersCommand::Reactivate { email } => {
+            let email = parse_email(email)?;
+            let mut store = Store::open(&config.database.path)?;
+            let Some(s) = store.by_email(&email)? else {
+                eprintln!("no subscriber has this address");
+                return Ok(ExitCode::from(1));
+            };
+            if s.suspended.is_none() {
+                eprintln!("this address is not suspended");
+                return Ok(ExitCode::SUCCESS);
+            }
+            store.reactivate(s.id, now)?;
+            tracing::info!(subscriber = s.id, "suspension lifted");
             Ok(ExitCode::SUCCESS)
         }
         SubscribersCommand::Remove { email } => {
@@ -254,7 +278,7 @@ fn export_subscriber(s: &Subscriber) -> serde_json::Value {
         "source": s.source,
         "client_address": s.client_address,
         "language": s.language,
-        "suspended": s.suspended,
+        "suspended": s.suspended.as_ref().map(|x| serde_json::json!({ "at": rfc3339(x.at), "reason": x.reason })),
     })
 }
 

@@ -218,11 +218,13 @@ impl OwnFields {
         )
     }
 
-    fn envelope(&self, mailer: &crate::mail::Mailer) -> anyhow::Result<lettre::address::Envelope> {
-        Ok(lettre::address::Envelope::new(
-            Some(mailer.from.email.clone()),
-            vec![self.to.parse()?],
-        )?)
+    fn envelope(
+        &self,
+        subs: &Subscriptions,
+        run: i64,
+        subscriber: i64,
+    ) -> anyhow::Result<lettre::address::Envelope> {
+        subs.mailer.envelope(&subs.keys, run, subscriber, &self.to)
     }
 }
 
@@ -630,7 +632,7 @@ impl Sender<'_> {
             ctx.run_time,
         )?;
         let own = self.own_fields(run.id, &subscriber);
-        let envelope = own.envelope(&self.subs.mailer)?;
+        let envelope = own.envelope(self.subs, run.id, d.subscriber_id)?;
         let bytes = match &self.dkim {
             // A signature (RSA above all) is the costly part: made on the blocking pool.
             Some(signer) => {
@@ -731,7 +733,7 @@ impl Sender<'_> {
         let prepared = self.prepared(digest, run_id, s, items, renditions, since, run_time)?;
         let own = self.own_fields(run_id, s);
         Ok(Outgoing {
-            envelope: own.envelope(&self.subs.mailer)?,
+            envelope: own.envelope(self.subs, run_id, s.id)?,
             bytes: own.assemble(&prepared, self.dkim.as_deref(), run_time.timestamp()),
         })
     }

@@ -33,6 +33,9 @@ pub struct Mailer {
     pub timezone: chrono_tz::Tz,
     /// For SMTP without TLS or with STARTTLS: how workers open connections of their own.
     direct: Option<Direct>,
+    /// `mail.return_path`: the envelope sender, with a token per mail (VERP) or fixed;
+    /// `None`: the From address.
+    pub return_path: Option<crate::email::ReturnPath>,
 }
 
 /// What a worker needs to open its own SMTP connection.
@@ -152,17 +155,44 @@ impl Mailer {
                 Inner::Smtp(b.build())
             }
         };
+        let return_path = match &config.mail.return_path {
+            Some(r) => Some(
+                crate::email::ReturnPath::parse(r)
+                    .map_err(|e| anyhow::anyhow!("mail.return_path {e}"))?,
+            ),
+            None => None,
+        };
         Ok(Mailer {
             inner,
             from,
             reply_to,
             timezone: config.site.timezone,
             direct,
+            return_path,
         })
     }
 
     pub async fn send(&self, message: Message) -> Result<(), SendError> {
         self.send_raw(&Outgoing::from(message)).await
+    }
+
+    /// The envelope of the mail of `subscriber` in `run` (0: outside a digest) to `to`: its
+    /// sender is the return path, with the delivery's signed token when it has `{token}`.
+    pub fn envelope(
+        &self,
+        keys: &crate::token::Keys,
+        run: i64,
+        subscriber: i64,
+        to: &str,
+    ) -> anyhow::Result<lettre::address::Envelope> {
+        let from = match &self.return_path {
+            Some(r) => r.address(|| keys.sign_return(run, subscriber)).parse()?,
+            None => self.from.email.clone(),
+        };
+        Ok(lettre::address::Envelope::new(
+            Some(from),
+            vec![to.parse()?],
+        )?)
     }
 
     /// Sends bytes already assembled (and signed).

@@ -43,8 +43,8 @@ impl Store {
         self.conn.execute(
             "DELETE FROM consent_log WHERE address_hash IN (
                 SELECT address_hash FROM consent_log GROUP BY address_hash
-                HAVING MAX(CASE WHEN event IN ('unsubscribe', 'expire') THEN at END) < ?1
-                   AND MAX(at) = MAX(CASE WHEN event IN ('unsubscribe', 'expire') THEN at END))
+                HAVING MAX(CASE WHEN event IN ('unsubscribe', 'expire', 'complaint') THEN at END) < ?1
+                   AND MAX(at) = MAX(CASE WHEN event IN ('unsubscribe', 'expire', 'complaint') THEN at END))
              AND address_hash NOT IN (SELECT address_hash FROM subscribers)",
             [now - retention],
         )

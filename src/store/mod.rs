@@ -15,15 +15,17 @@ use sha2::Sha256;
 
 use crate::email::Email;
 
+mod bounces;
 mod consent;
 mod runs;
 mod subscribers;
 
+pub use bounces::{BounceLimits, Bounced};
 pub use consent::ConsentEvent;
 pub use runs::{Delivery, Run};
 pub use subscribers::{
     Choice, Confirmed, ImportAction, ImportRow, Imported, MAILS_PER_DAY, Requested,
-    SUSPEND_AFTER_FAILURES, Status, Subscriber,
+    SUSPEND_AFTER_FAILURES, Status, Subscriber, Suspension,
 };
 
 /// The schema, one migration a step; `PRAGMA user_version` counts the steps applied.
@@ -85,6 +87,36 @@ const MIGRATIONS: &[&str] = &[
     // 4: a language per subscriber; the consent log records the language of the text shown.
     "ALTER TABLE subscribers ADD COLUMN language TEXT;
      ALTER TABLE consent_log ADD COLUMN language TEXT;",
+    // 5: bounces and complaints. The consent log learns `complaint` (SQLite cannot change a
+    // CHECK constraint: the table is copied, and its trigger and index made again).
+    "CREATE TABLE consent_log_new (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        address_hash TEXT NOT NULL,
+        event TEXT NOT NULL CHECK (event IN ('request', 'confirm', 'unsubscribe', 'import', 'expire', 'preferences', 'complaint')),
+        at INTEGER NOT NULL,
+        consent_version TEXT,
+        source TEXT,
+        client_address TEXT,
+        language TEXT
+     ) STRICT;
+     INSERT INTO consent_log_new (id, address_hash, event, at, consent_version, source, client_address, language)
+        SELECT id, address_hash, event, at, consent_version, source, client_address, language FROM consent_log;
+     DROP TABLE consent_log;
+     ALTER TABLE consent_log_new RENAME TO consent_log;
+     CREATE INDEX consent_log_address ON consent_log (address_hash, at);
+     CREATE TRIGGER consent_log_append_only BEFORE UPDATE ON consent_log
+        BEGIN SELECT RAISE(ABORT, 'the consent log is append-only'); END;
+     ALTER TABLE subscribers ADD COLUMN suspended_reason TEXT;
+     CREATE TABLE bounces (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        subscriber_id INTEGER NOT NULL REFERENCES subscribers (id) ON DELETE CASCADE,
+        run_id INTEGER NOT NULL,
+        class TEXT NOT NULL CHECK (class IN ('hard', 'soft')),
+        status TEXT,
+        at INTEGER NOT NULL
+     ) STRICT;
+     CREATE INDEX bounces_subscriber ON bounces (subscriber_id, at);
+     CREATE TABLE bounce_counts (class TEXT PRIMARY KEY, n INTEGER NOT NULL) STRICT;",
 ];
 
 pub type Result<T> = std::result::Result<T, rusqlite::Error>;

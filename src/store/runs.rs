@@ -247,8 +247,12 @@ impl Store {
         };
         if recent.len() as i64 == SUSPEND_AFTER_FAILURES && recent.iter().all(|s| s == "failed") {
             let n = self.conn.execute(
-                "UPDATE subscribers SET suspended_at = ?2 WHERE id = ?1 AND suspended_at IS NULL",
-                params![subscriber, now],
+                "UPDATE subscribers SET suspended_at = ?2, suspended_reason = ?3 WHERE id = ?1 AND suspended_at IS NULL",
+                params![
+                    subscriber,
+                    now,
+                    format!("{SUSPEND_AFTER_FAILURES} permanent SMTP failures in a row")
+                ],
             )?;
             if n == 1 {
                 tracing::warn!(

@@ -43,10 +43,17 @@ pub struct Subscriber {
     pub consent_version: String,
     pub source: String,
     pub client_address: Option<String>,
-    /// No more digests: its mails failed permanently again and again.
-    pub suspended: bool,
+    /// No more digests: its mails bounced or failed permanently (SPEC 12).
+    pub suspended: Option<Suspension>,
     /// The language of its mails and pages; `None`: the site's language.
     pub language: Option<String>,
+}
+
+/// Why an address gets no more digests, and since when.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Suspension {
+    pub at: i64,
+    pub reason: String,
 }
 
 /// What a subscriber chose: topics (empty: every topic), digests, language (`None`: the
@@ -197,7 +204,7 @@ impl Store {
             return Ok(Confirmed::Already(s));
         }
         tx.execute(
-            "UPDATE subscribers SET status = 'active', confirmed_at = ?2 WHERE id = ?1",
+            "UPDATE subscribers SET status = 'active', confirmed_at = ?2, suspended_at = NULL, suspended_reason = NULL WHERE id = ?1",
             params![id, now],
         )?;
         let hash = hash_of(&tx, id)?;
@@ -390,7 +397,7 @@ impl Store {
     }
 }
 
-const SELECT: &str = "SELECT id, email, status, topics, digests, created_at, confirmed_at, consent_version, source, client_address, suspended_at IS NOT NULL, language FROM subscribers";
+const SELECT: &str = "SELECT id, email, status, topics, digests, created_at, confirmed_at, consent_version, source, client_address, suspended_at, language, suspended_reason FROM subscribers";
 
 fn get_where(
     conn: &Connection,
@@ -426,7 +433,14 @@ fn row_to_subscriber(r: &rusqlite::Row) -> Result<Subscriber> {
         consent_version: r.get(7)?,
         source: r.get(8)?,
         client_address: r.get(9)?,
-        suspended: r.get(10)?,
+        suspended: r.get::<_, Option<i64>>(10)?.map(|at| Suspension {
+            at,
+            reason: r
+                .get::<_, Option<String>>(12)
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| "repeated permanent failures".into()),
+        }),
         language: r.get(11)?,
     })
 }
