@@ -1,6 +1,7 @@
 //! The command line: arguments, dispatch, and the mapping of outcomes to exit codes
 //! (0 success, 1 problems found or work failed, 2 bad usage or configuration).
 
+pub mod bounce;
 mod digest;
 mod subscribers;
 
@@ -83,6 +84,20 @@ pub enum Command {
         #[command(subcommand)]
         command: subscribers::SubscribersCommand,
     },
+    /// Record a bounce or complaint: one message from FILE or standard input (for an MTA's
+    /// pipe transport), or one poll of the bounce mailbox with --imap. Prints its class:
+    /// hard, soft, complaint, ignored, unmatched or forged. Exit 75 means "try again later".
+    Bounce {
+        /// The envelope recipient the message was delivered to (Postfix: ${original_recipient}).
+        #[arg(long, conflicts_with = "imap")]
+        recipient: Option<String>,
+        /// Poll [bounce.imap] once instead of reading one message.
+        #[arg(long)]
+        imap: bool,
+        /// The message; standard input when absent or `-`.
+        #[arg(conflicts_with = "imap")]
+        file: Option<std::path::PathBuf>,
+    },
     /// Write a new item file with its front matter filled in, and print its path.
     New {
         /// The title of the item.
@@ -119,8 +134,28 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&cli.config)?;
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        // A bounce from a pipe is never lost: a configuration being edited is a reason to
+        // try again later, not to send the bounce back.
+        Err(e) if matches!(cli.command, Command::Bounce { imap: false, .. }) => {
+            tracing::error!("configuration: {e}; the message is left to the mail server to deliver again");
+            return Ok(ExitCode::from(bounce::TEMPFAIL));
+        }
+        Err(e) => return Err(e.into()),
+    };
     match &cli.command {
+        Command::Bounce {
+            recipient,
+            imap,
+            file,
+        } => {
+            if *imap {
+                bounce::run_imap(&config)
+            } else {
+                Ok(bounce::run(&config, recipient.as_deref(), file.as_deref()))
+            }
+        }
         Command::Run => run_daemon(cli, config),
         Command::Import { source, dry_run } => import(&config, source, *dry_run),
         Command::Subscribers { command } => subscribers::run(&config, command),
