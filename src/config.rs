@@ -405,12 +405,9 @@ impl Bounce {
     /// Where unmatched messages are kept: `unmatched_dir`, else `bounces/` beside the
     /// database.
     pub fn unmatched_dir(&self, database: &Path) -> PathBuf {
-        self.unmatched_dir.clone().unwrap_or_else(|| {
-            database
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join("bounces")
-        })
+        self.unmatched_dir
+            .clone()
+            .unwrap_or_else(|| database.parent().unwrap_or(Path::new(".")).join("bounces"))
     }
 }
 

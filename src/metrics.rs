@@ -29,6 +29,29 @@ pub struct Metrics {
     http: Mutex<BTreeMap<(String, u16), u64>>,
 }
 
+/// The bounce counters and the suspended addresses, in the Prometheus text format.
+pub fn bounces(counts: &[(String, i64)], suspended: i64) -> String {
+    let mut out = String::from(
+        "# HELP herold_bounces_total Returned messages handled, by class.\n# TYPE herold_bounces_total counter\n",
+    );
+    for class in crate::bounce::Class::ALL {
+        let n = counts
+            .iter()
+            .find(|(c, _)| c == class.as_str())
+            .map_or(0, |(_, n)| *n);
+        let _ = writeln!(
+            out,
+            "herold_bounces_total{{class=\"{}\"}} {n}",
+            class.as_str()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP herold_subscribers_suspended Addresses suspended after bounces or failures.\n# TYPE herold_subscribers_suspended gauge\nherold_subscribers_suspended {suspended}"
+    );
+    out
+}
+
 impl Metrics {
     /// Counts one HTTP response; `route` is the matched route pattern, never the raw path,
     /// so clients cannot grow the label set.

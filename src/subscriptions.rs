@@ -132,7 +132,9 @@ pub async fn send_mail(
     kind: MailKind,
 ) -> anyhow::Result<()> {
     let mut message = crate::mail::Outgoing::from(compose(config, subs, s, kind)?);
-    message.envelope = subs.mailer.envelope(&subs.keys, 0, s.id, s.email.as_str())?;
+    message.envelope = subs
+        .mailer
+        .envelope(&subs.keys, 0, s.id, s.email.as_str())?;
     subs.mailer
         .send_raw(&message)
         .await

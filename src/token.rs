@@ -294,15 +294,28 @@ mod tests {
         let k = keys(&["0123456789abcdef-secret"]);
         let t = k.sign_return(42, 7);
         assert_eq!(t.len(), 34);
-        assert!(t.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
-        let valid = ReturnToken::Valid { run: 42, subscriber: 7 };
+        assert!(
+            t.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
+        let valid = ReturnToken::Valid {
+            run: 42,
+            subscriber: 7,
+        };
         assert_eq!(k.verify_return(&t), Some(valid));
-        assert_eq!(k.verify_return(&t.to_uppercase()), Some(valid), "case folded by a relay");
+        assert_eq!(
+            k.verify_return(&t.to_uppercase()),
+            Some(valid),
+            "case folded by a relay"
+        );
         // Another subscriber's number with the same signature is forged.
         let other = k.sign_return(42, 8);
         let spliced = format!("{}{}", &other[..18], &t[18..]);
         assert_eq!(k.verify_return(&spliced), Some(ReturnToken::Forged));
-        assert_eq!(keys(&["another-secret-of-16"]).verify_return(&t), Some(ReturnToken::Forged));
+        assert_eq!(
+            keys(&["another-secret-of-16"]).verify_return(&t),
+            Some(ReturnToken::Forged)
+        );
         assert_eq!(k.verify_return("not-a-token"), None);
         assert_eq!(k.verify_return(""), None);
         // Rotation: an old key still verifies.
@@ -310,7 +323,10 @@ mod tests {
         assert_eq!(rotated.verify_return(&t), Some(valid));
         // Link tokens are no return tokens.
         let e = Email::parse("a@example.org").unwrap();
-        assert_eq!(k.verify_return(&k.sign(Purpose::Unsubscribe, 7, &e, 0)), None);
+        assert_eq!(
+            k.verify_return(&k.sign(Purpose::Unsubscribe, 7, &e, 0)),
+            None
+        );
     }
 
     #[test]

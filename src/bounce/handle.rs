@@ -237,10 +237,7 @@ fn keep(dir: &Path, raw: &[u8], now: i64) -> Result<PathBuf, Retry> {
         error,
     };
     std::fs::create_dir_all(dir).map_err(fail)?;
-    let name = format!(
-        "{now}-{:016x}.eml",
-        crate::content::item::stable_hash(raw)
-    );
+    let name = format!("{now}-{:016x}.eml", crate::content::item::stable_hash(raw));
     let path = dir.join(&name);
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut f = open_private(&tmp).map_err(fail)?;
@@ -265,8 +262,8 @@ pub fn purge_unmatched(dir: &Path, keep: std::time::Duration, now: u64) -> usize
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
-    let cutoff = std::time::UNIX_EPOCH
-        + std::time::Duration::from_secs(now.saturating_sub(keep.as_secs()));
+    let cutoff =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(now.saturating_sub(keep.as_secs()));
     let mut n = 0;
     for e in entries.flatten() {
         let name = e.file_name();

@@ -189,7 +189,10 @@ async fn ensure_mailbox(session: &mut Session, name: &str) -> anyhow::Result<()>
             .create(name)
             .await
             .with_context(|| format!("IMAP CREATE {name}"))?;
-        tracing::info!(mailbox = name, "bounce mailbox: created the mailbox for handled messages");
+        tracing::info!(
+            mailbox = name,
+            "bounce mailbox: created the mailbox for handled messages"
+        );
     }
     Ok(())
 }

@@ -115,7 +115,11 @@ fn read_mime(mail: &ParsedMail<'_>, report: &mut Report) {
         let mime = part.ctype.mimetype.as_str();
         match mime {
             "multipart/report" => {
-                report_type = part.ctype.params.get("report-type").map(|t| t.to_lowercase());
+                report_type = part
+                    .ctype
+                    .params
+                    .get("report-type")
+                    .map(|t| t.to_lowercase());
             }
             "message/delivery-status" | "message/global-delivery-status" => {
                 if let Ok(body) = part.get_body() {
@@ -130,7 +134,9 @@ fn read_mime(mail: &ParsedMail<'_>, report: &mut Report) {
                     });
                 }
             }
-            "message/rfc822" | "message/global" | "text/rfc822-headers"
+            "message/rfc822"
+            | "message/global"
+            | "text/rfc822-headers"
             | "message/global-headers" => {
                 if let Ok(inner) = part.get_body_raw() {
                     returned_headers(&inner, report);
@@ -153,7 +159,10 @@ fn read_mime(mail: &ParsedMail<'_>, report: &mut Report) {
 
     if let Some(fields) = feedback {
         report.kind = "arf";
-        let kind = fields.get("feedback-type").unwrap_or_default().to_lowercase();
+        let kind = fields
+            .get("feedback-type")
+            .unwrap_or_default()
+            .to_lowercase();
         if let Some(from) = fields.get("original-mail-from") {
             report.return_paths.extend(addresses(&from));
         }
@@ -435,7 +444,6 @@ fn words_status(text: &str) -> Option<&'static str> {
         "benutzer unbekannt",
         "unbekannter empfänger",
         "existiert nicht",
-        "nicht zustellbar",
     ];
     if FULL.iter().any(|w| t.contains(w)) {
         Some("5.2.2")
@@ -572,7 +580,9 @@ fn prose_recipients(text: &str) -> Vec<String> {
             .split(|c: char| c.is_whitespace() || c == '<' || c == '>' || c == '"' || c == ',')
             .collect();
         for c in candidates {
-            let c = c.trim_end_matches([':', ';', '.', ')']).trim_start_matches('(');
+            let c = c
+                .trim_end_matches([':', ';', '.', ')'])
+                .trim_start_matches('(');
             if c.contains('@') && !c.starts_with('@') && !c.ends_with('@') && c.len() < 255 {
                 out.push(c.to_lowercase());
             }
@@ -606,7 +616,11 @@ fn addresses(v: &str) -> Vec<String> {
             .filter(|a| a.contains('@'))
             .collect(),
         Err(_) => {
-            let t = v.trim().trim_start_matches('<').trim_end_matches('>').trim();
+            let t = v
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .trim();
             if t.contains('@') && !t.contains(char::is_whitespace) {
                 vec![t.to_lowercase()]
             } else {
@@ -630,7 +644,8 @@ fn count_ci(hay: &[u8], needle: &[u8]) -> usize {
     let mut n = 0;
     let mut i = 0;
     while i + needle.len() <= hay.len() {
-        if hay[i].eq_ignore_ascii_case(&first) && hay[i..i + needle.len()].eq_ignore_ascii_case(needle)
+        if hay[i].eq_ignore_ascii_case(&first)
+            && hay[i..i + needle.len()].eq_ignore_ascii_case(needle)
         {
             n += 1;
             if n > MAX_BOUNDARIES {
@@ -642,4 +657,164 @@ fn count_ci(hay: &[u8], needle: &[u8]) -> usize {
         }
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixtures() -> Vec<(String, Vec<u8>)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bounces");
+        let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read(&p).unwrap(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn every_collected_format_gets_its_class() {
+        let all = fixtures();
+        assert!(all.len() >= 20, "the corpus is there");
+        for (name, raw) in &all {
+            let expected = name.rsplit('.').nth(1).unwrap();
+            let r = read(raw);
+            let got = r.class.map(Class::as_str).unwrap_or("none");
+            assert_eq!(got, expected, "{name}: {r:?}");
+            if matches!(expected, "hard" | "soft") {
+                assert!(
+                    r.recipients.iter().any(|a| a == "anna@example.org"),
+                    "{name}: the failed recipient is found: {r:?}"
+                );
+                assert!(
+                    r.message_ids.contains(&(7, 42, "fitko.example".into())),
+                    "{name}: the returned Message-ID is found: {r:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn status_codes_and_where_tokens_may_sit() {
+        let get = |n: &str| {
+            let (_, raw) = fixtures().into_iter().find(|(f, _)| f == n).unwrap();
+            read(&raw)
+        };
+        let r = get("postfix-unknown-user.hard.eml");
+        assert_eq!(r.status.as_deref(), Some("5.1.1"));
+        assert_eq!(r.kind, "dsn");
+        assert!(
+            r.return_paths
+                .contains(&"bounce+token@fitko.example".to_string())
+        );
+        assert_eq!(
+            get("exchange-online-ndr.hard.eml").status.as_deref(),
+            Some("5.1.10")
+        );
+        assert_eq!(
+            get("postfix-mailbox-full.soft.eml").status.as_deref(),
+            Some("5.2.2")
+        );
+        assert_eq!(
+            get("qmail-no-mailbox.hard.eml").status.as_deref(),
+            Some("5.1.1")
+        );
+        assert_eq!(get("exim-unknown-user.hard.eml").kind, "text");
+        let arf = get("arf-abuse.complaint.eml");
+        assert!(
+            arf.return_paths
+                .contains(&"bounce+token@fitko.example".to_string())
+        );
+        assert!(arf.recipients.contains(&"anna@example.org".to_string()));
+        let redacted = get("arf-redacted.complaint.eml");
+        assert!(
+            redacted
+                .return_paths
+                .contains(&"bounce+token@fitko.example".to_string()),
+            "from the returned Return-Path"
+        );
+    }
+
+    #[test]
+    fn status_codes_in_prose() {
+        assert_eq!(
+            status_in("550 5.1.1 <a@b>: unknown").as_deref(),
+            Some("5.1.1")
+        );
+        assert_eq!(status_in("550-5.7.1 spam").as_deref(), Some("5.7.1"));
+        assert_eq!(status_in("(#5.1.1)").as_deref(), Some("5.1.1"));
+        assert_eq!(status_in("bis zum 5.1.2027 im Urlaub"), None);
+        assert_eq!(status_in("version 1.5.1.1 of 192.4.4.4"), None);
+        assert_eq!(
+            status_in("452 too many recipients").as_deref(),
+            Some("4.0.0")
+        );
+        assert_eq!(status_in("552 Mailbox full").as_deref(), Some("5.2.2"));
+        assert_eq!(class_of("5.1.1"), Class::Hard);
+        assert_eq!(class_of("5.2.2"), Class::Soft);
+        assert_eq!(class_of("5.7.26"), Class::Soft);
+        assert_eq!(class_of("4.2.2"), Class::Soft);
+        assert_eq!(class_of("2.0.0"), Class::Ignored);
+    }
+
+    #[test]
+    fn deep_nesting_is_read_flat_and_big_messages_are_read() {
+        // 100,000 nested multiparts in 5 MB: read as text, without recursion.
+        let mut bomb =
+            String::from("From: MAILER-DAEMON@x.example\r\nSubject: Undelivered Mail\r\n");
+        let mut n = 0;
+        while bomb.len() < 5 << 20 {
+            bomb.push_str(&format!(
+                "Content-Type: multipart/mixed; boundary=\"b{n}\"\r\n\r\n--b{n}\r\n"
+            ));
+            n += 1;
+        }
+        bomb.push_str("\r\n550 5.1.1 unknown\r\n");
+        let r = read(bomb.as_bytes());
+        assert_eq!(r.kind, "text");
+        assert_eq!(
+            r.class,
+            Some(Class::Soft),
+            "its code lies beyond what is read as text"
+        );
+        // A real bounce with a 5 MB attachment returned.
+        let (_, dsn) = fixtures()
+            .into_iter()
+            .find(|(f, _)| f == "postfix-unknown-user.hard.eml")
+            .unwrap();
+        let text = String::from_utf8(dsn).unwrap();
+        let big = text.replace("Die Woche in der FITKO", &"Ä".repeat(3_000_000));
+        assert!(big.len() > 5 << 20);
+        let r = read(big.as_bytes());
+        assert_eq!(
+            (r.class, r.status.as_deref()),
+            (Some(Class::Hard), Some("5.1.1"))
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        #[test]
+        fn never_panics_on_any_bytes(raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096)) {
+            let _ = read(&raw);
+        }
+
+        #[test]
+        fn never_panics_on_mangled_bounces(cut in 0usize..4000, junk in "[\\x00-\\x7f]{0,40}", at in 0usize..4000) {
+            for (_, raw) in fixtures().iter().take(6) {
+                let mut v = raw.clone();
+                v.truncate(cut.min(v.len()));
+                let at = at.min(v.len());
+                v.splice(at..at, junk.bytes());
+                let _ = read(&v);
+            }
+        }
+    }
 }

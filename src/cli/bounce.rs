@@ -40,15 +40,29 @@ pub fn run(config: &Config, recipient: Option<&str>, file: Option<&Path>) -> Exi
     }
 }
 
-fn handle_one(config: &Config, recipient: Option<&str>, raw: &[u8]) -> anyhow::Result<&'static str> {
+fn handle_one(
+    config: &Config,
+    recipient: Option<&str>,
+    raw: &[u8],
+) -> anyhow::Result<&'static str> {
     let now = crate::clock::unix_seconds();
     let (keys, _) = crate::secrets::load_from_env(config)?;
     let matcher = Matcher::new(config, &keys)?;
     let mut store = Store::open(&config.database.path)?;
-    let handled = handle::handle(raw, recipient, &matcher, &mut store, Unmatched::Keep, now as i64)?;
+    let handled = handle::handle(
+        raw,
+        recipient,
+        &matcher,
+        &mut store,
+        Unmatched::Keep,
+        now as i64,
+    )?;
     let purged = handle::purge_unmatched(&matcher.unmatched_dir, matcher.keep, now);
     if purged > 0 {
-        tracing::info!(deleted = purged, "unmatched bounces past bounce.keep deleted");
+        tracing::info!(
+            deleted = purged,
+            "unmatched bounces past bounce.keep deleted"
+        );
     }
     Ok(handled.class.as_str())
 }
@@ -64,7 +78,9 @@ fn read_message(file: Option<&Path>) -> Result<Vec<u8>, Input> {
         Some(p) if p != Path::new("-") => {
             let f = std::fs::File::open(p)
                 .map_err(|e| Input::Usage(format!("cannot open {}: {e}", p.display())))?;
-            f.take(MAX_MESSAGE).read_to_end(&mut raw).map_err(Input::Io)?;
+            f.take(MAX_MESSAGE)
+                .read_to_end(&mut raw)
+                .map_err(Input::Io)?;
         }
         _ => {
             std::io::stdin()

@@ -139,7 +139,9 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         // A bounce from a pipe is never lost: a configuration being edited is a reason to
         // try again later, not to send the bounce back.
         Err(e) if matches!(cli.command, Command::Bounce { imap: false, .. }) => {
-            tracing::error!("configuration: {e}; the message is left to the mail server to deliver again");
+            tracing::error!(
+                "configuration: {e}; the message is left to the mail server to deliver again"
+            );
             return Ok(ExitCode::from(bounce::TEMPFAIL));
         }
         Err(e) => return Err(e.into()),

@@ -99,12 +99,22 @@ async fn healthz() -> &'static str {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut text = state.metrics.render();
+    if let Some(subs) = &state.subs {
+        // Bounces are handled by other processes too (`herold bounce` from the MTA): their
+        // counts live in the database.
+        let counts = subs.with_store(|s| Ok((s.bounce_counts()?, s.suspended_count()?)));
+        match counts {
+            Ok((counts, suspended)) => text.push_str(&crate::metrics::bounces(&counts, suspended)),
+            Err(e) => tracing::debug!("metrics: bounce counts: {e}"),
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        text,
     )
         .into_response()
 }

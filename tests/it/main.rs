@@ -3,6 +3,7 @@
 // Tests may read the clock to schedule items relative to now.
 #![allow(clippy::disallowed_methods)]
 
+mod bounce;
 mod browser;
 mod build;
 mod cli;
