@@ -321,3 +321,79 @@ fn a_locked_database_means_try_again_later_and_nothing_is_lost() {
     let (code, _, _) = bounce(&site, &["--recipient", rp], &message);
     assert_eq!(code, Some(75));
 }
+
+/// herold's digest goes through a real Postfix; the mail to an unknown local user comes back
+/// as Postfix's own DSN, through its pipe transport into `herold bounce`; the address ends
+/// suspended and gets no next digest, while the other subscriber gets both.
+#[test]
+fn a_real_postfix_bounce_suspends_the_address() {
+    use super::mta::*;
+    let sink = SmtpSink::start();
+    let bin_dir = open_dir();
+    let bin = herold_for_others(bin_dir.path());
+    let site = digest_site(&sink);
+    std::fs::set_permissions(site.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config_path = site.path("config.toml");
+    let postfix = Postfix::start(
+        &format!(
+            "bounces.herold.test herold:\nsink.herold.test smtp:[127.0.0.1]:{}\n",
+            sink.port
+        ),
+        &format!(
+            "flags=DRq user=nobody argv={} --config {} bounce --recipient ${{original_recipient}}",
+            bin.display(),
+            config_path.display()
+        ),
+    );
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        config
+            .replacen(
+                "[mail]\n",
+                "[mail]\nreturn_path = \"bounce+{token}@bounces.herold.test\"\n",
+                1,
+            )
+            .replace(
+                &format!("port = {}", sink.port),
+                &format!("port = {}", postfix.port),
+            ),
+    )
+    .unwrap();
+    subscriber(&site, "gone@localhost.herold.test", &[], &["woechentlich"]);
+    subscriber(&site, "anna@sink.herold.test", &[], &["woechentlich"]);
+    // The pipe runs as nobody: the database and the secret must be its to write.
+    std::fs::write(site.path("data/secret"), "0123456789abcdef0123456789abcdef\n").unwrap();
+    chown(&site.path("data"), "nobody:nogroup");
+
+    let (code, out) = send(&site, "woechentlich");
+    assert_eq!(code, Some(0), "{out}");
+    let anna = sink
+        .received
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("anna's mail did not arrive: {}", postfix.log()));
+    assert!(anna.from.contains("bounce+") && anna.from.contains("@bounces.herold.test"));
+    let suspended = eventually("the bounce to suspend gone@", || {
+        let l = line_of(&list(&site), "gone@localhost.herold.test")?;
+        l.contains("\tsuspended\t").then_some(l)
+    });
+    assert!(suspended.ends_with("hard bounce 5.1.1"), "{suspended}");
+    let log = postfix.log();
+    assert!(log.contains("relay=herold") && log.contains("status=sent"), "{log}");
+
+    // The next digest reaches anna only.
+    site.item("neu.md", "Neue Meldung", &days_ago(0), "tags = [\"OZG\"]", "Neu.");
+    let (code, out) = send(&site, "woechentlich");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("recipients=1"), "{out}");
+    let again = sink
+        .received
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(again.to, anna.to);
+    assert!(
+        sink.received
+            .recv_timeout(std::time::Duration::from_secs(1))
+            .is_err()
+    );
+}

@@ -12,6 +12,7 @@ mod delivery;
 mod digest;
 mod helpers;
 mod import;
+mod mta;
 mod languages;
 mod nasty;
 mod pages;
