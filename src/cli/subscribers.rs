@@ -41,7 +41,8 @@ pub enum SubscribersCommand {
     /// Unsubscribe an address from everything and erase it; only a keyed hash stays to block
     /// re-imports.
     Remove { email: String },
-    /// One line per pending or active subscriber: email, status, topics, digests (tab-separated).
+    /// One line per pending or active subscriber: email, status, topics, digests (tab-separated;
+    /// a suspended one has a fifth column: since when and why).
     List {
         #[arg(long)]
         json: bool,
@@ -75,14 +76,14 @@ pub fn run(config: &Config, command: &SubscribersCommand) -> anyhow::Result<Exit
                         (Status::Active, None) => "active",
                         (Status::Pending, None) => "pending",
                     };
-                    // A fifth column says why an address is suspended (empty otherwise).
+                    // A suspended address has a fifth column: since when and why.
                     let why = s
                         .suspended
                         .as_ref()
-                        .map(|x| format!("{} {}", rfc3339(x.at), x.reason))
+                        .map(|x| format!("\t{} {}", rfc3339(x.at), x.reason))
                         .unwrap_or_default();
                     println!(
-                        "{}\t{status}\t{}\t{}\t{why}",
+                        "{}\t{status}\t{}\t{}{why}",
                         s.email,
                         s.topics.join(";"),
                         s.digests.join(";")

@@ -45,6 +45,8 @@ pub enum Event {
     DigestDue,
     /// A digest send finished: its name and how many deliveries were deferred.
     DigestDone(String, usize),
+    /// `bounce.imap.poll_interval` passed: read the bounce mailbox.
+    BouncePoll,
     /// SIGTERM or SIGINT.
     Shutdown,
 }
@@ -64,6 +66,8 @@ pub struct Daemon {
     pages: PageWriter,
     web: Web,
     digests: Digests,
+    /// The bounce mailbox poll in flight, if any (one at a time).
+    bounce_poll: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The content directory as the daemon knows it.
@@ -159,6 +163,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, usize)>();
     let web = AppState::new(config.clone(), metrics.clone(), Some(subs.clone()));
     let mut daemon = Daemon {
+        bounce_poll: None,
         config_path,
         config: config.clone(),
         metrics,
@@ -227,6 +232,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let watchdog_every = systemd::watchdog_interval().unwrap_or(Duration::from_secs(3600));
     let mut watchdog = tokio::time::interval(watchdog_every);
+    let mut bounce_poll = bounce_interval(&config);
     let mut housekeeping = tokio::time::interval_at(
         tokio::time::Instant::now() + Duration::from_secs(3600),
         Duration::from_secs(3600),
@@ -242,6 +248,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             _ = hup.recv() => Event::Reload,
             _ = watchdog.tick() => Event::Watchdog,
             _ = housekeeping.tick() => Event::Housekeeping,
+            _ = bounce_poll.tick(), if daemon.config.bounce.imap.is_some() => Event::BouncePoll,
             _ = tokio::time::sleep(digest_in.unwrap_or(Duration::from_secs(3600))), if digest_in.is_some() => Event::DigestDue,
             Some((name, deferred)) = done_rx.recv() => Event::DigestDone(name, deferred),
             _ = term.recv() => Event::Shutdown,
@@ -260,6 +267,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             }
             poll = tokio::time::interval(daemon.config.content.poll_interval);
             poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            bounce_poll = bounce_interval(&daemon.config);
         }
     }
     drop(watcher);
@@ -302,6 +310,7 @@ impl Daemon {
             Event::Reload => self.reload(),
             Event::Watchdog => systemd::watchdog(),
             Event::Housekeeping => self.housekeeping(),
+            Event::BouncePoll => self.poll_bounces(),
             Event::DigestDue => self.run_due_digests(),
             Event::DigestDone(name, deferred) => {
                 // The run's pages were written when it started; the sitemap and the
@@ -753,6 +762,35 @@ impl Daemon {
         }
     }
 
+    /// Starts a poll of the bounce mailbox unless one is still running. It runs on the
+    /// blocking pool with its own database connection, so a slow IMAP server or a busy
+    /// database never holds up the loop.
+    fn poll_bounces(&mut self) {
+        let Some(imap) = self.config.bounce.imap.clone() else {
+            return;
+        };
+        if self.bounce_poll.as_ref().is_some_and(|h| !h.is_finished()) {
+            tracing::debug!("the last bounce mailbox poll is still running");
+            return;
+        }
+        let config = self.config.clone();
+        self.bounce_poll = Some(tokio::task::spawn_blocking(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => return tracing::error!("bounce mailbox: no runtime: {e}"),
+            };
+            if let Err(e) = runtime.block_on(crate::bounce::poll_mailbox(&config, &imap)) {
+                tracing::warn!(
+                    "bounce mailbox: {e:#}; trying again in {:?}",
+                    imap.poll_interval
+                );
+            }
+        }));
+    }
+
     /// Expires pending subscriptions and deletes consent log entries past retention.
     fn housekeeping(&mut self) {
         let now = crate::clock::unix_seconds() as i64;
@@ -767,6 +805,18 @@ impl Daemon {
             Ok(0) => {}
             Ok(n) => tracing::info!(entries = n, "consent log entries past retention deleted"),
             Err(e) => tracing::error!("cannot purge the consent log: {e}"),
+        }
+        let bounce = &self.config.bounce;
+        let purged = crate::bounce::handle::purge_unmatched(
+            &bounce.unmatched_dir(&self.config.database.path),
+            bounce.keep,
+            now as u64,
+        );
+        if purged > 0 {
+            tracing::info!(
+                deleted = purged,
+                "unmatched bounces past bounce.keep deleted"
+            );
         }
     }
 
@@ -856,6 +906,19 @@ fn all_tags(items: &[Arc<crate::content::Item>]) -> Vec<String> {
 
 /// Collects the paths of a burst of watcher events, until the watcher has been quiet for
 /// [`DEBOUNCE`] (at most [`DEBOUNCE_MAX`]).
+/// The bounce mailbox's poll timer: its first tick at once (a message waiting since the last
+/// stop is read at start).
+fn bounce_interval(config: &Config) -> tokio::time::Interval {
+    let every = config
+        .bounce
+        .imap
+        .as_ref()
+        .map_or(Duration::from_secs(3600), |i| i.poll_interval);
+    let mut i = tokio::time::interval(every.max(Duration::from_secs(1)));
+    i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    i
+}
+
 async fn debounce(first: PathBuf, rx: &mut mpsc::UnboundedReceiver<PathBuf>) -> Vec<PathBuf> {
     let until = tokio::time::Instant::now() + DEBOUNCE_MAX;
     let mut paths = vec![first];

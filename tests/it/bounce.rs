@@ -113,7 +113,7 @@ fn bounces_suspend_complaints_unsubscribe_forgeries_change_nothing() {
         "dora@example.org",
     ];
     let (site, sent) = sent_site(&sink, &people);
-    let (anna_rp, anna_id) = &sent["anna@example.org"];
+    let (anna_rp, _) = &sent["anna@example.org"];
     let (bernd_rp, bernd_id) = &sent["bernd@example.org"];
     let (clara_rp, _) = &sent["clara@example.org"];
     let (_, dora_id) = &sent["dora@example.org"];
@@ -253,7 +253,7 @@ fn bounces_suspend_complaints_unsubscribe_forgeries_change_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
     let l = line_of(&list(&site), "anna@example.org").unwrap();
-    assert!(l.contains("\tactive\t") && l.ends_with('\t'), "{l}");
+    assert_eq!(l, "anna@example.org\tactive\t\twoechentlich");
 
     // /metrics counts by class (from the database, whichever process handled them).
     let running = site.start();
@@ -363,7 +363,11 @@ fn a_real_postfix_bounce_suspends_the_address() {
     subscriber(&site, "gone@localhost.herold.test", &[], &["woechentlich"]);
     subscriber(&site, "anna@sink.herold.test", &[], &["woechentlich"]);
     // The pipe runs as nobody: the database and the secret must be its to write.
-    std::fs::write(site.path("data/secret"), "0123456789abcdef0123456789abcdef\n").unwrap();
+    std::fs::write(
+        site.path("data/secret"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
     chown(&site.path("data"), "nobody:nogroup");
 
     let (code, out) = send(&site, "woechentlich");
@@ -379,10 +383,19 @@ fn a_real_postfix_bounce_suspends_the_address() {
     });
     assert!(suspended.ends_with("hard bounce 5.1.1"), "{suspended}");
     let log = postfix.log();
-    assert!(log.contains("relay=herold") && log.contains("status=sent"), "{log}");
+    assert!(
+        log.contains("relay=herold") && log.contains("status=sent"),
+        "{log}"
+    );
 
     // The next digest reaches anna only.
-    site.item("neu.md", "Neue Meldung", &days_ago(0), "tags = [\"OZG\"]", "Neu.");
+    site.item(
+        "neu.md",
+        "Neue Meldung",
+        &days_ago(0),
+        "tags = [\"OZG\"]",
+        "Neu.",
+    );
     let (code, out) = send(&site, "woechentlich");
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("recipients=1"), "{out}");
@@ -396,4 +409,248 @@ fn a_real_postfix_bounce_suspends_the_address() {
             .recv_timeout(std::time::Duration::from_secs(1))
             .is_err()
     );
+}
+
+/// A site whose bounce mailbox is `dovecot`'s, with `tls = "none"` on loopback.
+fn imap_site(
+    sink: &SmtpSink,
+    dovecot: &super::mta::Dovecot,
+    people: &[&str],
+) -> (Site, HashMap<String, (String, String)>) {
+    let (site, sent) = sent_site(sink, people);
+    std::fs::write(site.path("imap-password"), "geheim-123\n").unwrap();
+    let config = std::fs::read_to_string(site.path("config.toml")).unwrap();
+    std::fs::write(
+        site.path("config.toml"),
+        format!(
+            "{config}
+[bounce.imap]
+host = \"127.0.0.1\"
+port = {}
+tls = \"none\"
+username = \"bounces\"
+password_file = \"imap-password\"
+poll_interval = \"1s\"
+",
+            dovecot.port
+        ),
+    )
+    .unwrap();
+    (site, sent)
+}
+
+fn poll(site: &Site) -> Vec<String> {
+    let out = site.herold(&["bounce", "--imap"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        !err.contains("@example.org"),
+        "no address in the log: {err}"
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// `herold bounce --imap` against a real Dovecot: handled messages move to the processed
+/// mailbox (made on first use), an unmatched one stays marked `\Seen`, nothing is deleted;
+/// then the same without the server's MOVE (copy, then expunge), and the daemon's own poll.
+#[test]
+fn the_bounce_mailbox_over_imap() {
+    use super::mta::Dovecot;
+    for with_move in [true, false] {
+        let dovecot = Dovecot::start(if with_move {
+            ""
+        } else {
+            "imap_capability = IMAP4rev1 LITERAL+ SASL-IR LOGIN-REFERRALS ID ENABLE IDLE UIDPLUS"
+        });
+        let sink = SmtpSink::start();
+        let (site, sent) = imap_site(
+            &sink,
+            &dovecot,
+            &["anna@example.org", "bernd@example.org", "clara@example.org"],
+        );
+        let (anna_rp, _) = &sent["anna@example.org"];
+        let (bernd_rp, _) = &sent["bernd@example.org"];
+        let (clara_rp, clara_id) = &sent["clara@example.org"];
+        dovecot.deliver(
+            "INBOX",
+            &about(
+                "exchange-online-ndr.hard.eml",
+                "anna@example.org",
+                anna_rp,
+                "<x@y>",
+            ),
+        );
+        dovecot.deliver(
+            "INBOX",
+            &about(
+                "arf-abuse.complaint.eml",
+                "bernd@example.org",
+                bernd_rp,
+                "<x@y>",
+            ),
+        );
+        dovecot.deliver(
+            "INBOX",
+            &about(
+                "autoreply-outlook-en.ignored.eml",
+                "clara@example.org",
+                clara_rp,
+                clara_id,
+            ),
+        );
+        dovecot.deliver("INBOX", fixture("human-reply.none.eml").as_bytes());
+
+        let mut classes = poll(&site);
+        classes.sort();
+        assert_eq!(
+            classes,
+            ["complaint", "hard", "ignored", "unmatched"],
+            "move: {with_move}"
+        );
+        let inbox = dovecot.messages("INBOX");
+        assert_eq!(inbox.len(), 1, "only the unmatched one stays");
+        assert!(inbox[0].0.contains('S'), "marked seen: {:?}", inbox[0].0);
+        assert!(String::from_utf8_lossy(&inbox[0].1).contains("sehr interessant"));
+        let processed = dovecot.messages("herold-processed");
+        assert_eq!(processed.len(), 3, "nothing deleted");
+        let l = line_of(&list(&site), "anna@example.org").unwrap();
+        assert!(l.ends_with("hard bounce 5.1.10"), "{l}");
+        assert!(line_of(&list(&site), "bernd@example.org").is_none());
+        assert!(
+            !site.path("data/bounces").exists(),
+            "the mailbox keeps the unmatched one"
+        );
+
+        // A second poll finds nothing new.
+        assert!(poll(&site).is_empty());
+        if !with_move {
+            continue;
+        }
+
+        // The daemon polls on its own.
+        let running = site.start();
+        dovecot.deliver(
+            "INBOX",
+            &about(
+                "gmail-policy.soft.eml",
+                "clara@example.org",
+                clara_rp,
+                "<x@y>",
+            ),
+        );
+        running.wait_log("bounce mailbox polled handled=1");
+        assert_eq!(dovecot.messages("herold-processed").len(), 4);
+        let metrics = running.get("/metrics", &[]).text();
+        assert!(
+            metrics.contains("herold_bounces_total{class=\"soft\"} 1"),
+            "{metrics}"
+        );
+    }
+}
+
+#[test]
+fn a_wrong_imap_password_is_an_error_and_changes_nothing() {
+    use super::mta::Dovecot;
+    let dovecot = Dovecot::start("");
+    let sink = SmtpSink::start();
+    let (site, sent) = imap_site(&sink, &dovecot, &["anna@example.org"]);
+    let (anna_rp, _) = &sent["anna@example.org"];
+    std::fs::write(site.path("imap-password"), "falsch\n").unwrap();
+    dovecot.deliver(
+        "INBOX",
+        &about(
+            "postfix-unknown-user.hard.eml",
+            "anna@example.org",
+            anna_rp,
+            "<x@y>",
+        ),
+    );
+    let out = site.herold(&["bounce", "--imap"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("IMAP login as bounces failed"), "{err}");
+    assert_eq!(dovecot.messages("INBOX").len(), 1);
+    assert!(
+        line_of(&list(&site), "anna@example.org")
+            .unwrap()
+            .contains("\tactive\t")
+    );
+    // No IMAP server at all.
+    let config = std::fs::read_to_string(site.path("config.toml")).unwrap();
+    let port = super::mta::free_port();
+    std::fs::write(
+        site.path("config.toml"),
+        config.replace(
+            &format!("port = {}", dovecot.port),
+            &format!("port = {port}"),
+        ),
+    )
+    .unwrap();
+    let out = site.herold(&["bounce", "--imap"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect to IMAP"));
+}
+
+/// IMAP over TLS and with STARTTLS, the server's certificate checked against the trusted
+/// roots (here a CA made for the test, given as `SSL_CERT_FILE`).
+#[test]
+fn the_bounce_mailbox_over_tls_and_starttls() {
+    use super::mta::Dovecot;
+    let (dovecot, imaps, ca) = Dovecot::start_tls();
+    let sink = SmtpSink::start();
+    let (site, sent) = imap_site(&sink, &dovecot, &["anna@example.org"]);
+    let (anna_rp, _) = &sent["anna@example.org"];
+    let plain = std::fs::read_to_string(site.path("config.toml")).unwrap();
+    let herold = |config: &str, ca: Option<&Path>| {
+        std::fs::write(site.path("config.toml"), config).unwrap();
+        let mut c = Command::new(env!("CARGO_BIN_EXE_herold"));
+        c.args(["bounce", "--imap"])
+            .current_dir(site.dir.path())
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG");
+        if let Some(ca) = ca {
+            c.env("SSL_CERT_FILE", ca);
+        }
+        c.output().unwrap()
+    };
+    let tls = plain
+        .replace("host = \"127.0.0.1\"", "host = \"localhost\"")
+        .replace(
+            &format!("port = {}", dovecot.port),
+            &format!("port = {imaps}"),
+        )
+        .replace("tls = \"none\"", "tls = \"tls\"");
+    let starttls = plain
+        .replace("host = \"127.0.0.1\"", "host = \"localhost\"")
+        .replace("tls = \"none\"", "tls = \"starttls\"");
+    // An untrusted certificate is refused.
+    let out = herold(&tls, None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("TLS"),
+        "{out:?}"
+    );
+    for config in [&tls, &starttls] {
+        dovecot.deliver(
+            "INBOX",
+            &about(
+                "sendmail-user-unknown.hard.eml",
+                "anna@example.org",
+                anna_rp,
+                "<x@y>",
+            ),
+        );
+        let out = herold(config, Some(&ca));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hard");
+    }
+    assert_eq!(dovecot.messages("herold-processed").len(), 2);
+    assert!(dovecot.messages("INBOX").is_empty());
 }

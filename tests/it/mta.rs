@@ -174,9 +174,88 @@ pub struct Dovecot {
     pub dir: tempfile::TempDir,
     pub port: u16,
     child: std::process::Child,
+    certs: Option<tempfile::TempDir>,
 }
 
 impl Dovecot {
+    /// With TLS: a certificate for `localhost` from a CA made for the test, whose PEM file
+    /// is returned (give it to herold as `SSL_CERT_FILE`); IMAPS on a port of its own
+    /// (returned too), STARTTLS on the plain one.
+    pub fn start_tls() -> (Dovecot, u16, PathBuf) {
+        let certs = open_dir();
+        let c = certs.path();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(c)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=herold test CA",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        std::fs::write(
+            c.join("ext.cnf"),
+            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        let imaps = free_port();
+        let mut dc = Dovecot::start(&format!(
+            "ssl = yes
+ssl_cert = <{c}/server.pem
+ssl_key = <{c}/server.key
+ssl_dh = </usr/share/dovecot/dh.pem
+# imaps {imaps}",
+            c = c.display()
+        ));
+        wait_port(imaps, "dovecot imaps", &dc.dir.path().join("dovecot.log"));
+        let ca = c.join("ca.pem");
+        dc.certs = Some(certs);
+        (dc, imaps, ca)
+    }
+
     /// `extra` goes into the configuration (e.g. `imap_capability` without MOVE).
     pub fn start(extra: &str) -> Dovecot {
         assert!(
@@ -205,7 +284,7 @@ listen = 127.0.0.1
 base_dir = {d}/run
 state_dir = {d}/run
 instance_name = herold-test-{port}
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 log_path = {d}/dovecot.log
@@ -231,7 +310,9 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {imaps}
+    ssl = yes
   }}
 }}
 service anvil {{
@@ -242,7 +323,13 @@ service imap-login {{
 }}
 {extra}
 ",
-                d = d.display()
+                d = d.display(),
+                ssl = if extra.contains("ssl = yes") {
+                    ""
+                } else {
+                    "ssl = no"
+                },
+                imaps = extra.split_once("# imaps ").map_or("0", |(_, p)| p.trim()),
             ),
         )
         .unwrap();
@@ -254,7 +341,12 @@ service imap-login {{
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let dc = Dovecot { dir, port, child };
+        let dc = Dovecot {
+            dir,
+            port,
+            child,
+            certs: None,
+        };
         wait_port(port, "dovecot", &dc.dir.path().join("dovecot.log"));
         dc
     }
@@ -278,7 +370,11 @@ service imap-login {{
             N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
         );
         std::fs::write(folder.join("tmp").join(&name), message).unwrap();
-        std::fs::rename(folder.join("tmp").join(&name), folder.join("new").join(&name)).unwrap();
+        std::fs::rename(
+            folder.join("tmp").join(&name),
+            folder.join("new").join(&name),
+        )
+        .unwrap();
         chown(&d.join("mail"), "nobody:nogroup");
     }
 
@@ -297,7 +393,10 @@ service imap-login {{
             };
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let flags = name.split_once(":2,").map(|(_, f)| f.to_string()).unwrap_or_default();
+                let flags = name
+                    .split_once(":2,")
+                    .map(|(_, f)| f.to_string())
+                    .unwrap_or_default();
                 out.push((flags, std::fs::read(e.path()).unwrap()));
             }
         }
