@@ -147,6 +147,35 @@ mod tests {
     }
 }
 
+/// `text` with every address in it (a word with an `@` between other characters) replaced
+/// by `<address>`: for servers' answers, which often repeat the recipient, before they reach
+/// a log line or the database.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('@') {
+        let is_part = |c: char| !(c.is_whitespace() || "<>()[]\"',;:".contains(c));
+        let start = rest[..at]
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !is_part(*c))
+            .map_or(0, |(i, c)| i + c.len_utf8());
+        let end = rest[at + 1..]
+            .char_indices()
+            .find(|(_, c)| !is_part(*c))
+            .map_or(rest.len(), |(i, _)| at + 1 + i);
+        if start < at && end > at + 1 {
+            out.push_str(&rest[..start]);
+            out.push_str("<address>");
+        } else {
+            out.push_str(&rest[..=at]);
+        }
+        rest = &rest[end.max(at + 1)..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// `mail.return_path`: a fixed envelope sender, or one with `{token}` in its local part
 /// (VERP) that names each mail's delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,6 +244,23 @@ impl ReturnPath {
 #[cfg(test)]
 mod return_path_tests {
     use super::ReturnPath;
+
+    #[test]
+    fn addresses_are_redacted_from_answers() {
+        assert_eq!(
+            super::redact("550 5.1.1 <weg@example.org>: Recipient address rejected"),
+            "550 5.1.1 <<address>>: Recipient address rejected"
+        );
+        assert_eq!(
+            super::redact("user anna.b+x@örtlich.de unknown, also bob@x.de."),
+            "user <address> unknown, also <address>"
+        );
+        assert_eq!(super::redact("no @ here @"), "no @ here @");
+        assert_eq!(
+            super::redact("450 4.2.0 greylisted"),
+            "450 4.2.0 greylisted"
+        );
+    }
 
     #[test]
     fn verp_shapes() {

@@ -34,7 +34,7 @@ pub fn bounces(counts: &[(String, i64)], suspended: i64) -> String {
     let mut out = String::from(
         "# HELP herold_bounces_total Returned messages handled, by class.\n# TYPE herold_bounces_total counter\n",
     );
-    for class in crate::bounce::Class::ALL {
+    for class in crate::bounce::report::Class::ALL {
         let n = counts
             .iter()
             .find(|(c, _)| c == class.as_str())

@@ -37,11 +37,7 @@ impl<'a> Matcher<'a> {
                 .host_str()
                 .unwrap_or("localhost")
                 .to_ascii_lowercase(),
-            limits: BounceLimits {
-                hard: config.bounce.hard_limit,
-                soft: config.bounce.soft_limit,
-                soft_window: config.bounce.soft_window.as_secs() as i64,
-            },
+            limits: BounceLimits::from(&config.bounce),
             unmatched_dir: config.bounce.unmatched_dir(&config.database.path),
             keep: config.bounce.keep,
         })

@@ -687,6 +687,7 @@ impl Sender<'_> {
                     self.store(|s| {
                         s.record_delivery(run.id, subscriber_id, "failed", Some(&e.message), now)
                     })?;
+                    self.synchronous_bounce(run.id, subscriber_id, &e.message, now)?;
                     counts.failed.fetch_add(1, Ordering::SeqCst);
                     return Ok(());
                 }
@@ -714,6 +715,32 @@ impl Sender<'_> {
                     return Ok(());
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// A relay that refuses a recipient at once with a hard status code (`550 5.1.1`) says
+    /// what a bounce would say later: it counts as a hard bounce (`[bounce]` limits). Other
+    /// permanent failures count towards the suspension after repeated failures.
+    fn synchronous_bounce(
+        &self,
+        run: i64,
+        subscriber: i64,
+        answer: &str,
+        now: i64,
+    ) -> anyhow::Result<()> {
+        use crate::bounce::report::{Class, class_of, status_in};
+        let Some(status) = status_in(answer).filter(|s| class_of(s) == Class::Hard) else {
+            return Ok(());
+        };
+        let limits = crate::store::BounceLimits::from(&self.config.bounce);
+        let outcome =
+            self.store(|s| s.record_bounce(subscriber, run, true, Some(&status), limits, now))?;
+        if let crate::store::Bounced::Recorded {
+            suspended: Some(reason),
+        } = outcome
+        {
+            tracing::warn!(run, subscriber, reason = %reason, "address suspended");
         }
         Ok(())
     }

@@ -215,7 +215,10 @@ impl Mailer {
                 .map(|_| ())
                 .map_err(|e| (e.is_permanent(), e.to_string())),
         };
-        result.map_err(|(permanent, message)| SendError { permanent, message })
+        result.map_err(|(permanent, message)| SendError {
+            permanent,
+            message: crate::email::redact(&message),
+        })
     }
 
     /// A sender for one worker: with SMTP (no TLS or STARTTLS) a connection of its own,
@@ -384,7 +387,9 @@ impl Connection<'_> {
                 self.conn = None;
                 Err(SendError {
                     permanent: e.is_permanent(),
-                    message: e.to_string(),
+                    // A server's answer often repeats the recipient: it never reaches a log
+                    // line or the database.
+                    message: crate::email::redact(&e.to_string()),
                 })
             }
             Err(_) => {

@@ -15,6 +15,16 @@ pub struct BounceLimits {
     pub soft_window: i64,
 }
 
+impl From<&crate::config::Bounce> for BounceLimits {
+    fn from(b: &crate::config::Bounce) -> BounceLimits {
+        BounceLimits {
+            hard: b.hard_limit,
+            soft: b.soft_limit,
+            soft_window: b.soft_window.as_secs() as i64,
+        }
+    }
+}
+
 /// What recording a bounce did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bounced {

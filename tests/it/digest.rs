@@ -483,9 +483,10 @@ fn a_server_that_hangs_up_mid_data_gets_the_mail_again_once() {
 
 #[test]
 fn repeated_permanent_failures_suspend_the_address() {
+    // A policy refusal (5.7.x) is no proof that the address is gone: three in a row are.
     let sink = SmtpSink::with_answers(|_, to| {
         if to.first().is_some_and(|t| t == "weg@example.org") {
-            "550 5.1.1 mailbox unavailable".into()
+            "554 5.7.1 message refused by policy".into()
         } else {
             "250 OK".into()
         }
@@ -506,15 +507,47 @@ fn repeated_permanent_failures_suspend_the_address() {
         assert!(out.contains("1 sent, 1 failed"), "run {n}: {out}");
         assert_eq!(drain(&sink, 1)[0].to, ["da@example.org"]);
     }
-    let store = herold::store::Store::open(&site.path("data/herold.sqlite3")).unwrap();
     let weg = subscribers(&site)
         .into_iter()
         .find(|s| s.email.as_str() == "weg@example.org")
         .unwrap();
-    assert!(store.is_suspended(weg.id).unwrap());
+    assert_eq!(
+        weg.suspended.unwrap().reason,
+        "3 permanent SMTP failures in a row"
+    );
     // The fourth run no longer tries the address.
     site.item("neu3.md", "Neu 3", &days_ago(0), "", "x");
     let (_, out) = send(&site, "woechentlich");
     assert!(out.contains("1 sent, 0 failed"), "{out}");
     assert_eq!(drain(&sink, 1)[0].to, ["da@example.org"]);
+}
+
+#[test]
+fn a_relay_refusing_an_unknown_user_is_a_hard_bounce() {
+    let sink = SmtpSink::with_answers(|_, to| {
+        if to.first().is_some_and(|t| t == "weg@example.org") {
+            "550 5.1.1 <weg@example.org>: Recipient address rejected: User unknown".into()
+        } else {
+            "250 OK".into()
+        }
+    });
+    let site = digest_site(&sink);
+    subscriber(&site, "weg@example.org", &[], &["woechentlich"]);
+    subscriber(&site, "da@example.org", &[], &["woechentlich"]);
+    let (code, out) = send(&site, "woechentlich");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("1 sent, 1 failed"), "{out}");
+    assert!(
+        !out.contains("weg@example.org"),
+        "no address in the log: {out}"
+    );
+    drain(&sink, 1);
+    let weg = subscribers(&site)
+        .into_iter()
+        .find(|s| s.email.as_str() == "weg@example.org")
+        .unwrap();
+    assert_eq!(weg.suspended.unwrap().reason, "hard bounce 5.1.1");
+    site.item("neu.md", "Neu", &days_ago(0), "", "x");
+    let (_, out) = send(&site, "woechentlich");
+    assert!(out.contains("1 sent, 0 failed"), "{out}");
 }
