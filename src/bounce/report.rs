@@ -15,6 +15,16 @@ const MAX_BOUNDARIES: usize = 64;
 /// At most this much of a message is read; the rest of a 30 MB attachment says nothing.
 pub const MAX_BYTES: usize = 8 << 20;
 
+/// Where MTAs and mailbox servers say whom a message was delivered to (the return path).
+const RECIPIENT_HEADERS: [&str; 6] = [
+    "Delivered-To",
+    "X-Original-To",
+    "Envelope-To",
+    "X-Envelope-To",
+    "X-Original-Recipient",
+    "To",
+];
+
 /// What a message means for the list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
@@ -102,7 +112,7 @@ pub fn read(raw: &[u8]) -> Report {
 }
 
 fn read_mime(mail: &ParsedMail<'_>, report: &mut Report) {
-    for name in ["Delivered-To", "X-Original-To", "To"] {
+    for name in RECIPIENT_HEADERS {
         for v in mail.headers.get_all_values(name) {
             report.return_paths.extend(addresses(&v));
         }
@@ -220,7 +230,7 @@ fn read_flat(raw: &[u8], report: &mut Report) {
         Ok((h, at)) => (h, &raw[at..]),
         Err(_) => (Vec::new(), raw),
     };
-    for name in ["Delivered-To", "X-Original-To", "To"] {
+    for name in RECIPIENT_HEADERS {
         for v in headers.get_all_values(name) {
             report.return_paths.extend(addresses(&v));
         }
@@ -253,7 +263,7 @@ fn read_prose(text: &str, looks_like_bounce: bool, report: &mut Report) {
     if report.recipients.is_empty() {
         report.recipients.extend(prose_recipients(text));
     }
-    let status = status_in(text).or_else(|| words_status(text).map(str::to_string));
+    let status = status_in(text);
     report.class = Some(match &status {
         Some(s) => class_of(s),
         // A bounce that gives no reason at all counts as temporary: it cannot suspend an
@@ -306,6 +316,10 @@ fn field_blocks(body: &str) -> Vec<Fields> {
 fn read_dsn(blocks: &[Fields], text: &str, report: &mut Report) {
     let mut best: Option<(u8, Class, Option<String>)> = None;
     for block in blocks {
+        // Postfix names the original envelope sender (the return path) in its DSN.
+        if let Some(v) = block.get("x-postfix-sender") {
+            report.return_paths.extend(addresses(&typed_address(&v)));
+        }
         let Some(action) = block.get("action") else {
             continue;
         };
@@ -315,15 +329,17 @@ fn read_dsn(blocks: &[Fields], text: &str, report: &mut Report) {
                 report.recipients.extend(addresses(&typed_address(&v)));
             }
         }
-        let status = block
-            .get("status")
-            .and_then(|s| status_in(&s))
-            .or_else(|| block.get("diagnostic-code").and_then(|d| status_in(&d)));
+        // A generic `Status: 5.0.0` gives way to the remote server's own, more specific code
+        // of the same class in `Diagnostic-Code` (`552 5.2.2 mailbox full`).
+        let given = block.get("status").and_then(|s| status_in(&s));
+        let diagnosed = block.get("diagnostic-code").and_then(|d| status_in(&d));
+        let status = match (given, diagnosed) {
+            (Some(g), Some(d)) if g.ends_with(".0.0") && d.get(..1) == g.get(..1) => Some(d),
+            (g, d) => g.or(d),
+        };
         let (rank, class, status) = match action.as_str() {
             a if a.starts_with("failed") => {
-                let status = status
-                    .or_else(|| status_in(text))
-                    .or_else(|| words_status(text).map(str::to_string));
+                let status = status.or_else(|| status_in(text));
                 let class = status.as_deref().map(class_of).unwrap_or(Class::Soft);
                 (if class == Class::Hard { 3 } else { 2 }, class, status)
             }
@@ -355,9 +371,18 @@ pub fn class_of(status: &str) -> Class {
     }
 }
 
-/// The first failure status code in `text`: an enhanced code (`5.1.1`, `4.2.2`), else a
-/// basic SMTP reply (`550 `) mapped to its nearest enhanced code.
+/// The first failure status code in `text`: an enhanced code (`5.1.1`, `4.2.2`); else what
+/// its words say (a full mailbox, an unknown user); else a basic SMTP reply (`550 `) mapped
+/// to its nearest enhanced code.
 pub fn status_in(text: &str) -> Option<String> {
+    match codes_in(text) {
+        (Some(enhanced), _) => Some(enhanced),
+        (None, basic) => words_status(text).map(str::to_string).or(basic),
+    }
+}
+
+/// The first enhanced code, and the first basic reply code as an enhanced one.
+fn codes_in(text: &str) -> (Option<String>, Option<String>) {
     let b = text.as_bytes();
     let mut basic: Option<String> = None;
     let mut i = 0;
@@ -366,13 +391,13 @@ pub fn status_in(text: &str) -> Option<String> {
         let boundary_before = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'.');
         if (c == b'4' || c == b'5') && boundary_before {
             if let Some(len) = enhanced_at(&b[i..]) {
-                return Some(text[i..i + len].to_string());
+                return (Some(text[i..i + len].to_string()), basic);
             }
             if basic.is_none()
                 && b.len() >= i + 4
                 && b[i + 1].is_ascii_digit()
                 && b[i + 2].is_ascii_digit()
-                && (b[i + 3] == b' ' || b[i + 3] == b'-')
+                && matches!(b[i + 3], b' ' | b'-' | b':')
                 && b[i + 1] <= b'5'
             {
                 basic = Some(
@@ -388,7 +413,7 @@ pub fn status_in(text: &str) -> Option<String> {
         }
         i += 1;
     }
-    basic
+    (None, basic)
 }
 
 /// The length of an enhanced status code `c.s.d` at the start of `b`, if there is one.
@@ -435,15 +460,33 @@ fn words_status(text: &str) -> Option<&'static str> {
     const GONE: &[&str] = &[
         "user unknown",
         "unknown user",
+        "unknown recipient",
         "no such user",
         "no such recipient",
+        "no such mailbox",
+        "no mailbox here",
+        "mailbox not found",
+        "user not found",
+        "recipient not found",
         "recipient unknown",
+        "invalid recipient",
+        "invalid mailbox",
         "does not exist",
+        "doesn't exist",
+        "doesn't have a",
+        "does not have an account",
         "mailbox unavailable",
         "account has been disabled",
+        "account is disabled",
+        "account disabled",
+        "no longer active",
+        "unrouteable address",
         "benutzer unbekannt",
+        "unbekannter benutzer",
         "unbekannter empfänger",
+        "empfänger unbekannt",
         "existiert nicht",
+        "nicht gefunden",
     ];
     if FULL.iter().any(|w| t.contains(w)) {
         Some("5.2.2")
@@ -733,6 +776,13 @@ mod tests {
                 .contains(&"bounce+token@fitko.example".to_string())
         );
         assert!(arf.recipients.contains(&"anna@example.org".to_string()));
+        let postfix = get("postfix-x-postfix-sender-only.hard.eml");
+        assert!(
+            postfix
+                .return_paths
+                .contains(&"bounce+token@fitko.example".to_string())
+        );
+        assert_eq!(get("yahoo-text.hard.eml").status.as_deref(), Some("5.1.1"));
         let redacted = get("arf-redacted.complaint.eml");
         assert!(
             redacted
@@ -757,6 +807,11 @@ mod tests {
             Some("4.0.0")
         );
         assert_eq!(status_in("552 Mailbox full").as_deref(), Some("5.2.2"));
+        assert_eq!(
+            status_in("554 delivery error: no such user").as_deref(),
+            Some("5.1.1")
+        );
+        assert_eq!(status_in("554 rejected").as_deref(), Some("5.7.1"));
         assert_eq!(class_of("5.1.1"), Class::Hard);
         assert_eq!(class_of("5.2.2"), Class::Soft);
         assert_eq!(class_of("5.7.26"), Class::Soft);
