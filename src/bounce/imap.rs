@@ -123,13 +123,7 @@ async fn work(
             }
         };
         if class == Class::Unmatched {
-            session
-                .uid_store(uid.to_string(), "+FLAGS.SILENT (\\Seen)")
-                .await
-                .context("IMAP STORE \\Seen")?
-                .try_collect::<Vec<_>>()
-                .await
-                .context("IMAP STORE \\Seen")?;
+            add_flags(session, *uid, "\\Seen").await?;
         } else if can_move {
             session
                 .uid_mv(uid.to_string(), &imap.processed_mailbox)
@@ -141,13 +135,7 @@ async fn work(
                 .uid_copy(uid.to_string(), &imap.processed_mailbox)
                 .await
                 .with_context(|| format!("IMAP COPY to {}", imap.processed_mailbox))?;
-            session
-                .uid_store(uid.to_string(), "+FLAGS.SILENT (\\Seen \\Deleted)")
-                .await
-                .context("IMAP STORE \\Deleted")?
-                .try_collect::<Vec<_>>()
-                .await
-                .context("IMAP STORE \\Deleted")?;
+            add_flags(session, *uid, "\\Seen \\Deleted").await?;
             if uidplus {
                 session
                     .uid_expunge(uid.to_string())
@@ -170,6 +158,18 @@ async fn work(
             .context("IMAP EXPUNGE")?;
     }
     Ok(polled)
+}
+
+async fn add_flags(session: &mut Session, uid: u32, flags: &str) -> anyhow::Result<()> {
+    let what = || format!("IMAP STORE {flags}");
+    session
+        .uid_store(uid.to_string(), format!("+FLAGS.SILENT ({flags})"))
+        .await
+        .with_context(what)?
+        .try_collect::<Vec<_>>()
+        .await
+        .with_context(what)?;
+    Ok(())
 }
 
 /// Creates `name` unless it exists.
@@ -229,7 +229,9 @@ async fn connect(imap: &Imap, password: &str) -> anyhow::Result<Session> {
     client
         .login(&imap.username, password)
         .await
-        .map_err(|(e, _)| anyhow::anyhow!("IMAP login as {} failed: {e}", imap.username))
+        .map_err(|(e, _)| {
+            anyhow::anyhow!("IMAP login failed (bounce.imap.username and its password): {e}")
+        })
 }
 
 async fn greeting<T: AsyncRead + AsyncWrite + Unpin + Send + Debug>(

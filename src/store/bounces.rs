@@ -1,9 +1,8 @@
 //! Bounces and complaints in the database: one row per bounce (class, status code, date;
 //! never the message), suspensions with their reason, counts by class for `/metrics`.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 
-use super::consent::log;
 use super::{Result, Store};
 
 /// `[bounce]` limits: this many hard bounces, or soft bounces within `soft_window` seconds,
@@ -131,24 +130,11 @@ impl Store {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         count_on(&tx, "complaint")?;
-        let hash: Option<String> = tx
-            .query_row(
-                "SELECT address_hash FROM subscribers WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(hash) = hash else {
-            tx.commit()?;
-            return Ok(Bounced::Gone);
-        };
-        tx.execute("DELETE FROM subscribers WHERE id = ?1", [id])?;
-        tx.execute(
-            "INSERT OR REPLACE INTO blocked (address_hash, at) VALUES (?1, ?2)",
-            params![hash, now],
-        )?;
-        log(&tx, &hash, "complaint", now, None, Some(source), None, None)?;
+        let erased = super::subscribers::erase_on(&tx, id, "complaint", source, now)?;
         tx.commit()?;
+        if !erased {
+            return Ok(Bounced::Gone);
+        }
         self.scrub();
         Ok(Bounced::Unsubscribed)
     }

@@ -229,24 +229,9 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let Some(hash) = hash_of(&tx, id).optional()? else {
+        if !erase_on(&tx, id, "unsubscribe", source, now)? {
             return Ok(false);
-        };
-        tx.execute("DELETE FROM subscribers WHERE id = ?1", [id])?;
-        tx.execute(
-            "INSERT OR REPLACE INTO blocked (address_hash, at) VALUES (?1, ?2)",
-            params![hash, now],
-        )?;
-        log(
-            &tx,
-            &hash,
-            "unsubscribe",
-            now,
-            None,
-            Some(source),
-            None,
-            None,
-        )?;
+        }
         tx.commit()?;
         self.scrub();
         Ok(true)
@@ -531,6 +516,28 @@ fn block_on(tx: &Connection, hash: &str, source: &str, now: i64) -> Result<bool>
         log(tx, hash, "unsubscribe", now, None, Some(source), None, None)?;
     }
     Ok(erased)
+}
+
+/// Ends subscriber `id`'s subscription on an open transaction: the row with the address
+/// goes, the keyed hash stays in the block list and the log (as `event`). Gives whether there
+/// was a subscriber.
+pub(super) fn erase_on(
+    tx: &Connection,
+    id: i64,
+    event: &str,
+    source: &str,
+    now: i64,
+) -> Result<bool> {
+    let Some(hash) = hash_of(tx, id).optional()? else {
+        return Ok(false);
+    };
+    tx.execute("DELETE FROM subscribers WHERE id = ?1", [id])?;
+    tx.execute(
+        "INSERT OR REPLACE INTO blocked (address_hash, at) VALUES (?1, ?2)",
+        params![hash, now],
+    )?;
+    log(tx, &hash, event, now, None, Some(source), None, None)?;
+    Ok(true)
 }
 
 /// The keyed hash of subscriber `id`'s address.

@@ -571,7 +571,7 @@ fn a_wrong_imap_password_is_an_error_and_changes_nothing() {
     let out = site.herold(&["bounce", "--imap"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("IMAP login as bounces failed"), "{err}");
+    assert!(err.contains("IMAP login failed"), "{err}");
     assert_eq!(dovecot.messages("INBOX").len(), 1);
     assert!(
         line_of(&list(&site), "anna@example.org")
