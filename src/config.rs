@@ -244,13 +244,59 @@ const RESERVED_PATHS: &[&str] = &[
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Database {
+    /// The SQLite file (the default engine).
     pub path: PathBuf,
+    /// PostgreSQL instead: `postgres://user@host:port/dbname` (SPEC 14).
+    pub url: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// How long the schedule lease lasts without renewal (PostgreSQL, several nodes).
+    #[serde(deserialize_with = "de_duration")]
+    pub lease: Duration,
 }
 
 impl Default for Database {
     fn default() -> Self {
         Database {
             path: "data/herold.sqlite3".into(),
+            url: None,
+            password_file: None,
+            lease: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Database {
+    /// PostgreSQL's password: `password_file`, the credential `db-password`, or
+    /// `PGPASSWORD`; `None` when there is none (trust or peer authentication).
+    pub fn password(&self) -> anyhow::Result<Option<String>> {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p)
+                .map(|s| Some(s.trim_end_matches(['\r', '\n']).to_string()))
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
+        };
+        if let Some(f) = &self.password_file {
+            return read(f);
+        }
+        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+            let c = PathBuf::from(dir).join("db-password");
+            if c.exists() {
+                return read(&c);
+            }
+        }
+        Ok(std::env::var("PGPASSWORD").ok())
+    }
+
+    /// Where the database is, for messages (never the password).
+    pub fn display(&self) -> String {
+        match &self.url {
+            Some(u) => match url::Url::parse(u) {
+                Ok(mut parsed) => {
+                    let _ = parsed.set_password(None);
+                    parsed.to_string()
+                }
+                Err(_) => "database.url".into(),
+            },
+            None => self.path.display().to_string(),
         }
     }
 }
@@ -584,6 +630,9 @@ impl Config {
         if let Some(p) = self.bounce.unmatched_dir.as_mut() {
             abs(p);
         }
+        if let Some(p) = self.database.password_file.as_mut() {
+            abs(p);
+        }
         if let Some(p) = self
             .bounce
             .imap
@@ -720,6 +769,25 @@ impl Config {
                 "rate_per_second",
                 "mail.rate_per_second must be positive".into(),
             ));
+        }
+        if let Some(u) = &self.database.url {
+            let ok =
+                url::Url::parse(u).is_ok_and(|p| matches!(p.scheme(), "postgres" | "postgresql"));
+            if !ok || u.parse::<tokio_postgres::Config>().is_err() {
+                return Err(err(
+                    "url",
+                    "database.url must look like postgres://user@host:5432/herold".into(),
+                ));
+            }
+            if url::Url::parse(u).is_ok_and(|p| p.password().is_some()) {
+                return Err(err(
+                    "url",
+                    "database.url must not hold the password: use database.password_file, the credential db-password or PGPASSWORD".into(),
+                ));
+            }
+        }
+        if self.database.lease < Duration::from_secs(3) {
+            return Err(err("lease", "database.lease must be at least 3s".into()));
         }
         if let Some(r) = &self.mail.return_path {
             crate::email::ReturnPath::parse(r)

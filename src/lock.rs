@@ -11,14 +11,22 @@ pub struct InstanceLock {
     pub path: PathBuf,
 }
 
-/// Takes the lock for sending digest `name` (one process sends a run at a time).
-pub fn acquire_digest(database: &Path, name: &str) -> anyhow::Result<InstanceLock> {
-    take(database, &format!("digest-{name}.lock"), |path| {
+/// Takes the lock for sending digest `name` (one process sends a run at a time). On
+/// PostgreSQL there is none: nodes share a run by claiming its deliveries.
+pub fn acquire_digest(
+    database: &crate::config::Database,
+    name: &str,
+) -> anyhow::Result<Option<InstanceLock>> {
+    if database.url.is_some() {
+        return Ok(None);
+    }
+    take(&database.path, &format!("digest-{name}.lock"), |path| {
         format!(
             "another herold process is sending the digest `{name}` right now ({} is locked)",
             path.display()
         )
     })
+    .map(Some)
 }
 
 /// Takes the lock file `{database}.{suffix}`; `busy` says who holds it when it is taken.
@@ -58,15 +66,20 @@ fn open(database: &Path, suffix: &str) -> anyhow::Result<(File, PathBuf)> {
     Ok((file, path))
 }
 
-/// Takes the daemon lock for the database at `database`, or says who holds it.
-pub fn acquire(database: &Path) -> anyhow::Result<InstanceLock> {
-    take(database, "daemon.lock", |path| {
+/// Takes the daemon lock for the SQLite database at `database`, or says who holds it. On
+/// PostgreSQL several daemons may run (SPEC 14): there is no lock.
+pub fn acquire(database: &crate::config::Database) -> anyhow::Result<Option<InstanceLock>> {
+    if database.url.is_some() {
+        return Ok(None);
+    }
+    take(&database.path, "daemon.lock", |path| {
         format!(
             "another herold daemon is running on the database {} (it holds {}); refusing to start",
-            database.display(),
+            database.path.display(),
             path.display()
         )
     })
+    .map(Some)
 }
 
 #[cfg(test)]
@@ -74,7 +87,10 @@ mod tests {
     #[test]
     fn a_second_lock_is_refused_until_the_first_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("data/herold.sqlite3");
+        let db = crate::config::Database {
+            path: dir.path().join("data/herold.sqlite3"),
+            ..Default::default()
+        };
         let first = super::acquire(&db).unwrap();
         let err = super::acquire(&db).unwrap_err().to_string();
         assert!(err.contains("another herold daemon is running"), "{err}");

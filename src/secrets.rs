@@ -1,6 +1,7 @@
 //! Where the token secret comes from: `HEROLD_SECRET`, `server.secret_file`, the systemd
 //! credential `herold-secret`, or, with none of them, a random secret made at first start
-//! and kept beside the database (mode 0600), so a fresh clone runs with no setup.
+//! and kept beside the SQLite database (mode 0600), so a fresh clone runs with no setup; on
+//! PostgreSQL in the database itself, so that all nodes share it.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -19,6 +20,8 @@ pub enum Source {
     Credential(PathBuf),
     Generated(PathBuf),
     Existing(PathBuf),
+    /// Kept in the PostgreSQL database, so that every node signs and verifies alike.
+    Database,
 }
 
 /// Loads the secrets. `env_secret` is `$HEROLD_SECRET`, `credentials` `$CREDENTIALS_DIRECTORY`.
@@ -36,6 +39,20 @@ pub fn load(
         .filter(|p| p.exists())
     {
         (read(&c)?, Source::Credential(c))
+    } else if config.database.url.is_some() {
+        // Several nodes must share the secret: without one configured, it lives in the
+        // database (made by the first node that needs it).
+        let mut store = crate::store::Store::connect(config)?;
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| anyhow::anyhow!("no randomness for a secret: {e}"))?;
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        (
+            store
+                .meta_or_insert("token_secret", &hex)
+                .map_err(|e| anyhow::anyhow!("the token secret in the database: {e}"))?,
+            Source::Database,
+        )
     } else {
         let path = generated_path(&config.database.path);
         if path.exists() {

@@ -22,7 +22,7 @@ pub struct Subscriptions {
 impl Subscriptions {
     /// Opens the database, loads the token secret, the mail transport and the templates.
     pub fn open(config: &Config) -> anyhow::Result<Subscriptions> {
-        let store = Store::open(&config.database.path)?;
+        let store = Store::connect(config)?;
         let (keys, source) = crate::secrets::load_from_env(config)?;
         match &source {
             crate::secrets::Source::Generated(p) => {

@@ -59,7 +59,7 @@ pub struct Handled {
 #[derive(Debug, thiserror::Error)]
 pub enum Retry {
     #[error("database: {0}")]
-    Database(#[from] rusqlite::Error),
+    Database(#[from] crate::store::Error),
     #[error("cannot keep the unmatched message in {dir}: {error}")]
     Keep { dir: String, error: std::io::Error },
 }

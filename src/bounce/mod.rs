@@ -23,7 +23,7 @@ pub async fn poll_mailbox(
     let password = imap::password(settings, credentials)?;
     let (keys, _) = crate::secrets::load_from_env(config)?;
     let matcher = Matcher::new(config, &keys)?;
-    let mut store = Store::open(&config.database.path)?;
+    let mut store = Store::connect(config)?;
     let polled = imap::poll_once(settings, &password, |raw| {
         let now = crate::clock::unix_seconds() as i64;
         handle::handle(raw, None, &matcher, &mut store, Unmatched::Leave, now).map(|h| h.class)

@@ -48,7 +48,7 @@ fn handle_one(
     let now = crate::clock::unix_seconds();
     let (keys, _) = crate::secrets::load_from_env(config)?;
     let matcher = Matcher::new(config, &keys)?;
-    let mut store = Store::open(&config.database.path)?;
+    let mut store = Store::connect(config)?;
     let handled = handle::handle(
         raw,
         recipient,

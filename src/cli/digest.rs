@@ -53,7 +53,7 @@ pub fn run(config: &Config, command: &DigestCommand) -> anyhow::Result<ExitCode>
             DigestCommand::List => list(config, &sender, &corpus, now),
             DigestCommand::Send { name, dry_run } => {
                 let digest = run::find(config, name)?;
-                let _lock = crate::lock::acquire_digest(&config.database.path, name)?;
+                let _lock = crate::lock::acquire_digest(&config.database, name)?;
                 // SIGTERM or Ctrl-C: no new mail is started; those in flight finish and are
                 // recorded; the rest stays pending for the next send.
                 let stop = sender.stop.clone();

@@ -287,10 +287,12 @@ pub fn write_pages(
     }
     let templates = crate::templates::Templates::for_config(config)?;
     let meta = crate::pages::PageMeta::from_config(config);
-    let archives = if meta.archived_digests.is_empty() || !config.database.path.exists() {
+    let archives = if meta.archived_digests.is_empty()
+        || (config.database.url.is_none() && !config.database.path.exists())
+    {
         Vec::new()
     } else {
-        let store = crate::store::Store::open(&config.database.path)?;
+        let store = crate::store::Store::connect(config)?;
         crate::pages::load_archives(&store, &meta)?
     };
     let cache = crate::pages::EntryCache::default();
@@ -376,7 +378,7 @@ pub fn record_seen(config: &Config, corpus: &Corpus) -> anyhow::Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
-    crate::store::Store::open(&config.database.path)?.note_seen(&ids, now)?;
+    crate::store::Store::connect(config)?.note_seen(&ids, now)?;
     Ok(())
 }
 

@@ -60,7 +60,7 @@ pub fn run(config: &Config, command: &SubscribersCommand) -> anyhow::Result<Exit
     let now = crate::clock::unix_seconds() as i64;
     match command {
         SubscribersCommand::List { json } => {
-            let store = Store::open(&config.database.path)?;
+            let store = Store::connect(config)?;
             let list = store.list()?;
             if *json {
                 println!(
@@ -94,7 +94,7 @@ pub fn run(config: &Config, command: &SubscribersCommand) -> anyhow::Result<Exit
         }
         SubscribersCommand::Reactivate { email } => {
             let email = parse_email(email)?;
-            let mut store = Store::open(&config.database.path)?;
+            let mut store = Store::connect(config)?;
             let Some(s) = store.by_email(&email)? else {
                 eprintln!("no subscriber has this address");
                 return Ok(ExitCode::from(1));
@@ -109,7 +109,7 @@ pub fn run(config: &Config, command: &SubscribersCommand) -> anyhow::Result<Exit
         }
         SubscribersCommand::Remove { email } => {
             let email = parse_email(email)?;
-            let mut store = Store::open(&config.database.path)?;
+            let mut store = Store::connect(config)?;
             let had = store.by_email(&email)?.is_some();
             store.block(&email, "command line", now)?;
             tracing::info!(erased = had, "address removed and blocked");
@@ -117,7 +117,7 @@ pub fn run(config: &Config, command: &SubscribersCommand) -> anyhow::Result<Exit
         }
         SubscribersCommand::Export { email } => {
             let email = parse_email(email)?;
-            let store = Store::open(&config.database.path)?;
+            let store = Store::connect(config)?;
             let subscriber = store.by_email(&email)?;
             let log = store.consent_log(&email)?;
             if subscriber.is_none() && log.is_empty() {
@@ -161,7 +161,7 @@ pub fn run(config: &Config, command: &SubscribersCommand) -> anyhow::Result<Exit
                     let at = crate::content::item::parse_date(at, config.site.timezone)
                         .map_err(anyhow::Error::msg)?
                         .timestamp();
-                    let mut store = Store::open(&config.database.path)?;
+                    let mut store = Store::connect(config)?;
                     let row = ImportRow {
                         email,
                         source: source.as_deref().unwrap_or("command line").to_string(),
@@ -325,7 +325,7 @@ fn import_csv(config: &Config, path: &Path, now: i64) -> anyhow::Result<ExitCode
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
     );
-    let mut store = Store::open(&config.database.path)?;
+    let mut store = Store::connect(config)?;
     let version = config.privacy.consent_text_version.clone();
     let progress = super::progress_bar(size, "{msg} {bar:40} {bytes}/{total_bytes}, {eta} left");
     let (mut counts, mut problems) = (std::collections::BTreeMap::<&str, usize>::new(), 0);

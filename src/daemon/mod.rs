@@ -151,8 +151,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let lock = crate::lock::acquire(&config.database.path)?;
-    tracing::debug!(lock = %lock.path.display(), "instance lock taken");
+    let lock = crate::lock::acquire(&config.database)?;
+    if let Some(l) = &lock {
+        tracing::debug!(lock = %l.path.display(), "instance lock taken");
+    }
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -701,7 +703,7 @@ impl Daemon {
         let name = name.to_string();
         self.digests.tasks.spawn(async move {
             let result = async {
-                let _lock = crate::lock::acquire_digest(&config.database.path, &name)?;
+                let _lock = crate::lock::acquire_digest(&config.database, &name)?;
                 let digest = crate::digest::run::find(&config, &name)?;
                 let mut sender = crate::digest::run::Sender::new(&config, &subs, dkim);
                 sender.stop = stop;

@@ -1,8 +1,7 @@
 //! Bounces and complaints in the database: one row per bounce (class, status code, date;
 //! never the message), suspensions with their reason, counts by class for `/metrics`.
 
-use rusqlite::params;
-
+use super::sql::{Conn, args};
 use super::{Result, Store};
 
 /// `[bounce]` limits: this many hard bounces, or soft bounces within `soft_window` seconds,
@@ -52,86 +51,84 @@ impl Store {
         now: i64,
     ) -> Result<Bounced> {
         let class = if hard { "hard" } else { "soft" };
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        count_on(&tx, class)?;
-        let exists: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM subscribers WHERE id = ?1)",
-            [id],
-            |r| r.get(0),
-        )?;
-        if !exists {
-            tx.commit()?;
-            return Ok(Bounced::Gone);
-        }
-        let repeated: bool = run > 0
-            && tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM bounces WHERE subscriber_id = ?1 AND run_id = ?2 AND class = ?3)",
-                params![id, run, class],
-                |r| r.get(0),
-            )?;
-        if repeated {
-            tx.commit()?;
-            return Ok(Bounced::Repeated);
-        }
-        tx.execute(
-            "INSERT INTO bounces (subscriber_id, run_id, class, status, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id, run, class, status, now],
-        )?;
-        let reason = if hard {
-            let n: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM bounces WHERE subscriber_id = ?1 AND class = 'hard'",
-                [id],
-                |r| r.get(0),
-            )?;
-            (n >= i64::from(limits.hard)).then(|| match (n, status) {
-                (1, Some(s)) => format!("hard bounce {s}"),
-                (1, None) => "hard bounce".to_string(),
-                (n, Some(s)) => format!("{n} hard bounces (last {s})"),
-                (n, None) => format!("{n} hard bounces"),
-            })
-        } else {
-            let n: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM bounces WHERE subscriber_id = ?1 AND class = 'soft' AND at >= ?2
-                   AND run_id > COALESCE((
-                       SELECT MAX(d.run_id) FROM deliveries d
-                       WHERE d.subscriber_id = ?1 AND d.status = 'sent' AND d.run_id < ?3
-                         AND NOT EXISTS (SELECT 1 FROM bounces b WHERE b.subscriber_id = ?1 AND b.run_id = d.run_id)), 0)",
-                params![id, now - limits.soft_window, run],
-                |r| r.get(0),
-            )?;
-            (n >= i64::from(limits.soft)).then(|| {
-                let days = (limits.soft_window as f64 / 86_400.0).round();
-                match status {
-                    Some(s) => format!("{n} soft bounces within {days}d (last {s})"),
-                    None => format!("{n} soft bounces within {days}d"),
-                }
-            })
-        };
-        let mut suspended = None;
-        if let Some(reason) = reason {
-            let n = tx.execute(
-                "UPDATE subscribers SET suspended_at = ?2, suspended_reason = ?3 WHERE id = ?1 AND suspended_at IS NULL",
-                params![id, now, reason],
-            )?;
-            if n == 1 {
-                suspended = Some(reason);
+        self.write(|tx| {
+            count_on(tx, class)?;
+            let exists: bool = tx
+                .one(
+                    "SELECT EXISTS (SELECT 1 FROM subscribers WHERE id = ?1)",
+                    args![id],
+                )?
+                .get(0)?;
+            if !exists {
+                return Ok(Bounced::Gone);
             }
-        }
-        tx.commit()?;
-        Ok(Bounced::Recorded { suspended })
+            let repeated: bool = run > 0
+                && tx
+                    .one(
+                        "SELECT EXISTS (SELECT 1 FROM bounces WHERE subscriber_id = ?1 AND run_id = ?2 AND class = ?3)",
+                        args![id, run, class],
+                    )?
+                    .get(0)?;
+            if repeated {
+                return Ok(Bounced::Repeated);
+            }
+            tx.exec(
+                "INSERT INTO bounces (subscriber_id, run_id, class, status, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                args![id, run, class, status, now],
+            )?;
+            let reason = if hard {
+                let n: i64 = tx
+                    .one(
+                        "SELECT COUNT(*) FROM bounces WHERE subscriber_id = ?1 AND class = 'hard'",
+                        args![id],
+                    )?
+                    .get(0)?;
+                (n >= i64::from(limits.hard)).then(|| match (n, status) {
+                    (1, Some(s)) => format!("hard bounce {s}"),
+                    (1, None) => "hard bounce".to_string(),
+                    (n, Some(s)) => format!("{n} hard bounces (last {s})"),
+                    (n, None) => format!("{n} hard bounces"),
+                })
+            } else {
+                let n: i64 = tx
+                    .one(
+                        "SELECT COUNT(*) FROM bounces WHERE subscriber_id = ?1 AND class = 'soft' AND at >= ?2
+                           AND run_id > COALESCE((
+                               SELECT MAX(d.run_id) FROM deliveries d
+                               WHERE d.subscriber_id = ?1 AND d.status = 'sent' AND d.run_id < ?3
+                                 AND NOT EXISTS (SELECT 1 FROM bounces b WHERE b.subscriber_id = ?1 AND b.run_id = d.run_id)), 0)",
+                        args![id, now - limits.soft_window, run],
+                    )?
+                    .get(0)?;
+                (n >= i64::from(limits.soft)).then(|| {
+                    let days = (limits.soft_window as f64 / 86_400.0).round();
+                    match status {
+                        Some(s) => format!("{n} soft bounces within {days}d (last {s})"),
+                        None => format!("{n} soft bounces within {days}d"),
+                    }
+                })
+            };
+            let mut suspended = None;
+            if let Some(reason) = reason {
+                let n = tx.exec(
+                    "UPDATE subscribers SET suspended_at = ?2, suspended_reason = ?3 WHERE id = ?1 AND suspended_at IS NULL",
+                    args![id, now, &reason],
+                )?;
+                if n == 1 {
+                    suspended = Some(reason);
+                }
+            }
+            Ok(Bounced::Recorded { suspended })
+        })
     }
 
     /// A complaint (the recipient marked the mail as spam): the subscription ends at once,
     /// the address is erased and blocked, and the consent log says `complaint`.
     pub fn record_complaint(&mut self, id: i64, source: &str, now: i64) -> Result<Bounced> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        count_on(&tx, "complaint")?;
-        let erased = super::subscribers::erase_on(&tx, id, "complaint", source, now)?;
-        tx.commit()?;
+        let erased = self.write(|tx| {
+            count_on(tx, "complaint")?;
+            super::subscribers::erase_on(tx, id, "complaint", source, now)
+        })?;
         if !erased {
             return Ok(Bounced::Gone);
         }
@@ -141,48 +138,47 @@ impl Store {
 
     /// Counts a message that changed nothing (`ignored`, `unmatched`, `forged`).
     pub fn count_bounce(&mut self, class: &str) -> Result<()> {
-        count_on(&self.conn, class)
+        count_on(self.c(), class)
     }
 
     /// Messages handled by class, since the database was made (`/metrics`).
     pub fn bounce_counts(&self) -> Result<Vec<(String, i64)>> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT class, n FROM bounce_counts ORDER BY class")?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect()
+        self.c()
+            .rows("SELECT class, n FROM bounce_counts ORDER BY class", &[])?
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?)))
+            .collect()
     }
 
     /// How many addresses are suspended now (`/metrics`).
     pub fn suspended_count(&self) -> Result<i64> {
-        self.conn.query_row(
-            "SELECT COUNT(*) FROM subscribers WHERE suspended_at IS NOT NULL",
-            [],
-            |r| r.get(0),
-        )
+        self.c()
+            .one(
+                "SELECT COUNT(*) FROM subscribers WHERE suspended_at IS NOT NULL",
+                &[],
+            )?
+            .get(0)
     }
 
     /// Lifts a suspension: digests again, bounce count from zero. Gives whether there was
     /// one.
     pub fn reactivate(&mut self, id: i64, _now: i64) -> Result<bool> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let n = tx.execute(
-            "UPDATE subscribers SET suspended_at = NULL, suspended_reason = NULL WHERE id = ?1 AND suspended_at IS NOT NULL",
-            [id],
-        )?;
-        tx.execute("DELETE FROM bounces WHERE subscriber_id = ?1", [id])?;
-        tx.commit()?;
-        Ok(n == 1)
+        self.write(|tx| {
+            let n = tx.exec(
+                "UPDATE subscribers SET suspended_at = NULL, suspended_reason = NULL WHERE id = ?1 AND suspended_at IS NOT NULL",
+                args![id],
+            )?;
+            tx.exec("DELETE FROM bounces WHERE subscriber_id = ?1", args![id])?;
+            Ok(n == 1)
+        })
     }
 }
 
-fn count_on(conn: &rusqlite::Connection, class: &str) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO bounce_counts (class, n) VALUES (?1, 1) ON CONFLICT (class) DO UPDATE SET n = n + 1",
-    )?
-    .execute([class])?;
+fn count_on(conn: &dyn Conn, class: &str) -> Result<()> {
+    conn.exec(
+        "INSERT INTO bounce_counts (class, n) VALUES (?1, 1) ON CONFLICT (class) DO UPDATE SET n = bounce_counts.n + 1",
+        args![class],
+    )?;
     Ok(())
 }
 
@@ -329,8 +325,10 @@ mod tests {
             .collect();
         assert_eq!(events, ["import", "complaint"]);
         let left: i64 = st
-            .conn
-            .query_row("SELECT COUNT(*) FROM bounces", [], |r| r.get(0))
+            .c()
+            .one("SELECT COUNT(*) FROM bounces", &[])
+            .unwrap()
+            .get(0)
             .unwrap();
         assert_eq!(left, 0, "bounce rows go with the subscriber");
         assert_eq!(

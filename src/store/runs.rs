@@ -1,9 +1,8 @@
 //! Digests in the database: first sights of items, runs, and one delivery per (run,
 //! subscriber) with its outcome.
 
-use rusqlite::{OptionalExtension, params};
-
-use super::{Result, SUSPEND_AFTER_FAILURES, Store, json};
+use super::sql::{Conn, Row, args};
+use super::{Db, Result, SUSPEND_AFTER_FAILURES, Store, json};
 
 /// A digest run: its items and recipients were fixed when it started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,18 +36,15 @@ impl Store {
         let mut seen = self.seen()?;
         let new: Vec<&&str> = ids.iter().filter(|id| !seen.contains_key(**id)).collect();
         if !new.is_empty() {
-            let tx = self
-                .conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO items_seen (item_id, first_seen) VALUES (?1, ?2)",
-                )?;
+            self.write(|tx| {
                 for id in &new {
-                    insert.execute(params![id, now])?;
+                    tx.exec(
+                        "INSERT INTO items_seen (item_id, first_seen) VALUES (?1, ?2) ON CONFLICT (item_id) DO NOTHING",
+                        args![**id, now],
+                    )?;
                 }
-            }
-            tx.commit()?;
+                Ok(())
+            })?;
             // Another process may have recorded some of them first: read them back.
             seen = self.seen()?;
         }
@@ -59,70 +55,89 @@ impl Store {
     /// reading anything back (for `build`, which needs no answer).
     pub fn note_seen(&mut self, ids: &[&str], now: i64) -> Result<usize> {
         let json = serde_json::to_string(ids).expect("strings serialise");
-        self.conn.execute(
-            "INSERT OR IGNORE INTO items_seen (item_id, first_seen) SELECT value, ?2 FROM json_each(?1)",
-            params![json, now],
-        )
+        let c = self.c();
+        let n = c.exec(
+            c.dialect(
+                "INSERT INTO items_seen (item_id, first_seen) SELECT value, ?2 FROM json_each(?1) WHERE 1 ON CONFLICT (item_id) DO NOTHING",
+                "INSERT INTO items_seen (item_id, first_seen) SELECT v, ?2 FROM jsonb_array_elements_text((?1::text)::jsonb) AS t(v) ON CONFLICT (item_id) DO NOTHING",
+            ),
+            args![json, now],
+        )?;
+        Ok(n as usize)
     }
 
     /// The first sight of every item herold has seen.
     pub fn seen(&self) -> Result<std::collections::HashMap<String, i64>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT item_id, first_seen FROM items_seen")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect()
+        self.c()
+            .rows("SELECT item_id, first_seen FROM items_seen", &[])?
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?)))
+            .collect()
     }
 
     /// The last run of `digest` that finished.
     pub fn last_finished_run(&self, digest: &str) -> Result<Option<Run>> {
-        self.conn
-            .prepare_cached(&format!("{RUN_SELECT} WHERE digest = ?1 AND finished_at IS NOT NULL ORDER BY started_at DESC, id DESC LIMIT 1"))?
-            .query_row([digest], row_to_run)
-            .optional()
+        self.c()
+            .row(
+                &format!("{RUN_SELECT} WHERE digest = ?1 AND finished_at IS NOT NULL ORDER BY started_at DESC, id DESC LIMIT 1"),
+                args![digest],
+            )?
+            .as_ref()
+            .map(row_to_run)
+            .transpose()
     }
 
     /// Every run of `digest` that has items, newest first (the digest archive: a run is
     /// archived from the moment it is planned, since its mails link to it).
     pub fn archived_runs(&self, digest: &str) -> Result<Vec<Run>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "{RUN_SELECT} WHERE digest = ?1 AND items <> '[]' ORDER BY started_at DESC, id DESC"
-        ))?;
-        let rows = stmt.query_map([digest], row_to_run)?;
-        rows.collect()
+        self.c()
+            .rows(
+                &format!(
+                    "{RUN_SELECT} WHERE digest = ?1 AND items <> '[]' ORDER BY started_at DESC, id DESC"
+                ),
+                args![digest],
+            )?
+            .iter()
+            .map(row_to_run)
+            .collect()
     }
 
     /// When the latest run of `digest` (finished or not) started.
     pub fn last_run_started(&self, digest: &str) -> Result<Option<i64>> {
-        self.conn.query_row(
-            "SELECT MAX(started_at) FROM digest_runs WHERE digest = ?1",
-            [digest],
-            |r| r.get(0),
-        )
+        self.c()
+            .one(
+                "SELECT MAX(started_at) FROM digest_runs WHERE digest = ?1",
+                args![digest],
+            )?
+            .get(0)
     }
 
     /// The items of every run of `digest` that started at or after `since` (runs that started
     /// within the same second as the window start count as before it).
     pub fn items_of_runs_since(&self, digest: &str, since: i64) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT items FROM digest_runs WHERE digest = ?1 AND started_at >= ?2",
-        )?;
-        let rows = stmt.query_map(params![digest, since], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
-        for r in rows {
-            out.extend(serde_json::from_str::<Vec<String>>(&r?).unwrap_or_default());
+        for r in self.c().rows(
+            "SELECT items FROM digest_runs WHERE digest = ?1 AND started_at >= ?2",
+            args![digest, since],
+        )? {
+            let items: String = r.get(0)?;
+            out.extend(serde_json::from_str::<Vec<String>>(&items).unwrap_or_default());
         }
         Ok(out)
     }
 
     /// The run of `digest` that started and has not finished, if any.
     pub fn unfinished_run(&self, digest: &str) -> Result<Option<Run>> {
-        self.conn
-            .prepare_cached(&format!(
-                "{RUN_SELECT} WHERE digest = ?1 AND finished_at IS NULL ORDER BY id LIMIT 1"
-            ))?
-            .query_row([digest], row_to_run)
-            .optional()
+        self.c()
+            .row(
+                &format!(
+                    "{RUN_SELECT} WHERE digest = ?1 AND finished_at IS NULL ORDER BY id LIMIT 1"
+                ),
+                args![digest],
+            )?
+            .as_ref()
+            .map(row_to_run)
+            .transpose()
     }
 
     /// Starts a run: the run and one pending delivery per (subscriber, items), in one
@@ -135,50 +150,66 @@ impl Store {
         items: &[String],
         deliveries: &[(i64, &str)],
     ) -> Result<Run> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute(
-            "INSERT INTO digest_runs (digest, started_at, window_start, items) VALUES (?1, ?2, ?3, ?4)",
-            params![digest, now, window_start, json(items)],
-        )?;
-        let id = tx.last_insert_rowid();
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO deliveries (run_id, subscriber_id, items, status, updated_at) VALUES (?1, ?2, ?3, 'pending', ?4)",
-            )?;
-            for (subscriber, its) in deliveries {
-                insert.execute(params![id, subscriber, its, now])?;
+        self.start_run_fenced(digest, now, window_start, items, deliveries, None)
+    }
+
+    /// [`Store::start_run`], checked in the same transaction against the schedule lease
+    /// (`(holder, fence)`): a node that lost the lease can never plan a run.
+    pub fn start_run_fenced(
+        &mut self,
+        digest: &str,
+        now: i64,
+        window_start: i64,
+        items: &[String],
+        deliveries: &[(i64, &str)],
+        fence: Option<(&str, i64)>,
+    ) -> Result<Run> {
+        self.write(|tx| {
+            if let Some((holder, fence)) = fence {
+                super::lease::check_fence(tx, holder, fence)?;
             }
-        }
-        if deliveries.is_empty() {
-            tx.execute(
-                "UPDATE digest_runs SET finished_at = ?2 WHERE id = ?1",
-                params![id, now],
-            )?;
-        }
-        tx.commit()?;
-        Ok(Run {
-            id,
-            digest: digest.to_string(),
-            started_at: now,
-            window_start,
-            items: items.to_vec(),
-            finished_at: deliveries.is_empty().then_some(now),
+            let id: i64 = tx
+                .one(
+                    "INSERT INTO digest_runs (digest, started_at, window_start, items) VALUES (?1, ?2, ?3, ?4) RETURNING id",
+                    args![digest, now, window_start, json(items)],
+                )?
+                .get(0)?;
+            insert_deliveries(tx, id, deliveries, now)?;
+            if deliveries.is_empty() {
+                tx.exec(
+                    "UPDATE digest_runs SET finished_at = ?2 WHERE id = ?1",
+                    args![id, now],
+                )?;
+            }
+            Ok(Run {
+                id,
+                digest: digest.to_string(),
+                started_at: now,
+                window_start,
+                items: items.to_vec(),
+                finished_at: deliveries.is_empty().then_some(now),
+            })
         })
     }
 
     /// Active subscribers of `digest`: their id and topics.
     pub fn digest_recipients(&self, digest: &str) -> Result<Vec<(i64, Vec<String>)>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, topics FROM subscribers WHERE status = 'active' AND suspended_at IS NULL
-             AND EXISTS (SELECT 1 FROM json_each(subscribers.digests) WHERE value = ?1) ORDER BY id",
-        )?;
-        let rows = stmt.query_map([digest], |r| {
+        let c = self.c();
+        c.rows(
+            c.dialect(
+                "SELECT id, topics FROM subscribers WHERE status = 'active' AND suspended_at IS NULL
+                 AND EXISTS (SELECT 1 FROM json_each(subscribers.digests) WHERE value = ?1) ORDER BY id",
+                "SELECT id, topics FROM subscribers WHERE status = 'active' AND suspended_at IS NULL
+                 AND EXISTS (SELECT 1 FROM jsonb_array_elements_text(subscribers.digests::jsonb) AS d(v) WHERE d.v = ?1) ORDER BY id",
+            ),
+            args![digest],
+        )?
+        .iter()
+        .map(|r| {
             let topics: String = r.get(1)?;
             Ok((r.get(0)?, serde_json::from_str(&topics).unwrap_or_default()))
-        })?;
-        rows.collect()
+        })
+        .collect()
     }
 
     /// Up to `limit` pending deliveries of a run with a subscriber id above `after`.
@@ -188,21 +219,15 @@ impl Store {
         after: i64,
         limit: usize,
     ) -> Result<Vec<Delivery>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT run_id, subscriber_id, items, status, attempts FROM deliveries
-             WHERE run_id = ?1 AND status = 'pending' AND subscriber_id > ?2 ORDER BY subscriber_id LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(params![run, after, limit as i64], |r| {
-            let items: String = r.get(2)?;
-            Ok(Delivery {
-                run_id: r.get(0)?,
-                subscriber_id: r.get(1)?,
-                items: serde_json::from_str(&items).unwrap_or_default(),
-                status: r.get(3)?,
-                attempts: r.get(4)?,
-            })
-        })?;
-        rows.collect()
+        self.c()
+            .rows(
+                "SELECT run_id, subscriber_id, items, status, attempts FROM deliveries
+                 WHERE run_id = ?1 AND status = 'pending' AND subscriber_id > ?2 ORDER BY subscriber_id LIMIT ?3",
+                args![run, after, limit as i64],
+            )?
+            .iter()
+            .map(row_to_delivery)
+            .collect()
     }
 
     /// Records the outcome of one delivery: `sent`, `failed` (permanently), `skipped`, or
@@ -215,18 +240,22 @@ impl Store {
         error: Option<&str>,
         now: i64,
     ) -> Result<()> {
-        // Written to the WAL without waiting for the disk: the record survives a killed
-        // process (the page cache keeps it), which is what keeps a resumed run from sending
-        // twice; only a power loss could lose the last records (and send those mails again).
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let result = self
-            .conn
-            .prepare_cached(
-                "UPDATE deliveries SET status = ?3, error = ?4, attempts = attempts + 1, updated_at = ?5 WHERE run_id = ?1 AND subscriber_id = ?2",
-            )
-            .and_then(|mut st| st.execute(params![run, subscriber, status, error, now]));
-        self.conn.pragma_update(None, "synchronous", "FULL")?;
-        result?;
+        const SQL: &str = "UPDATE deliveries SET status = ?3, error = ?4, attempts = attempts + 1, updated_at = ?5, claimed_by = NULL, claim_expires = NULL WHERE run_id = ?1 AND subscriber_id = ?2";
+        match &self.db {
+            Db::Sqlite(conn) => {
+                // Written to the WAL without waiting for the disk: the record survives a
+                // killed process (the page cache keeps it), which is what keeps a resumed run
+                // from sending twice; only a power loss could lose the last records (and send
+                // those mails again).
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
+                let result = conn.exec(SQL, args![run, subscriber, status, error, now]);
+                conn.pragma_update(None, "synchronous", "FULL")?;
+                result?;
+            }
+            Db::Postgres(pg) => {
+                pg.exec(SQL, args![run, subscriber, status, error, now])?;
+            }
+        }
         if status == "failed" {
             self.suspend_if_failing(subscriber, now)?;
         }
@@ -236,19 +265,21 @@ impl Store {
     /// Suspends a subscriber whose last [`SUSPEND_AFTER_FAILURES`] deliveries all failed
     /// permanently (the address is gone, the mailbox refuses): no more digests until the
     /// address subscribes again or an operator clears it.
-    fn suspend_if_failing(&mut self, subscriber: i64, now: i64) -> Result<()> {
-        let recent: Vec<String> = {
-            let mut st = self.conn.prepare_cached(
+    pub(super) fn suspend_if_failing(&mut self, subscriber: i64, now: i64) -> Result<()> {
+        let recent: Vec<String> = self
+            .c()
+            .rows(
                 "SELECT status FROM deliveries WHERE subscriber_id = ?1 AND status IN ('sent', 'failed')
                  ORDER BY updated_at DESC, run_id DESC LIMIT ?2",
-            )?;
-            st.query_map(params![subscriber, SUSPEND_AFTER_FAILURES], |r| r.get(0))?
-                .collect::<Result<_>>()?
-        };
+                args![subscriber, SUSPEND_AFTER_FAILURES],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect::<Result<_>>()?;
         if recent.len() as i64 == SUSPEND_AFTER_FAILURES && recent.iter().all(|s| s == "failed") {
-            let n = self.conn.execute(
+            let n = self.c().exec(
                 "UPDATE subscribers SET suspended_at = ?2, suspended_reason = ?3 WHERE id = ?1 AND suspended_at IS NULL",
-                params![
+                args![
                     subscriber,
                     now,
                     format!("{SUSPEND_AFTER_FAILURES} permanent SMTP failures in a row")
@@ -267,27 +298,30 @@ impl Store {
 
     /// Whether a subscriber is suspended (repeated permanent failures).
     pub fn is_suspended(&self, id: i64) -> Result<bool> {
-        self.conn
-            .query_row(
+        Ok(self
+            .c()
+            .row(
                 "SELECT suspended_at IS NOT NULL FROM subscribers WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map(|v| v.unwrap_or(false))
+                args![id],
+            )?
+            .map(|r| r.get(0))
+            .transpose()?
+            .unwrap_or(false))
     }
 
     /// Marks a run finished if no delivery is pending; says whether it is.
     pub fn finish_run_if_done(&mut self, run: i64, now: i64) -> Result<bool> {
-        let pending: i64 = self.conn.query_row(
-            "SELECT COUNT(*) FROM deliveries WHERE run_id = ?1 AND status = 'pending'",
-            [run],
-            |r| r.get(0),
-        )?;
+        let pending: i64 = self
+            .c()
+            .one(
+                "SELECT COUNT(*) FROM deliveries WHERE run_id = ?1 AND status = 'pending'",
+                args![run],
+            )?
+            .get(0)?;
         if pending == 0 {
-            self.conn.execute(
+            self.c().exec(
                 "UPDATE digest_runs SET finished_at = COALESCE(finished_at, ?2) WHERE id = ?1",
-                params![run, now],
+                args![run, now],
             )?;
         }
         Ok(pending == 0)
@@ -295,18 +329,56 @@ impl Store {
 
     /// Counts of a run's deliveries by status.
     pub fn delivery_counts(&self, run: i64) -> Result<std::collections::BTreeMap<String, i64>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT status, COUNT(*) FROM deliveries WHERE run_id = ?1 GROUP BY status",
-        )?;
-        let rows = stmt.query_map([run], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect()
+        self.c()
+            .rows(
+                "SELECT status, COUNT(*) FROM deliveries WHERE run_id = ?1 GROUP BY status",
+                args![run],
+            )?
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?)))
+            .collect()
     }
 }
 
-const RUN_SELECT: &str =
+/// The deliveries of a new run, many rows a statement.
+fn insert_deliveries(tx: &dyn Conn, run: i64, deliveries: &[(i64, &str)], now: i64) -> Result<()> {
+    const PER_STATEMENT: usize = 200;
+    for chunk in deliveries.chunks(PER_STATEMENT) {
+        let mut sql = String::from(
+            "INSERT INTO deliveries (run_id, subscriber_id, items, status, updated_at) VALUES ",
+        );
+        let mut values = Vec::with_capacity(chunk.len() * 2 + 2);
+        values.push(super::sql::Value::Int(run));
+        values.push(super::sql::Value::Int(now));
+        for (i, (subscriber, items)) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            let n = values.len();
+            sql.push_str(&format!("(?1, ?{}, ?{}, 'pending', ?2)", n + 1, n + 2));
+            values.push(super::sql::Value::Int(*subscriber));
+            values.push(super::sql::Value::Text(items.to_string()));
+        }
+        tx.exec(&sql, &values)?;
+    }
+    Ok(())
+}
+
+pub(super) fn row_to_delivery(r: &Row) -> Result<Delivery> {
+    let items: String = r.get(2)?;
+    Ok(Delivery {
+        run_id: r.get(0)?,
+        subscriber_id: r.get(1)?,
+        items: serde_json::from_str(&items).unwrap_or_default(),
+        status: r.get(3)?,
+        attempts: r.get(4)?,
+    })
+}
+
+pub(super) const RUN_SELECT: &str =
     "SELECT id, digest, started_at, window_start, items, finished_at FROM digest_runs";
 
-fn row_to_run(r: &rusqlite::Row) -> Result<Run> {
+pub(super) fn row_to_run(r: &Row) -> Result<Run> {
     let items: String = r.get(4)?;
     Ok(Run {
         id: r.get(0)?,

@@ -1,9 +1,8 @@
 //! Subscribers: requests, confirmation, preferences, unsubscription and erasure, imports,
 //! the block list and the expiry of pending addresses.
 
-use rusqlite::{Connection, OptionalExtension, params};
-
 use super::consent::log;
+use super::sql::{Conn, Row, args};
 use super::{Result, Store, json};
 use crate::email::Email;
 
@@ -130,159 +129,150 @@ impl Store {
             language,
         } = choice;
         let hash = self.address_hash(email);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let existing = get_where(&tx, "email = ?1", params![email.as_str()])?;
-        log(
-            &tx,
-            &hash,
-            "request",
-            now,
-            Some(consent_version),
-            Some("form"),
-            client,
-            language.as_deref(),
-        )?;
-        let outcome = match existing {
-            None => {
-                tx.execute(
-                    "INSERT INTO subscribers (email, address_hash, status, topics, digests, created_at, consent_version, source,
-                        client_address, mail_window_start, mails_in_window, language)
-                     VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, 'form', ?7, ?5, 1, ?8)",
-                    params![email.as_str(), hash, json(topics), json(digests), now, consent_version, client, language],
-                )?;
-                let s =
-                    get_where(&tx, "email = ?1", params![email.as_str()])?.expect("just inserted");
-                Requested::Confirm(s)
-            }
-            Some(s) => {
-                let (start, count): (i64, i64) = tx.query_row(
-                    "SELECT mail_window_start, mails_in_window FROM subscribers WHERE id = ?1",
-                    [s.id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?;
-                let (start, count) = if now - start >= 86_400 {
-                    (now, 0)
-                } else {
-                    (start, count)
-                };
-                if count >= MAILS_PER_DAY {
-                    Requested::Quiet
-                } else {
-                    tx.execute(
-                        "UPDATE subscribers SET mail_window_start = ?2, mails_in_window = ?3 WHERE id = ?1",
-                        params![s.id, start, count + 1],
+        self.write(|tx| {
+            let existing = get_where(tx, "email = ?1", args![email.as_str()])?;
+            log(
+                tx,
+                &hash,
+                "request",
+                now,
+                Some(consent_version),
+                Some("form"),
+                client,
+                language.as_deref(),
+            )?;
+            let outcome = match existing {
+                None => {
+                    tx.exec(
+                        "INSERT INTO subscribers (email, address_hash, status, topics, digests, created_at, consent_version, source,
+                            client_address, mail_window_start, mails_in_window, language)
+                         VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, 'form', ?7, ?5, 1, ?8)",
+                        args![email.as_str(), &hash, json(topics), json(digests), now, consent_version, client, language],
                     )?;
-                    if s.status == Status::Pending {
-                        // The latest request of a pending address decides its choice; the
-                        // choice of an active one changes only through its preferences link.
-                        tx.execute(
-                            "UPDATE subscribers SET topics = ?2, digests = ?3, consent_version = ?4, language = ?5 WHERE id = ?1",
-                            params![s.id, json(topics), json(digests), consent_version, language],
-                        )?;
-                        Requested::Confirm(get_where(&tx, "id = ?1", [s.id])?.expect("exists"))
+                    let s = get_where(tx, "email = ?1", args![email.as_str()])?
+                        .expect("just inserted");
+                    Requested::Confirm(s)
+                }
+                Some(s) => {
+                    let r = tx.one(
+                        "SELECT mail_window_start, mails_in_window FROM subscribers WHERE id = ?1",
+                        args![s.id],
+                    )?;
+                    let (start, count): (i64, i64) = (r.get(0)?, r.get(1)?);
+                    let (start, count) = if now - start >= 86_400 {
+                        (now, 0)
                     } else {
-                        Requested::AlreadyActive(s)
+                        (start, count)
+                    };
+                    if count >= MAILS_PER_DAY {
+                        Requested::Quiet
+                    } else {
+                        tx.exec(
+                            "UPDATE subscribers SET mail_window_start = ?2, mails_in_window = ?3 WHERE id = ?1",
+                            args![s.id, start, count + 1],
+                        )?;
+                        if s.status == Status::Pending {
+                            // The latest request of a pending address decides its choice; the
+                            // choice of an active one changes only through its preferences link.
+                            tx.exec(
+                                "UPDATE subscribers SET topics = ?2, digests = ?3, consent_version = ?4, language = ?5 WHERE id = ?1",
+                                args![s.id, json(topics), json(digests), consent_version, language],
+                            )?;
+                            Requested::Confirm(get_where(tx, "id = ?1", args![s.id])?.expect("exists"))
+                        } else {
+                            Requested::AlreadyActive(s)
+                        }
                     }
                 }
-            }
-        };
-        tx.commit()?;
-        Ok(outcome)
+            };
+            Ok(outcome)
+        })
     }
 
     /// Confirms a pending subscriber.
     pub fn confirm(&mut self, id: i64, client: Option<&str>, now: i64) -> Result<Confirmed> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let Some(s) = get_where(&tx, "id = ?1", [id])? else {
-            return Ok(Confirmed::Unknown);
-        };
-        if s.status == Status::Active {
-            return Ok(Confirmed::Already(s));
-        }
-        tx.execute(
-            "UPDATE subscribers SET status = 'active', confirmed_at = ?2, suspended_at = NULL, suspended_reason = NULL WHERE id = ?1",
-            params![id, now],
-        )?;
-        let hash = hash_of(&tx, id)?;
-        log(
-            &tx,
-            &hash,
-            "confirm",
-            now,
-            Some(&s.consent_version),
-            Some(&s.source),
-            client,
-            s.language.as_deref(),
-        )?;
-        let s = get_where(&tx, "id = ?1", [id])?.expect("exists");
-        tx.commit()?;
-        Ok(Confirmed::Now(s))
+        self.write(|tx| {
+            let Some(s) = get_where(tx, "id = ?1", args![id])? else {
+                return Ok(Confirmed::Unknown);
+            };
+            if s.status == Status::Active {
+                return Ok(Confirmed::Already(s));
+            }
+            tx.exec(
+                "UPDATE subscribers SET status = 'active', confirmed_at = ?2, suspended_at = NULL, suspended_reason = NULL WHERE id = ?1",
+                args![id, now],
+            )?;
+            let hash = hash_of(tx, id)?.expect("exists");
+            log(
+                tx,
+                &hash,
+                "confirm",
+                now,
+                Some(&s.consent_version),
+                Some(&s.source),
+                client,
+                s.language.as_deref(),
+            )?;
+            Ok(Confirmed::Now(
+                get_where(tx, "id = ?1", args![id])?.expect("exists"),
+            ))
+        })
     }
 
     /// Unsubscribes from everything: the row with the address goes, the keyed hash stays in
     /// the log and the block list. Returns whether there was a subscriber.
     pub fn unsubscribe(&mut self, id: i64, source: &str, now: i64) -> Result<bool> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        if !erase_on(&tx, id, "unsubscribe", source, now)? {
-            return Ok(false);
+        let erased = self.write(|tx| erase_on(tx, id, "unsubscribe", source, now))?;
+        if erased {
+            self.scrub();
         }
-        tx.commit()?;
-        self.scrub();
-        Ok(true)
+        Ok(erased)
     }
 
     /// Changes a subscriber's topics and digests (DSGVO Art. 16).
     pub fn set_preferences(&mut self, id: i64, choice: &Choice, now: i64) -> Result<bool> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let n = tx.execute(
-            "UPDATE subscribers SET topics = ?2, digests = ?3, language = ?4 WHERE id = ?1",
-            params![
-                id,
-                json(&choice.topics),
-                json(&choice.digests),
-                choice.language
-            ],
-        )?;
-        if n == 1 {
-            let hash = hash_of(&tx, id)?;
-            log(
-                &tx,
-                &hash,
-                "preferences",
-                now,
-                None,
-                Some("preferences page"),
-                None,
-                choice.language.as_deref(),
+        self.write(|tx| {
+            let n = tx.exec(
+                "UPDATE subscribers SET topics = ?2, digests = ?3, language = ?4 WHERE id = ?1",
+                args![
+                    id,
+                    json(&choice.topics),
+                    json(&choice.digests),
+                    &choice.language
+                ],
             )?;
-        }
-        tx.commit()?;
-        Ok(n == 1)
+            if n == 1 {
+                let hash = hash_of(tx, id)?.expect("exists");
+                log(
+                    tx,
+                    &hash,
+                    "preferences",
+                    now,
+                    None,
+                    Some("preferences page"),
+                    None,
+                    choice.language.as_deref(),
+                )?;
+            }
+            Ok(n == 1)
+        })
     }
 
     pub fn get(&self, id: i64) -> Result<Option<Subscriber>> {
-        get_where(&self.conn, "id = ?1", [id])
+        get_where(self.c(), "id = ?1", args![id])
     }
 
     pub fn by_email(&self, email: &Email) -> Result<Option<Subscriber>> {
-        get_where(&self.conn, "email = ?1", [email.as_str()])
+        get_where(self.c(), "email = ?1", args![email.as_str()])
     }
 
     /// Pending and active subscribers, by address.
     pub fn list(&self) -> Result<Vec<Subscriber>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("{SELECT} ORDER BY email"))?;
-        let rows = stmt.query_map([], row_to_subscriber)?;
-        rows.collect()
+        self.c()
+            .rows(&format!("{SELECT} ORDER BY email"), &[])?
+            .iter()
+            .map(row_to_subscriber)
+            .collect()
     }
 
     /// Adds or updates an address from the command line or a CSV import. An `active` one
@@ -295,38 +285,37 @@ impl Store {
     /// Imports many rows in one transaction (one sync to disk for the lot), in order; gives
     /// what each row did.
     pub fn import_many(&mut self, rows: &[ImportRow], now: i64) -> Result<Vec<Imported>> {
-        let key = &self.address_key;
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut out = Vec::with_capacity(rows.len());
-        let mut erased = false;
-        for row in rows {
-            let hash = super::hash_address(key, &row.email);
-            let outcome = match &row.action {
-                ImportAction::Block => {
-                    erased |= block_on(&tx, &hash, &row.source, now)?;
-                    Imported::Unsubscribed
-                }
-                ImportAction::Subscribe {
-                    status,
-                    choice,
-                    consented_at,
-                    consent_version,
-                } => import_on(
-                    &tx,
-                    &hash,
-                    row,
-                    *status,
-                    choice,
-                    *consented_at,
-                    consent_version,
-                    now,
-                )?,
-            };
-            out.push(outcome);
-        }
-        tx.commit()?;
+        let key = self.address_key.clone();
+        let (out, erased) = self.write(|tx| {
+            let mut out = Vec::with_capacity(rows.len());
+            let mut erased = false;
+            for row in rows {
+                let hash = super::hash_address(&key, &row.email);
+                let outcome = match &row.action {
+                    ImportAction::Block => {
+                        erased |= block_on(tx, &hash, &row.source, now)?;
+                        Imported::Unsubscribed
+                    }
+                    ImportAction::Subscribe {
+                        status,
+                        choice,
+                        consented_at,
+                        consent_version,
+                    } => import_on(
+                        tx,
+                        &hash,
+                        row,
+                        *status,
+                        choice,
+                        *consented_at,
+                        consent_version,
+                        now,
+                    )?,
+                };
+                out.push(outcome);
+            }
+            Ok((out, erased))
+        })?;
         if erased {
             self.scrub();
         }
@@ -347,54 +336,52 @@ impl Store {
     }
 
     pub fn is_blocked(&self, email: &Email) -> Result<bool> {
-        self.conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM blocked WHERE address_hash = ?1)",
-            [self.address_hash(email)],
-            |r| r.get(0),
-        )
+        self.c()
+            .one(
+                "SELECT EXISTS (SELECT 1 FROM blocked WHERE address_hash = ?1)",
+                args![self.address_hash(email)],
+            )?
+            .get(0)
     }
 
     /// Deletes pending subscriptions older than `expiry` seconds; logs each as `expire`.
     pub fn expire_pending(&mut self, now: i64, expiry: i64) -> Result<usize> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let cutoff = now - expiry;
-        let hashes: Vec<String> = {
-            let mut stmt = tx.prepare(
-                "SELECT address_hash FROM subscribers WHERE status = 'pending' AND created_at < ?1",
+        let n = self.write(|tx| {
+            let hashes: Vec<String> = tx
+                .rows(
+                    "SELECT address_hash FROM subscribers WHERE status = 'pending' AND created_at < ?1",
+                    args![cutoff],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect::<Result<_>>()?;
+            for h in &hashes {
+                log(tx, h, "expire", now, None, None, None, None)?;
+            }
+            tx.exec(
+                "DELETE FROM subscribers WHERE status = 'pending' AND created_at < ?1",
+                args![cutoff],
             )?;
-            stmt.query_map([cutoff], |r| r.get(0))?
-                .collect::<Result<_>>()?
-        };
-        for h in &hashes {
-            log(&tx, h, "expire", now, None, None, None, None)?;
-        }
-        tx.execute(
-            "DELETE FROM subscribers WHERE status = 'pending' AND created_at < ?1",
-            [cutoff],
-        )?;
-        tx.commit()?;
-        if !hashes.is_empty() {
+            Ok(hashes.len())
+        })?;
+        if n > 0 {
             self.scrub();
         }
-        Ok(hashes.len())
+        Ok(n)
     }
 }
 
 const SELECT: &str = "SELECT id, email, status, topics, digests, created_at, confirmed_at, consent_version, source, client_address, suspended_at, language, suspended_reason FROM subscribers";
 
-fn get_where(
-    conn: &Connection,
-    condition: &str,
-    p: impl rusqlite::Params,
-) -> Result<Option<Subscriber>> {
-    conn.prepare_cached(&format!("{SELECT} WHERE {condition}"))?
-        .query_row(p, row_to_subscriber)
-        .optional()
+fn get_where(c: &dyn Conn, condition: &str, p: &[super::sql::Value]) -> Result<Option<Subscriber>> {
+    c.row(&format!("{SELECT} WHERE {condition}"), p)?
+        .as_ref()
+        .map(row_to_subscriber)
+        .transpose()
 }
 
-fn row_to_subscriber(r: &rusqlite::Row) -> Result<Subscriber> {
+fn row_to_subscriber(r: &Row) -> Result<Subscriber> {
     let email: String = r.get(1)?;
     let status: String = r.get(2)?;
     let list = |i: usize| -> Result<Vec<String>> {
@@ -403,8 +390,9 @@ fn row_to_subscriber(r: &rusqlite::Row) -> Result<Subscriber> {
     };
     Ok(Subscriber {
         id: r.get(0)?,
-        email: Email::parse(&email).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
+        email: Email::parse(&email).map_err(|e| super::Error::Data {
+            column: 1,
+            what: e.to_string(),
         })?,
         status: if status == "active" {
             Status::Active
@@ -418,10 +406,10 @@ fn row_to_subscriber(r: &rusqlite::Row) -> Result<Subscriber> {
         consent_version: r.get(7)?,
         source: r.get(8)?,
         client_address: r.get(9)?,
-        suspended: r.get::<_, Option<i64>>(10)?.map(|at| Suspension {
+        suspended: r.get::<Option<i64>>(10)?.map(|at| Suspension {
             at,
             reason: r
-                .get::<_, Option<String>>(12)
+                .get::<Option<String>>(12)
                 .ok()
                 .flatten()
                 .unwrap_or_else(|| "repeated permanent failures".into()),
@@ -433,7 +421,7 @@ fn row_to_subscriber(r: &rusqlite::Row) -> Result<Subscriber> {
 /// One import row on an open transaction.
 #[allow(clippy::too_many_arguments)]
 fn import_on(
-    tx: &Connection,
+    tx: &dyn Conn,
     hash: &str,
     row: &ImportRow,
     status: Status,
@@ -445,31 +433,34 @@ fn import_on(
     let (topics, digests, language) = (&choice.topics, &choice.digests, &choice.language);
     let (email, source) = (&row.email, &row.source);
     let blocked: bool = tx
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM blocked WHERE address_hash = ?1)")?
-        .query_row([hash], |r| r.get(0))?;
+        .one(
+            "SELECT EXISTS (SELECT 1 FROM blocked WHERE address_hash = ?1)",
+            args![hash],
+        )?
+        .get(0)?;
     if blocked {
         return Ok(Imported::Blocked);
     }
-    let existing = get_where(tx, "email = ?1", [email.as_str()])?;
+    let existing = get_where(tx, "email = ?1", args![email.as_str()])?;
     let at = consented_at.unwrap_or(now);
     let outcome = match existing {
         None => {
-            tx.prepare_cached(
+            tx.exec(
                 "INSERT INTO subscribers (email, address_hash, status, topics, digests, created_at, confirmed_at, consent_version, source, language)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
-                email.as_str(),
-                hash,
-                status.as_str(),
-                json(topics),
-                json(digests),
-                now,
-                (status == Status::Active).then_some(at),
-                consent_version,
-                source,
-                language
-            ])?;
+                args![
+                    email.as_str(),
+                    hash,
+                    status.as_str(),
+                    json(topics),
+                    json(digests),
+                    now,
+                    (status == Status::Active).then_some(at),
+                    consent_version,
+                    source,
+                    language
+                ],
+            )?;
             Imported::Added
         }
         Some(s) => {
@@ -478,11 +469,11 @@ fn import_on(
             } else {
                 status
             };
-            tx.prepare_cached(
+            tx.exec(
                 "UPDATE subscribers SET status = ?2, topics = ?3, digests = ?4, confirmed_at = COALESCE(confirmed_at, ?5),
                     language = ?6 WHERE id = ?1",
-            )?
-            .execute(params![s.id, status.as_str(), json(topics), json(digests), (status == Status::Active).then_some(at), language])?;
+                args![s.id, status.as_str(), json(topics), json(digests), (status == Status::Active).then_some(at), language],
+            )?;
             Imported::Updated
         }
     };
@@ -503,15 +494,15 @@ fn import_on(
 
 /// Erases the address of `hash` if subscribed and blocks it; logs the unsubscription once.
 /// Gives whether a subscriber was erased.
-fn block_on(tx: &Connection, hash: &str, source: &str, now: i64) -> Result<bool> {
-    let erased = tx
-        .prepare_cached("DELETE FROM subscribers WHERE address_hash = ?1")?
-        .execute([hash])?
-        > 0;
-    let new = tx
-        .prepare_cached("INSERT OR IGNORE INTO blocked (address_hash, at) VALUES (?1, ?2)")?
-        .execute(params![hash, now])?
-        == 1;
+fn block_on(tx: &dyn Conn, hash: &str, source: &str, now: i64) -> Result<bool> {
+    let erased = tx.exec(
+        "DELETE FROM subscribers WHERE address_hash = ?1",
+        args![hash],
+    )? > 0;
+    let new = tx.exec(
+        "INSERT INTO blocked (address_hash, at) VALUES (?1, ?2) ON CONFLICT (address_hash) DO NOTHING",
+        args![hash, now],
+    )? == 1;
     if erased || new {
         log(tx, hash, "unsubscribe", now, None, Some(source), None, None)?;
     }
@@ -522,26 +513,30 @@ fn block_on(tx: &Connection, hash: &str, source: &str, now: i64) -> Result<bool>
 /// goes, the keyed hash stays in the block list and the log (as `event`). Gives whether there
 /// was a subscriber.
 pub(super) fn erase_on(
-    tx: &Connection,
+    tx: &dyn Conn,
     id: i64,
     event: &str,
     source: &str,
     now: i64,
 ) -> Result<bool> {
-    let Some(hash) = hash_of(tx, id).optional()? else {
+    let Some(hash) = hash_of(tx, id)? else {
         return Ok(false);
     };
-    tx.execute("DELETE FROM subscribers WHERE id = ?1", [id])?;
-    tx.execute(
-        "INSERT OR REPLACE INTO blocked (address_hash, at) VALUES (?1, ?2)",
-        params![hash, now],
+    tx.exec("DELETE FROM subscribers WHERE id = ?1", args![id])?;
+    tx.exec(
+        "INSERT INTO blocked (address_hash, at) VALUES (?1, ?2) ON CONFLICT (address_hash) DO UPDATE SET at = excluded.at",
+        args![&hash, now],
     )?;
     log(tx, &hash, event, now, None, Some(source), None, None)?;
     Ok(true)
 }
 
 /// The keyed hash of subscriber `id`'s address.
-fn hash_of(tx: &Connection, id: i64) -> Result<String> {
-    tx.prepare_cached("SELECT address_hash FROM subscribers WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))
+fn hash_of(tx: &dyn Conn, id: i64) -> Result<Option<String>> {
+    tx.row(
+        "SELECT address_hash FROM subscribers WHERE id = ?1",
+        args![id],
+    )?
+    .map(|r| r.get(0))
+    .transpose()
 }

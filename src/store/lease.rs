@@ -1,0 +1,203 @@
+//! Leases and claims, for several nodes on one PostgreSQL database (on SQLite, one daemon
+//! per file holds them trivially; the same statements run there).
+//!
+//! The schedule lease is a row with a holder, an expiry and a fencing number. A node takes it
+//! when it is free or expired (the fence goes up), keeps it by renewing it, and every run it
+//! plans checks holder and fence in the same transaction, with the lease row locked: a
+//! node that lost the lease can never plan a run, and a taker waits for a planning in flight
+//! to commit. Deliveries are claimed in small batches (`FOR UPDATE SKIP LOCKED`, so two
+//! nodes never claim the same one), each claim with an expiry; an answer is recorded only
+//! where this node's claim still stands. Times are the database's clock, so the nodes'
+//! clocks may differ.
+
+use super::sql::{Conn, Engine, Error, Result, args};
+use super::{Delivery, Store};
+
+/// The lease of the digest schedules.
+pub const SCHEDULE: &str = "schedule";
+
+/// The database's clock, in Unix seconds.
+fn now_sql(c: &dyn Conn) -> &'static str {
+    match c.engine() {
+        Engine::Sqlite => "CAST(strftime('%s', 'now') AS INTEGER)",
+        Engine::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS BIGINT)",
+    }
+}
+
+/// Who holds a lease, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseState {
+    pub holder: Option<String>,
+    pub fence: i64,
+    pub expires_at: i64,
+    /// The database's clock now.
+    pub now: i64,
+}
+
+impl Store {
+    /// Takes lease `name` for `holder` for `seconds`, or renews it; gives the fence when this
+    /// holder has it, `None` when another holds it.
+    pub fn acquire_lease(&mut self, name: &str, holder: &str, seconds: i64) -> Result<Option<i64>> {
+        let c = self.c();
+        let now = now_sql(c);
+        let row = c.row(
+            &format!(
+                "INSERT INTO leases (name, holder, fence, expires_at) VALUES (?1, ?2, 1, {now} + ?3)
+                 ON CONFLICT (name) DO UPDATE SET
+                    fence = CASE WHEN leases.holder = excluded.holder AND leases.expires_at >= {now}
+                                 THEN leases.fence ELSE leases.fence + 1 END,
+                    holder = excluded.holder,
+                    expires_at = excluded.expires_at
+                 WHERE leases.holder = excluded.holder OR leases.holder IS NULL OR leases.expires_at < {now}
+                 RETURNING fence"
+            ),
+            args![name, holder, seconds],
+        )?;
+        row.map(|r| r.get(0)).transpose()
+    }
+
+    /// Gives lease `name` up, if `holder` has it (a clean stop: another node takes over at
+    /// once instead of after the expiry).
+    pub fn release_lease(&mut self, name: &str, holder: &str) -> Result<()> {
+        self.c().exec(
+            "UPDATE leases SET holder = NULL, expires_at = 0 WHERE name = ?1 AND holder = ?2",
+            args![name, holder],
+        )?;
+        Ok(())
+    }
+
+    /// The state of lease `name`.
+    pub fn lease(&self, name: &str) -> Result<LeaseState> {
+        let c = self.c();
+        let now = now_sql(c);
+        let row = c.row(
+            &format!("SELECT holder, fence, expires_at, {now} FROM leases WHERE name = ?1"),
+            args![name],
+        )?;
+        match row {
+            Some(r) => Ok(LeaseState {
+                holder: r.get(0)?,
+                fence: r.get(1)?,
+                expires_at: r.get(2)?,
+                now: r.get(3)?,
+            }),
+            None => Ok(LeaseState {
+                holder: None,
+                fence: 0,
+                expires_at: 0,
+                now: c.one(&format!("SELECT {now}"), &[])?.get(0)?,
+            }),
+        }
+    }
+
+    /// Claims up to `limit` pending deliveries of `run` for `holder` for `seconds`: those no
+    /// one claims, and those whose claim expired (a node that died). `after`: only subscriber
+    /// ids above it (the claims this node holds already are in flight).
+    pub fn claim_deliveries(
+        &mut self,
+        run: i64,
+        holder: &str,
+        after: i64,
+        limit: usize,
+        seconds: i64,
+    ) -> Result<Vec<Delivery>> {
+        self.write(|tx| {
+            let now = now_sql(tx);
+            let lock = tx.dialect("", "FOR UPDATE SKIP LOCKED");
+            tx.rows(
+                &format!(
+                    "UPDATE deliveries SET claimed_by = ?2, claim_expires = {now} + ?5
+                     WHERE run_id = ?1 AND subscriber_id IN (
+                        SELECT subscriber_id FROM deliveries
+                        WHERE run_id = ?1 AND status = 'pending' AND subscriber_id > ?3
+                          AND (claimed_by IS NULL OR claim_expires < {now})
+                        ORDER BY subscriber_id LIMIT ?4 {lock})
+                     RETURNING run_id, subscriber_id, items, status, attempts"
+                ),
+                args![run, holder, after, limit as i64, seconds],
+            )?
+            .iter()
+            .map(super::runs::row_to_delivery)
+            .collect::<Result<Vec<_>>>()
+            .map(|mut v| {
+                v.sort_by_key(|d| d.subscriber_id);
+                v
+            })
+        })
+    }
+
+    /// Records a delivery's outcome only where `holder`'s claim stands; gives whether it did
+    /// (`false`: another node claimed it meanwhile, this one must stop).
+    pub fn record_claimed(
+        &mut self,
+        run: i64,
+        subscriber: i64,
+        holder: &str,
+        status: &str,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<bool> {
+        let n = self.c().exec(
+            "UPDATE deliveries SET status = ?3, error = ?4, attempts = attempts + 1, updated_at = ?5,
+                claimed_by = NULL, claim_expires = NULL
+             WHERE run_id = ?1 AND subscriber_id = ?2 AND status = 'pending' AND claimed_by = ?6",
+            args![run, subscriber, status, error, now, holder],
+        )?;
+        if n == 1 && status == "failed" {
+            self.suspend_if_failing(subscriber, now)?;
+        }
+        Ok(n == 1)
+    }
+
+    /// How many of `run`'s deliveries are pending, and how many of those another holder's
+    /// live claim keeps.
+    pub fn pending_and_claimed(&self, run: i64, holder: &str) -> Result<(i64, i64)> {
+        let c = self.c();
+        let now = now_sql(c);
+        let r = c.one(
+            &format!(
+                "SELECT COUNT(*),
+                        COUNT(CASE WHEN claimed_by IS NOT NULL AND claimed_by <> ?2 AND claim_expires >= {now} THEN 1 END)
+                 FROM deliveries WHERE run_id = ?1 AND status = 'pending'"
+            ),
+            args![run, holder],
+        )?;
+        Ok((r.get(0)?, r.get(1)?))
+    }
+
+    /// Runs of any digest that started and have not finished (every node may help deliver
+    /// them).
+    pub fn unfinished_runs(&self) -> Result<Vec<super::Run>> {
+        self.c()
+            .rows(
+                &format!(
+                    "{} WHERE finished_at IS NULL ORDER BY id",
+                    super::runs::RUN_SELECT
+                ),
+                &[],
+            )?
+            .iter()
+            .map(super::runs::row_to_run)
+            .collect()
+    }
+}
+
+/// In a planning transaction: fails unless `holder` still holds the schedule lease with
+/// `fence` (the row locked, so a taker waits for this transaction).
+pub(super) fn check_fence(tx: &dyn Conn, holder: &str, fence: i64) -> Result<()> {
+    let now = now_sql(tx);
+    let lock = tx.dialect("", "FOR UPDATE");
+    let held = tx.row(
+        &format!(
+            "SELECT fence FROM leases WHERE name = ?1 AND holder = ?2 AND fence = ?3 AND expires_at >= {now} {lock}"
+        ),
+        args![SCHEDULE, holder, fence],
+    )?;
+    match held {
+        Some(_) => Ok(()),
+        None => Err(Error::Other(
+            "this node no longer holds the schedule lease: the run is left to the node that does"
+                .into(),
+        )),
+    }
+}
