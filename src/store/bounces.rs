@@ -188,9 +188,18 @@ mod tests {
     use crate::email::Email;
     use crate::store::{Choice, ImportAction, ImportRow, Status};
 
-    fn setup() -> (tempfile::TempDir, Store, i64) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut st = Store::open(&dir.path().join("h.sqlite3")).unwrap();
+    /// A store on each engine with one active subscriber of digest `w`.
+    fn setup() -> Vec<(crate::store::tests::Place, Store, i64)> {
+        crate::store::tests::stores()
+            .into_iter()
+            .map(|(place, st)| {
+                let (st, id) = with_subscriber(st);
+                (place, st, id)
+            })
+            .collect()
+    }
+
+    fn with_subscriber(mut st: Store) -> (Store, i64) {
         let a = Email::parse("anna@example.org").unwrap();
         st.import(
             &ImportRow {
@@ -210,7 +219,7 @@ mod tests {
         )
         .unwrap();
         let id = st.by_email(&a).unwrap().unwrap().id;
-        (dir, st, id)
+        (st, id)
     }
 
     const LIMITS: BounceLimits = BounceLimits {
@@ -230,114 +239,118 @@ mod tests {
 
     #[test]
     fn one_hard_bounce_suspends_with_its_reason_and_reactivation_clears_it() {
-        let (_d, mut st, id) = setup();
-        let run = sent_run(&mut st, id, 100);
-        let b = st
-            .record_bounce(id, run, true, Some("5.1.1"), LIMITS, 200)
-            .unwrap();
-        assert_eq!(
-            b,
-            Bounced::Recorded {
-                suspended: Some("hard bounce 5.1.1".into())
-            }
-        );
-        let s = st.get(id).unwrap().unwrap();
-        assert_eq!(s.suspended.as_ref().unwrap().reason, "hard bounce 5.1.1");
-        assert!(st.digest_recipients("w").unwrap().is_empty());
-        assert_eq!(
-            st.record_bounce(id, run, true, Some("5.1.1"), LIMITS, 201)
-                .unwrap(),
-            Bounced::Repeated
-        );
-        assert!(st.reactivate(id, 300).unwrap());
-        assert!(st.get(id).unwrap().unwrap().suspended.is_none());
-        assert_eq!(st.digest_recipients("w").unwrap().len(), 1);
-        assert!(!st.reactivate(id, 301).unwrap());
-        let counts = st.bounce_counts().unwrap();
-        assert_eq!(counts, [("hard".to_string(), 2)]);
+        for (_d, mut st, id) in setup() {
+            let run = sent_run(&mut st, id, 100);
+            let b = st
+                .record_bounce(id, run, true, Some("5.1.1"), LIMITS, 200)
+                .unwrap();
+            assert_eq!(
+                b,
+                Bounced::Recorded {
+                    suspended: Some("hard bounce 5.1.1".into())
+                }
+            );
+            let s = st.get(id).unwrap().unwrap();
+            assert_eq!(s.suspended.as_ref().unwrap().reason, "hard bounce 5.1.1");
+            assert!(st.digest_recipients("w").unwrap().is_empty());
+            assert_eq!(
+                st.record_bounce(id, run, true, Some("5.1.1"), LIMITS, 201)
+                    .unwrap(),
+                Bounced::Repeated
+            );
+            assert!(st.reactivate(id, 300).unwrap());
+            assert!(st.get(id).unwrap().unwrap().suspended.is_none());
+            assert_eq!(st.digest_recipients("w").unwrap().len(), 1);
+            assert!(!st.reactivate(id, 301).unwrap());
+            let counts = st.bounce_counts().unwrap();
+            assert_eq!(counts, [("hard".to_string(), 2)]);
+        }
     }
 
     #[test]
     fn soft_bounces_suspend_at_the_limit_and_a_clean_delivery_resets_the_count() {
-        let (_d, mut st, id) = setup();
-        let day = 86_400;
-        let r1 = sent_run(&mut st, id, day);
-        st.record_bounce(id, r1, false, Some("4.2.2"), LIMITS, day + 60)
-            .unwrap();
-        let r2 = sent_run(&mut st, id, 2 * day);
-        st.record_bounce(id, r2, false, Some("4.2.2"), LIMITS, 2 * day + 60)
-            .unwrap();
-        // Run 3 went through: no bounce for it.
-        let _r3 = sent_run(&mut st, id, 3 * day);
-        let r4 = sent_run(&mut st, id, 4 * day);
-        let b = st
-            .record_bounce(id, r4, false, Some("5.2.2"), LIMITS, 4 * day + 60)
-            .unwrap();
-        assert_eq!(b, Bounced::Recorded { suspended: None }, "reset by run 3");
-        let r5 = sent_run(&mut st, id, 5 * day);
-        st.record_bounce(id, r5, false, None, LIMITS, 5 * day + 60)
-            .unwrap();
-        let r6 = sent_run(&mut st, id, 6 * day);
-        let b = st
-            .record_bounce(id, r6, false, Some("4.4.1"), LIMITS, 6 * day + 60)
-            .unwrap();
-        assert_eq!(
-            b,
-            Bounced::Recorded {
-                suspended: Some("3 soft bounces within 30d (last 4.4.1)".into())
-            }
-        );
+        for (_d, mut st, id) in setup() {
+            let day = 86_400;
+            let r1 = sent_run(&mut st, id, day);
+            st.record_bounce(id, r1, false, Some("4.2.2"), LIMITS, day + 60)
+                .unwrap();
+            let r2 = sent_run(&mut st, id, 2 * day);
+            st.record_bounce(id, r2, false, Some("4.2.2"), LIMITS, 2 * day + 60)
+                .unwrap();
+            // Run 3 went through: no bounce for it.
+            let _r3 = sent_run(&mut st, id, 3 * day);
+            let r4 = sent_run(&mut st, id, 4 * day);
+            let b = st
+                .record_bounce(id, r4, false, Some("5.2.2"), LIMITS, 4 * day + 60)
+                .unwrap();
+            assert_eq!(b, Bounced::Recorded { suspended: None }, "reset by run 3");
+            let r5 = sent_run(&mut st, id, 5 * day);
+            st.record_bounce(id, r5, false, None, LIMITS, 5 * day + 60)
+                .unwrap();
+            let r6 = sent_run(&mut st, id, 6 * day);
+            let b = st
+                .record_bounce(id, r6, false, Some("4.4.1"), LIMITS, 6 * day + 60)
+                .unwrap();
+            assert_eq!(
+                b,
+                Bounced::Recorded {
+                    suspended: Some("3 soft bounces within 30d (last 4.4.1)".into())
+                }
+            );
+        }
     }
 
     #[test]
     fn soft_bounces_outside_the_window_do_not_count() {
-        let (_d, mut st, id) = setup();
-        let day = 86_400;
-        for (i, at) in [day, 40 * day, 80 * day].into_iter().enumerate() {
-            let r = st
-                .start_run("w", at, at - 1, &["i".into()], &[(id, "[\"i\"]")])
-                .unwrap();
-            st.record_delivery(r.id, id, "sent", None, at).unwrap();
-            let b = st
-                .record_bounce(id, r.id, false, Some("4.2.2"), LIMITS, at + 1)
-                .unwrap();
-            assert_eq!(b, Bounced::Recorded { suspended: None }, "bounce {i}");
+        for (_d, mut st, id) in setup() {
+            let day = 86_400;
+            for (i, at) in [day, 40 * day, 80 * day].into_iter().enumerate() {
+                let r = st
+                    .start_run("w", at, at - 1, &["i".into()], &[(id, "[\"i\"]")])
+                    .unwrap();
+                st.record_delivery(r.id, id, "sent", None, at).unwrap();
+                let b = st
+                    .record_bounce(id, r.id, false, Some("4.2.2"), LIMITS, at + 1)
+                    .unwrap();
+                assert_eq!(b, Bounced::Recorded { suspended: None }, "bounce {i}");
+            }
         }
     }
 
     #[test]
     fn a_complaint_erases_blocks_and_logs() {
-        let (_d, mut st, id) = setup();
-        let a = Email::parse("anna@example.org").unwrap();
-        let run = sent_run(&mut st, id, 100);
-        st.record_bounce(id, run, false, None, LIMITS, 150).unwrap();
-        assert_eq!(
-            st.record_complaint(id, "feedback report", 200).unwrap(),
-            Bounced::Unsubscribed
-        );
-        assert!(st.by_email(&a).unwrap().is_none());
-        assert!(st.is_blocked(&a).unwrap());
-        let events: Vec<String> = st
-            .consent_log(&a)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.event)
-            .collect();
-        assert_eq!(events, ["import", "complaint"]);
-        let left: i64 = st
-            .c()
-            .one("SELECT COUNT(*) FROM bounces", &[])
-            .unwrap()
-            .get(0)
-            .unwrap();
-        assert_eq!(left, 0, "bounce rows go with the subscriber");
-        assert_eq!(
-            st.record_complaint(id, "feedback report", 300).unwrap(),
-            Bounced::Gone
-        );
-        assert_eq!(
-            st.record_bounce(id, run, true, None, LIMITS, 300).unwrap(),
-            Bounced::Gone
-        );
+        for (_d, mut st, id) in setup() {
+            let a = Email::parse("anna@example.org").unwrap();
+            let run = sent_run(&mut st, id, 100);
+            st.record_bounce(id, run, false, None, LIMITS, 150).unwrap();
+            assert_eq!(
+                st.record_complaint(id, "feedback report", 200).unwrap(),
+                Bounced::Unsubscribed
+            );
+            assert!(st.by_email(&a).unwrap().is_none());
+            assert!(st.is_blocked(&a).unwrap());
+            let events: Vec<String> = st
+                .consent_log(&a)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.event)
+                .collect();
+            assert_eq!(events, ["import", "complaint"]);
+            let left: i64 = st
+                .c()
+                .one("SELECT COUNT(*) FROM bounces", &[])
+                .unwrap()
+                .get(0)
+                .unwrap();
+            assert_eq!(left, 0, "bounce rows go with the subscriber");
+            assert_eq!(
+                st.record_complaint(id, "feedback report", 300).unwrap(),
+                Bounced::Gone
+            );
+            assert_eq!(
+                st.record_bounce(id, run, true, None, LIMITS, 300).unwrap(),
+                Bounced::Gone
+            );
+        }
     }
 }

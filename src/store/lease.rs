@@ -201,3 +201,91 @@ pub(super) fn check_fence(tx: &dyn Conn, holder: &str, fence: i64) -> Result<()>
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::stores;
+
+    #[test]
+    fn one_holder_at_a_time_and_a_stale_one_cannot_plan() {
+        for (_place, mut st) in stores() {
+            assert_eq!(st.acquire_lease(SCHEDULE, "a", 30).unwrap(), Some(1));
+            assert_eq!(st.acquire_lease(SCHEDULE, "b", 30).unwrap(), None);
+            assert_eq!(
+                st.acquire_lease(SCHEDULE, "a", 30).unwrap(),
+                Some(1),
+                "renewed"
+            );
+            // a's lease runs out (it stopped renewing): b takes over with a new fence.
+            assert_eq!(st.acquire_lease(SCHEDULE, "a", -10).unwrap(), Some(1));
+            assert_eq!(st.acquire_lease(SCHEDULE, "b", 30).unwrap(), Some(2));
+            assert_eq!(st.acquire_lease(SCHEDULE, "a", 30).unwrap(), None);
+            let state = st.lease(SCHEDULE).unwrap();
+            assert_eq!((state.holder.as_deref(), state.fence), (Some("b"), 2));
+            assert!(state.expires_at > state.now);
+            // a still believes it holds fence 1: its run is refused, b's goes through.
+            let err = st
+                .start_run_fenced("w", 100, 0, &["i".into()], &[], Some(("a", 1)))
+                .unwrap_err();
+            assert!(err.to_string().contains("no longer holds"), "{err}");
+            assert!(st.unfinished_runs().unwrap().is_empty());
+            st.start_run_fenced(
+                "w",
+                100,
+                0,
+                &["i".into()],
+                &[(7, "[\"i\"]")],
+                Some(("b", 2)),
+            )
+            .unwrap();
+            assert_eq!(st.unfinished_runs().unwrap().len(), 1);
+            // A clean stop hands the lease on at once.
+            st.release_lease(SCHEDULE, "b").unwrap();
+            assert_eq!(st.acquire_lease(SCHEDULE, "a", 30).unwrap(), Some(3));
+        }
+    }
+
+    #[test]
+    fn claims_never_overlap_and_expired_ones_return() {
+        for (_place, mut st) in stores() {
+            let deliveries: Vec<(i64, &str)> = (1..=10).map(|i| (i, "[\"i\"]")).collect();
+            let run = st
+                .start_run("w", 100, 0, &["i".into()], &deliveries)
+                .unwrap()
+                .id;
+            let ids = |v: &[Delivery]| v.iter().map(|d| d.subscriber_id).collect::<Vec<_>>();
+            let x = st.claim_deliveries(run, "x", 0, 4, 30).unwrap();
+            assert_eq!(ids(&x), [1, 2, 3, 4]);
+            let y = st.claim_deliveries(run, "y", 0, 4, 30).unwrap();
+            assert_eq!(ids(&y), [5, 6, 7, 8]);
+            assert!(st.record_claimed(run, 1, "x", "sent", None, 101).unwrap());
+            assert!(
+                !st.record_claimed(run, 2, "y", "sent", None, 101).unwrap(),
+                "x's claim"
+            );
+            assert!(
+                !st.record_claimed(run, 1, "x", "sent", None, 101).unwrap(),
+                "done already"
+            );
+            assert_eq!(st.pending_and_claimed(run, "y").unwrap(), (9, 3));
+            // x dies; its claims expire and go to whoever asks next.
+            let z = st.claim_deliveries(run, "z", 0, 10, 30).unwrap();
+            assert_eq!(ids(&z), [9, 10]);
+            assert!(
+                st.claim_deliveries(run, "z", 0, 10, 30).unwrap().is_empty(),
+                "x's stand"
+            );
+            st.c()
+                .exec(
+                    "UPDATE deliveries SET claim_expires = 0 WHERE claimed_by = 'x'",
+                    &[],
+                )
+                .unwrap();
+            let taken = st.claim_deliveries(run, "z", 0, 10, 30).unwrap();
+            assert_eq!(ids(&taken), [2, 3, 4]);
+            assert!(!st.record_claimed(run, 3, "x", "sent", None, 102).unwrap());
+            assert!(st.record_claimed(run, 3, "z", "sent", None, 102).unwrap());
+        }
+    }
+}

@@ -27,6 +27,8 @@ pub mod postgres;
 mod runs;
 pub mod sql;
 mod subscribers;
+#[doc(hidden)]
+pub mod testpg;
 
 pub use bounces::{BounceLimits, Bounced};
 pub use consent::ConsentEvent;
@@ -472,13 +474,27 @@ fn json(list: &[String]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, Store) {
+    /// A fresh store on each engine: SQLite in a temporary directory, and a database of
+    /// the test PostgreSQL.
+    pub(crate) fn stores() -> Vec<(Place, Store)> {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("data/h.sqlite3")).unwrap();
-        (dir, s)
+        let sqlite = Store::open(&dir.path().join("data/h.sqlite3")).unwrap();
+        let url = testpg::database();
+        let pg = Store::open_postgres(&url, None).unwrap();
+        vec![(Place::Sqlite(dir), sqlite), (Place::Postgres(url), pg)]
+    }
+
+    /// Where a test store lives.
+    pub(crate) enum Place {
+        Sqlite(tempfile::TempDir),
+        Postgres(String),
+    }
+
+    fn contains(hay: &[u8], needle: &str) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle.as_bytes())
     }
 
     fn e(s: &str) -> Email {
@@ -500,136 +516,159 @@ mod tests {
 
     #[test]
     fn double_opt_in_lifecycle_keeps_only_hashes() {
-        let (dir, mut st) = store();
-        let a = e("anna@example.org");
-        let Requested::Confirm(s) = st
-            .request(
-                &a,
-                &Choice {
-                    topics: vec!["OZG".into()],
-                    digests: vec!["woechentlich".into()],
-                    language: Some("en".into()),
-                },
-                "1",
-                None,
-                100,
-            )
-            .unwrap()
-        else {
-            panic!()
-        };
-        assert_eq!(s.status, Status::Pending);
-        assert_eq!(s.language.as_deref(), Some("en"));
-        assert!(matches!(
-            st.confirm(s.id, None, 200).unwrap(),
-            Confirmed::Now(_)
-        ));
-        assert!(matches!(
-            st.confirm(s.id, None, 201).unwrap(),
-            Confirmed::Already(_)
-        ));
-        assert!(matches!(
-            st.request(&a, &Choice::default(), "1", None, 300).unwrap(),
-            Requested::AlreadyActive(_)
-        ));
-        assert_eq!(
-            st.get(s.id).unwrap().unwrap().topics,
-            ["OZG"],
-            "a request does not change an active choice"
-        );
-        assert!(st.unsubscribe(s.id, "link", 400).unwrap());
-        assert!(st.get(s.id).unwrap().is_none());
-        assert!(st.is_blocked(&a).unwrap());
-        let events: Vec<String> = st
-            .consent_log(&a)
-            .unwrap()
-            .into_iter()
-            .map(|c| c.event)
-            .collect();
-        assert_eq!(events, ["request", "confirm", "request", "unsubscribe"]);
-        drop(st);
-        // The address itself is nowhere in the file any more.
-        let mut bytes = Vec::new();
-        for f in std::fs::read_dir(dir.path().join("data")).unwrap() {
-            bytes.extend(std::fs::read(f.unwrap().path()).unwrap());
+        for (dir, mut st) in stores() {
+            let a = e("anna@example.org");
+            let Requested::Confirm(s) = st
+                .request(
+                    &a,
+                    &Choice {
+                        topics: vec!["OZG".into()],
+                        digests: vec!["woechentlich".into()],
+                        language: Some("en".into()),
+                    },
+                    "1",
+                    None,
+                    100,
+                )
+                .unwrap()
+            else {
+                panic!()
+            };
+            assert_eq!(s.status, Status::Pending);
+            assert_eq!(s.language.as_deref(), Some("en"));
+            assert!(matches!(
+                st.confirm(s.id, None, 200).unwrap(),
+                Confirmed::Now(_)
+            ));
+            assert!(matches!(
+                st.confirm(s.id, None, 201).unwrap(),
+                Confirmed::Already(_)
+            ));
+            assert!(matches!(
+                st.request(&a, &Choice::default(), "1", None, 300).unwrap(),
+                Requested::AlreadyActive(_)
+            ));
+            assert_eq!(
+                st.get(s.id).unwrap().unwrap().topics,
+                ["OZG"],
+                "a request does not change an active choice"
+            );
+            assert!(st.unsubscribe(s.id, "link", 400).unwrap());
+            assert!(st.get(s.id).unwrap().is_none());
+            assert!(st.is_blocked(&a).unwrap());
+            let events: Vec<String> = st
+                .consent_log(&a)
+                .unwrap()
+                .into_iter()
+                .map(|c| c.event)
+                .collect();
+            assert_eq!(events, ["request", "confirm", "request", "unsubscribe"]);
+            match dir {
+                Place::Sqlite(dir) => {
+                    drop(st);
+                    // The address itself is nowhere in the file any more.
+                    let mut bytes = Vec::new();
+                    for f in std::fs::read_dir(dir.path().join("data")).unwrap() {
+                        bytes.extend(std::fs::read(f.unwrap().path()).unwrap());
+                    }
+                    assert!(
+                        !contains(&bytes, a.as_str()),
+                        "address left in the database"
+                    );
+                }
+                Place::Postgres(url) => {
+                    // The deleted row's old version is still in the table file…
+                    let file = |url: &str| {
+                        testpg::psql(url, "CHECKPOINT");
+                        let rel = testpg::psql(url, "SELECT pg_relation_filepath('subscribers')");
+                        std::fs::read(testpg::data_dir().join(rel)).unwrap_or_default()
+                    };
+                    assert!(contains(&file(&url), a.as_str()), "the gap is real");
+                    // …until compact() writes the table anew.
+                    assert!(st.compact().unwrap());
+                    assert!(
+                        !contains(&file(&url), a.as_str()),
+                        "address left in the table"
+                    );
+                    assert!(!st.compact().unwrap(), "nothing to do twice");
+                }
+            }
         }
-        assert!(
-            !bytes
-                .windows(a.as_str().len())
-                .any(|w| w == a.as_str().as_bytes()),
-            "address left in the database"
-        );
     }
 
     #[test]
     fn mails_per_address_are_limited_quietly() {
-        let (_d, mut st) = store();
-        let a = e("b@example.org");
-        let mut mails = 0;
-        for t in 0..10 {
-            if !matches!(
-                st.request(&a, &Choice::default(), "1", None, 1000 + t)
-                    .unwrap(),
-                Requested::Quiet
-            ) {
-                mails += 1;
+        for (_d, mut st) in stores() {
+            let a = e("b@example.org");
+            let mut mails = 0;
+            for t in 0..10 {
+                if !matches!(
+                    st.request(&a, &Choice::default(), "1", None, 1000 + t)
+                        .unwrap(),
+                    Requested::Quiet
+                ) {
+                    mails += 1;
+                }
             }
+            assert_eq!(mails, MAILS_PER_DAY);
+            assert!(matches!(
+                st.request(&a, &Choice::default(), "1", None, 1000 + 86_400)
+                    .unwrap(),
+                Requested::Confirm(_)
+            ));
         }
-        assert_eq!(mails, MAILS_PER_DAY);
-        assert!(matches!(
-            st.request(&a, &Choice::default(), "1", None, 1000 + 86_400)
-                .unwrap(),
-            Requested::Confirm(_)
-        ));
     }
 
     #[test]
     fn imports_respect_the_block_list_and_log_consent() {
-        let (_d, mut st) = store();
-        let a = e("c@example.org");
-        assert_eq!(
-            st.import(&active(&a, Some(50), "altliste.csv"), 100)
-                .unwrap(),
-            Imported::Added
-        );
-        let log = st.consent_log(&a).unwrap();
-        assert_eq!(
-            (log[0].event.as_str(), log[0].at, log[0].source.as_deref()),
-            ("import", 50, Some("altliste.csv"))
-        );
-        st.block(&a, "cli", 200).unwrap();
-        assert_eq!(
-            st.import(&active(&a, None, "again.csv"), 300).unwrap(),
-            Imported::Blocked
-        );
-        assert!(st.by_email(&a).unwrap().is_none());
+        for (_d, mut st) in stores() {
+            let a = e("c@example.org");
+            assert_eq!(
+                st.import(&active(&a, Some(50), "altliste.csv"), 100)
+                    .unwrap(),
+                Imported::Added
+            );
+            let log = st.consent_log(&a).unwrap();
+            assert_eq!(
+                (log[0].event.as_str(), log[0].at, log[0].source.as_deref()),
+                ("import", 50, Some("altliste.csv"))
+            );
+            st.block(&a, "cli", 200).unwrap();
+            assert_eq!(
+                st.import(&active(&a, None, "again.csv"), 300).unwrap(),
+                Imported::Blocked
+            );
+            assert!(st.by_email(&a).unwrap().is_none());
+        }
     }
 
     #[test]
     fn pending_expire_and_old_log_entries_are_purged() {
-        let (_d, mut st) = store();
-        let a = e("d@example.org");
-        st.request(&a, &Choice::default(), "1", Some("192.0.2.1"), 0)
-            .unwrap();
-        assert_eq!(st.expire_pending(100, 200).unwrap(), 0);
-        assert_eq!(st.expire_pending(300, 200).unwrap(), 1);
-        assert!(st.by_email(&a).unwrap().is_none());
-        assert_eq!(st.consent_log(&a).unwrap().len(), 2);
-        assert_eq!(st.purge_log(300 + 50, 100).unwrap(), 0, "not old enough");
-        assert_eq!(st.purge_log(300 + 101, 100).unwrap(), 2);
-        assert!(st.consent_log(&a).unwrap().is_empty());
+        for (_d, mut st) in stores() {
+            let a = e("d@example.org");
+            st.request(&a, &Choice::default(), "1", Some("192.0.2.1"), 0)
+                .unwrap();
+            assert_eq!(st.expire_pending(100, 200).unwrap(), 0);
+            assert_eq!(st.expire_pending(300, 200).unwrap(), 1);
+            assert!(st.by_email(&a).unwrap().is_none());
+            assert_eq!(st.consent_log(&a).unwrap().len(), 2);
+            assert_eq!(st.purge_log(300 + 50, 100).unwrap(), 0, "not old enough");
+            assert_eq!(st.purge_log(300 + 101, 100).unwrap(), 2);
+            assert!(st.consent_log(&a).unwrap().is_empty());
+        }
     }
 
     #[test]
     fn the_consent_log_is_append_only() {
-        let (_d, mut st) = store();
-        st.request(&e("x@example.org"), &Choice::default(), "1", None, 1)
-            .unwrap();
-        let err = st
-            .c()
-            .exec("UPDATE consent_log SET event = 'confirm'", &[])
-            .unwrap_err();
-        assert!(err.to_string().contains("append-only"), "{err}");
+        for (_d, mut st) in stores() {
+            st.request(&e("x@example.org"), &Choice::default(), "1", None, 1)
+                .unwrap();
+            let err = st
+                .c()
+                .exec("UPDATE consent_log SET event = 'confirm'", &[])
+                .unwrap_err();
+            assert!(err.to_string().contains("append-only"), "{err}");
+        }
     }
 
     #[test]
