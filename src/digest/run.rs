@@ -146,6 +146,13 @@ pub struct Sender<'a> {
     pub first_backoff: std::time::Duration,
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     pub progress: Option<indicatif::ProgressBar>,
+    /// On PostgreSQL: this node's name, under which it claims deliveries in small batches
+    /// (several nodes deliver one run); `None` on SQLite, where one process sends a run.
+    pub node: Option<String>,
+    /// The schedule lease (holder, fence) a daemon plans its runs under (PostgreSQL).
+    pub fence: Option<(String, i64)>,
+    /// Set when another node took over a claim of this one: it stops.
+    lost_claim: AtomicBool,
     /// Bodies by (language, item ids): rendered and encoded once per item set and language,
     /// with markers for the recipient's links.
     rendered: std::sync::Mutex<HashMap<BodyKey, Arc<Prepared>>>,
@@ -156,6 +163,9 @@ const COMPOSE_AHEAD: usize = 2;
 
 /// How many pending deliveries are read at a time.
 const DELIVERY_PAGE: usize = 1000;
+
+/// The most deliveries a node claims at a time (PostgreSQL): what may go twice when it dies.
+const CLAIM_BATCH: usize = 50;
 
 /// What every delivery of one `deliver` call shares.
 struct Context<'a> {
@@ -246,6 +256,10 @@ impl<'a> Sender<'a> {
             first_backoff: std::time::Duration::from_millis(500),
             metrics: None,
             progress: None,
+            node: (subs.lock_store().engine() == crate::store::Engine::Postgres)
+                .then(|| crate::store::node_id().to_string()),
+            fence: None,
+            lost_claim: AtomicBool::new(false),
             rendered: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -364,8 +378,17 @@ impl Sender<'_> {
             .iter()
             .map(|(id, its)| (*id, sets[its.as_slice()].as_str()))
             .collect();
-        let run = self
-            .store(|s| s.start_run(&digest.name, now, plan.window_start, &item_ids, &deliveries))?;
+        let fence = self.fence.as_ref().map(|(h, f)| (h.as_str(), *f));
+        let run = self.store(|s| {
+            s.start_run_fenced(
+                &digest.name,
+                now,
+                plan.window_start,
+                &item_ids,
+                &deliveries,
+                fence,
+            )
+        })?;
         tracing::info!(digest = %digest.name, run = run.id, items = item_ids.len(), recipients = deliveries.len(), "digest run started");
         self.archive_run(digest, corpus);
         let r = self.deliver(digest, &run, corpus, now).await?;
@@ -458,6 +481,7 @@ impl Sender<'_> {
         now: i64,
     ) -> anyhow::Result<Report> {
         let started = std::time::Instant::now();
+        self.lost_claim.store(false, Ordering::SeqCst);
         let by_id: HashMap<&str, &Arc<Item>> =
             corpus.items.iter().map(|i| (i.id.as_str(), i)).collect();
         let renditions: HashMap<String, crate::content::Rendition> = run
@@ -490,8 +514,19 @@ impl Sender<'_> {
         // Pending deliveries are read a page at a time, so a run for many subscribers needs
         // no more memory than a page.
         let mut after = i64::MIN;
+        // On PostgreSQL deliveries are claimed in small batches, so a node that dies leaves
+        // at most one batch to be sent again; the batch is small enough to be sent well
+        // within the claim's lifetime at the configured rate.
+        let lease = self.config.database.lease.as_secs() as i64;
+        let batch = ((self.config.mail.rate_per_second * lease as f64 / 3.0) as usize)
+            .clamp(1, CLAIM_BATCH);
         loop {
-            let page = self.store(|s| s.pending_deliveries_page(run.id, after, DELIVERY_PAGE))?;
+            let page = match &self.node {
+                Some(node) => {
+                    self.store(|s| s.claim_deliveries(run.id, node, after, batch, lease))?
+                }
+                None => self.store(|s| s.pending_deliveries_page(run.id, after, DELIVERY_PAGE))?,
+            };
             let Some(last) = page.last() else { break };
             after = last.subscriber_id;
             queue.lock().unwrap_or_else(|e| e.into_inner()).extend(page);
@@ -512,7 +547,7 @@ impl Sender<'_> {
                 let mut ahead: std::collections::VecDeque<Composing> =
                     std::collections::VecDeque::with_capacity(COMPOSE_AHEAD + 1);
                 loop {
-                    if self.stop.load(Ordering::SeqCst) {
+                    if self.stop.load(Ordering::SeqCst) || self.lost_claim.load(Ordering::SeqCst) {
                         // Mails composed ahead but not sent stay pending.
                         return Ok::<(), anyhow::Error>(());
                     }
@@ -538,7 +573,7 @@ impl Sender<'_> {
             for r in futures_util::future::join_all(workers).await {
                 r?;
             }
-            if self.stop.load(Ordering::SeqCst) {
+            if self.stop.load(Ordering::SeqCst) || self.lost_claim.load(Ordering::SeqCst) {
                 break;
             }
         }
@@ -607,7 +642,7 @@ impl Sender<'_> {
     ) -> anyhow::Result<Option<Composing>> {
         let (run, now) = (ctx.run, ctx.now);
         let skip = |why: &str| -> anyhow::Result<Option<Composing>> {
-            self.store(|s| s.record_delivery(run.id, d.subscriber_id, "skipped", Some(why), now))?;
+            self.record(run.id, d.subscriber_id, "skipped", Some(why), now)?;
             ctx.counts.skipped.fetch_add(1, Ordering::SeqCst);
             Ok(None)
         };
@@ -666,15 +701,13 @@ impl Sender<'_> {
             pacer.wait().await;
             match connection.send(message).await {
                 Ok(()) => {
-                    self.store(|s| {
-                        s.record_delivery(
-                            run.id,
-                            subscriber_id,
-                            "sent",
-                            None,
-                            crate::clock::unix_seconds() as i64,
-                        )
-                    })?;
+                    self.record(
+                        run.id,
+                        subscriber_id,
+                        "sent",
+                        None,
+                        crate::clock::unix_seconds() as i64,
+                    )?;
                     counts.sent.fetch_add(1, Ordering::SeqCst);
                     return Ok(());
                 }
@@ -684,9 +717,7 @@ impl Sender<'_> {
                         subscriber = subscriber_id,
                         "permanent failure: {e}"
                     );
-                    self.store(|s| {
-                        s.record_delivery(run.id, subscriber_id, "failed", Some(&e.message), now)
-                    })?;
+                    self.record(run.id, subscriber_id, "failed", Some(&e.message), now)?;
                     self.synchronous_bounce(run.id, subscriber_id, &e.message, now)?;
                     counts.failed.fetch_add(1, Ordering::SeqCst);
                     return Ok(());
@@ -708,9 +739,7 @@ impl Sender<'_> {
                         subscriber = subscriber_id,
                         "temporary failure, left for the next send: {e}"
                     );
-                    self.store(|s| {
-                        s.record_delivery(run.id, subscriber_id, "pending", Some(&e.message), now)
-                    })?;
+                    self.record(run.id, subscriber_id, "pending", Some(&e.message), now)?;
                     counts.deferred.fetch_add(1, Ordering::SeqCst);
                     return Ok(());
                 }
@@ -850,6 +879,33 @@ impl Sender<'_> {
             message_id: format!("<digest.{run_id}.{}@{host}>", s.id),
             list_unsubscribe,
             slots: [l.unsubscribe, l.preferences],
+        }
+    }
+
+    /// Records a delivery's outcome; on PostgreSQL only where this node's claim stands
+    /// (when another node took it over, this one stops starting mails).
+    fn record(
+        &self,
+        run: i64,
+        subscriber: i64,
+        status: &str,
+        error: Option<&str>,
+        now: i64,
+    ) -> anyhow::Result<()> {
+        match &self.node {
+            None => self.store(|s| s.record_delivery(run, subscriber, status, error, now)),
+            Some(node) => {
+                let held =
+                    self.store(|s| s.record_claimed(run, subscriber, node, status, error, now))?;
+                if !held && !self.lost_claim.swap(true, Ordering::SeqCst) {
+                    tracing::warn!(
+                        run,
+                        subscriber,
+                        "another node took over this node's claim: stopping this pass"
+                    );
+                }
+                Ok(())
+            }
         }
     }
 

@@ -234,6 +234,7 @@ mod tests {
             .start_run("w", at, at - 1, &["i".into()], &[(id, "[\"i\"]")])
             .unwrap();
         st.record_delivery(run.id, id, "sent", None, at).unwrap();
+        assert!(st.finish_run_if_done(run.id, at).unwrap());
         run.id
     }
 
@@ -309,6 +310,7 @@ mod tests {
                     .start_run("w", at, at - 1, &["i".into()], &[(id, "[\"i\"]")])
                     .unwrap();
                 st.record_delivery(r.id, id, "sent", None, at).unwrap();
+                st.finish_run_if_done(r.id, at).unwrap();
                 let b = st
                     .record_bounce(id, r.id, false, Some("4.2.2"), LIMITS, at + 1)
                     .unwrap();

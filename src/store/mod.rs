@@ -405,6 +405,26 @@ impl Store {
     }
 }
 
+/// This process's name among the nodes sharing a database: host, process id and a random
+/// part (a restarted process is a new node).
+pub fn node_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "node".into());
+        let mut r = [0u8; 3];
+        let _ = getrandom::fill(&mut r);
+        format!(
+            "{host}-{}-{:02x}{:02x}{:02x}",
+            std::process::id(),
+            r[0],
+            r[1],
+            r[2]
+        )
+    })
+}
+
 /// Applies PostgreSQL's migrations, one node at a time (an advisory lock).
 fn migrate_postgres(pg: &postgres::Pg) -> Result<()> {
     pg.transaction(|c| {

@@ -168,6 +168,23 @@ impl Store {
             if let Some((holder, fence)) = fence {
                 super::lease::check_fence(tx, holder, fence)?;
             }
+            // Never a run planned twice: one planner per digest at a time (SQLite's write
+            // lock; PostgreSQL's advisory lock), and no run of it may have started since
+            // the window this plan was made for.
+            if tx.engine() == super::Engine::Postgres {
+                tx.exec("SELECT pg_advisory_xact_lock(hashtext(?1))", args![digest])?;
+            }
+            let clash: bool = tx
+                .one(
+                    "SELECT EXISTS (SELECT 1 FROM digest_runs WHERE digest = ?1 AND (finished_at IS NULL OR started_at > ?2))",
+                    args![digest, window_start],
+                )?
+                .get(0)?;
+            if clash {
+                return Err(super::Error::Other(format!(
+                    "a run of the digest `{digest}` was planned elsewhere meanwhile; nothing is planned twice"
+                )));
+            }
             let id: i64 = tx
                 .one(
                     "INSERT INTO digest_runs (digest, started_at, window_start, items) VALUES (?1, ?2, ?3, ?4) RETURNING id",
