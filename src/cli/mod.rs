@@ -84,6 +84,12 @@ pub enum Command {
         #[command(subcommand)]
         command: subscribers::SubscribersCommand,
     },
+    /// The database: `db migrate --to URL` copies the SQLite database into an empty
+    /// PostgreSQL one.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// Record a bounce or complaint: one message from FILE or standard input (for an MTA's
     /// pipe transport), or one poll of the bounce mailbox with --imap. Prints its class:
     /// hard, soft, complaint, ignored, unmatched or forged. Exit 75 means "try again later".
@@ -113,6 +119,19 @@ pub enum Command {
         /// Mark the item as a draft (never published until the line is removed).
         #[arg(long)]
         draft: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Copy the SQLite database of the configuration into an empty PostgreSQL database
+    /// (refused while a digest run is unfinished; the counts are compared), then set
+    /// database.url in the configuration.
+    Migrate {
+        /// postgres://user@host:5432/dbname (password: database.password_file, the
+        /// credential db-password or PGPASSWORD).
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -161,6 +180,9 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Run => run_daemon(cli, config),
         Command::Import { source, dry_run } => import(&config, source, *dry_run),
         Command::Subscribers { command } => subscribers::run(&config, command),
+        Command::Db {
+            command: DbCommand::Migrate { to },
+        } => migrate_database(&config, to),
         Command::Digest { command } => digest::run(&config, command),
         Command::Build { strict } => build(cli, &config, *strict),
         Command::Check { deny_warnings } => check(cli, &config, *deny_warnings),
@@ -179,6 +201,47 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             *draft,
         ),
     }
+}
+
+fn migrate_database(config: &Config, to: &str) -> anyhow::Result<ExitCode> {
+    if config.database.url.is_some() {
+        tracing::error!(
+            "the configuration already uses PostgreSQL (database.url); db migrate copies the SQLite database at database.path"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    if !config.database.path.exists() {
+        tracing::error!(path = %config.database.path.display(), "there is no SQLite database to copy");
+        return Ok(ExitCode::from(2));
+    }
+    let target_config = crate::config::Database {
+        url: Some(to.to_string()),
+        ..config.database.clone()
+    };
+    let source = crate::store::Store::open(&config.database.path)?;
+    let mut target = crate::store::Store::open_postgres(to, target_config.password()?)?;
+    // A generated secret beside the SQLite file goes along; a configured one stays where it is.
+    let generated = config.database.path.with_file_name("secret");
+    let secret = if config.server.secret_file.is_none() && generated.exists() {
+        Some(std::fs::read_to_string(&generated)?)
+    } else {
+        None
+    };
+    let counts = match source.copy_to(&mut target, secret.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("migration refused: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    for (table, n) in &counts {
+        println!("{table}\t{n}");
+    }
+    tracing::info!(
+        to = %target_config.display(),
+        "the database was copied and the counts agree; now set database.url in the configuration and restart herold"
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_daemon(cli: &Cli, config: Config) -> anyhow::Result<ExitCode> {

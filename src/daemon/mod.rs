@@ -47,6 +47,8 @@ pub enum Event {
     DigestDone(String, usize),
     /// `bounce.imap.poll_interval` passed: read the bounce mailbox.
     BouncePoll,
+    /// PostgreSQL: renew (or take) the schedule lease, and help deliver unfinished runs.
+    Lease,
     /// SIGTERM or SIGINT.
     Shutdown,
 }
@@ -68,6 +70,9 @@ pub struct Daemon {
     digests: Digests,
     /// The bounce mailbox poll in flight, if any (one at a time).
     bounce_poll: Option<tokio::task::JoinHandle<()>>,
+    /// PostgreSQL: the fence of the schedule lease while this node holds it. On SQLite the
+    /// one daemon always schedules (`Some(0)`).
+    lease: Option<i64>,
 }
 
 /// The content directory as the daemon knows it.
@@ -107,6 +112,8 @@ struct Digests {
     dkim: Option<Arc<crate::mail::dkim::Signer>>,
     /// Item ids whose first sight is in the database.
     recorded: std::collections::HashSet<String>,
+    /// Digests this node is sending now.
+    sending: std::collections::HashSet<String>,
 }
 
 /// How long deferred deliveries wait before the daemon tries them again.
@@ -164,8 +171,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let subs = Arc::new(Subscriptions::open(&config)?);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, usize)>();
     let web = AppState::new(config.clone(), metrics.clone(), Some(subs.clone()));
+    let shared = config.database.url.is_some();
     let mut daemon = Daemon {
         bounce_poll: None,
+        lease: if shared { None } else { Some(0) },
         config_path,
         config: config.clone(),
         metrics,
@@ -203,12 +212,18 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
                     .as_deref(),
             )?,
             recorded: std::collections::HashSet::new(),
+            sending: std::collections::HashSet::new(),
         },
     };
     daemon.housekeeping();
     daemon.load_archives();
     daemon.rebuild(Refresh::Full, true);
-    daemon.schedule_digests(true);
+    if shared {
+        // On PostgreSQL the node that holds the lease schedules.
+        daemon.renew_lease();
+    } else {
+        daemon.schedule_digests(true);
+    }
 
     tracing::info!(addr = %addr, public_url = %config.public_url(), "listening on http://{addr}");
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -235,6 +250,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let watchdog_every = systemd::watchdog_interval().unwrap_or(Duration::from_secs(3600));
     let mut watchdog = tokio::time::interval(watchdog_every);
     let mut bounce_poll = bounce_interval(&config);
+    let mut lease_tick = tokio::time::interval(lease_interval(&config));
+    lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut housekeeping = tokio::time::interval_at(
         tokio::time::Instant::now() + Duration::from_secs(3600),
         Duration::from_secs(3600),
@@ -251,6 +268,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             _ = watchdog.tick() => Event::Watchdog,
             _ = housekeeping.tick() => Event::Housekeeping,
             _ = bounce_poll.tick(), if daemon.config.bounce.imap.is_some() => Event::BouncePoll,
+            _ = lease_tick.tick(), if shared => Event::Lease,
             _ = tokio::time::sleep(digest_in.unwrap_or(Duration::from_secs(3600))), if digest_in.is_some() => Event::DigestDue,
             Some((name, deferred)) = done_rx.recv() => Event::DigestDone(name, deferred),
             _ = term.recv() => Event::Shutdown,
@@ -275,6 +293,17 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     drop(watcher);
     systemd::stopping();
     tracing::info!("shutting down");
+    if shared && daemon.lease.is_some() {
+        // A clean stop hands the schedule on at once.
+        let released = daemon
+            .web
+            .subs
+            .lock_store()
+            .release_lease(crate::store::SCHEDULE, crate::store::node_id());
+        if let Err(e) = released {
+            tracing::warn!("cannot release the schedule lease: {e}");
+        }
+    }
     daemon
         .digests
         .stop
@@ -311,10 +340,23 @@ impl Daemon {
             Event::ScheduledDue => self.rebuild(Refresh::Full, true),
             Event::Reload => self.reload(),
             Event::Watchdog => systemd::watchdog(),
+            Event::Housekeeping if self.lease.is_none() => {}
             Event::Housekeeping => self.housekeeping(),
             Event::BouncePoll => self.poll_bounces(),
+            Event::Lease => {
+                self.renew_lease();
+                self.help_unfinished_runs();
+                if self.lease.is_some() {
+                    // Erased addresses leave PostgreSQL's table files within seconds.
+                    if let Err(e) = self.web.subs.lock_store().compact() {
+                        tracing::error!("cannot compact the tables after erasures: {e}");
+                    }
+                }
+            }
+            Event::DigestDue if self.lease.is_none() => {}
             Event::DigestDue => self.run_due_digests(),
             Event::DigestDone(name, deferred) => {
+                self.digests.sending.remove(&name);
                 // The run's pages were written when it started; the sitemap and the
                 // archive's other pages follow here.
                 self.load_archives();
@@ -701,6 +743,11 @@ impl Daemon {
             self.digests.done.clone(),
         );
         let name = name.to_string();
+        self.digests.sending.insert(name.clone());
+        let fence = self
+            .lease
+            .filter(|_| config.database.url.is_some())
+            .map(|f| (crate::store::node_id().to_string(), f));
         self.digests.tasks.spawn(async move {
             let result = async {
                 let _lock = crate::lock::acquire_digest(&config.database, &name)?;
@@ -708,6 +755,7 @@ impl Daemon {
                 let mut sender = crate::digest::run::Sender::new(&config, &subs, dkim);
                 sender.stop = stop;
                 sender.metrics = Some(metrics);
+                sender.fence = fence;
                 let now = crate::clock::unix_seconds() as i64;
                 systemd::status(&format!("sending digest {name}"));
                 if new_run {
@@ -764,6 +812,72 @@ impl Daemon {
         }
     }
 
+    /// PostgreSQL: takes or renews the schedule lease. A node that gains it schedules the
+    /// digests (and catches up what its predecessor missed); one that lost it stops
+    /// scheduling, and its planning would fail the fence check anyway.
+    fn renew_lease(&mut self) {
+        let seconds = self.config.database.lease.as_secs() as i64;
+        let node = crate::store::node_id();
+        let result =
+            self.web
+                .subs
+                .lock_store()
+                .acquire_lease(crate::store::SCHEDULE, node, seconds);
+        let now = match result {
+            Ok(f) => f,
+            Err(e) => {
+                // Unknown: the lease may run out while the database is away; stop scheduling
+                // until it is renewed.
+                tracing::warn!("cannot renew the schedule lease: {e}");
+                None
+            }
+        };
+        match (self.lease, now) {
+            (None, Some(fence)) => {
+                tracing::info!(node, fence, "this node holds the schedule lease");
+                self.lease = Some(fence);
+                self.schedule_digests(true);
+            }
+            (Some(_), None) => {
+                tracing::warn!(node, "this node lost the schedule lease");
+                self.lease = None;
+                self.digests.wake.clear();
+            }
+            (Some(old), Some(fence)) if old != fence => {
+                self.lease = Some(fence);
+                self.schedule_digests(true);
+            }
+            _ => {}
+        }
+        let held = self.lease.map(|f| (crate::store::node_id().to_string(), f));
+        *self
+            .web
+            .state
+            .lease
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(held);
+    }
+
+    /// PostgreSQL: every node helps deliver runs that another node started (or left behind
+    /// when it died): their deliveries are claimed in small batches.
+    fn help_unfinished_runs(&mut self) {
+        let runs = match self.web.subs.lock_store().unfinished_runs() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!("unfinished runs: {e}");
+                return;
+            }
+        };
+        for run in runs {
+            if self.digests.sending.contains(&run.digest)
+                || !self.config.digest.iter().any(|d| d.name == run.digest)
+            {
+                continue;
+            }
+            self.spawn_digest(&run.digest, false);
+        }
+    }
+
     /// Starts a poll of the bounce mailbox unless one is still running. It runs on the
     /// blocking pool with its own database connection, so a slow IMAP server or a busy
     /// database never holds up the loop.
@@ -807,6 +921,13 @@ impl Daemon {
             Ok(0) => {}
             Ok(n) => tracing::info!(entries = n, "consent log entries past retention deleted"),
             Err(e) => tracing::error!("cannot purge the consent log: {e}"),
+        }
+        match store.compact() {
+            Ok(true) => {
+                tracing::info!("erased addresses removed from the table files (VACUUM FULL)")
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!("cannot compact the tables after erasures: {e}"),
         }
         let bounce = &self.config.bounce;
         let purged = crate::bounce::handle::purge_unmatched(
@@ -908,6 +1029,11 @@ fn all_tags(items: &[Arc<crate::content::Item>]) -> Vec<String> {
 
 /// Collects the paths of a burst of watcher events, until the watcher has been quiet for
 /// [`DEBOUNCE`] (at most [`DEBOUNCE_MAX`]).
+/// How often a node on PostgreSQL renews the schedule lease: three times a lease.
+fn lease_interval(config: &Config) -> Duration {
+    (config.database.lease / 3).max(Duration::from_secs(1))
+}
+
 /// The bounce mailbox's poll timer: its first tick at once (a message waiting since the last
 /// stop is read at start).
 fn bounce_interval(config: &Config) -> tokio::time::Interval {

@@ -23,6 +23,7 @@ use crate::email::Email;
 mod bounces;
 mod consent;
 mod lease;
+mod migrate;
 pub mod postgres;
 mod runs;
 pub mod sql;

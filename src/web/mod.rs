@@ -29,6 +29,9 @@ pub struct AppState {
     pub subs: Option<Arc<Subscriptions>>,
     /// The rate limit of `POST /subscribe`.
     limiter: subscribe::Limiter,
+    /// PostgreSQL: `Some(Some((node, fence)))` while this node holds the schedule lease,
+    /// `Some(None)` while another does; `None` on SQLite.
+    pub lease: RwLock<Option<Option<(String, i64)>>>,
 }
 
 impl AppState {
@@ -43,6 +46,7 @@ impl AppState {
             feed_cache: feeds::Cache::default(),
             subs,
             limiter: subscribe::Limiter::default(),
+            lease: RwLock::new(None),
         })
     }
 
@@ -94,12 +98,29 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// Alive; on PostgreSQL also whether this node runs the digest schedules.
+async fn healthz(State(state): State<Arc<AppState>>) -> String {
+    match &*state.lease.read().unwrap_or_else(|e| e.into_inner()) {
+        None => "ok\n".into(),
+        Some(Some((node, fence))) => {
+            format!("ok\nschedule: this node ({node}) holds the lease, fence {fence}\n")
+        }
+        Some(None) => "ok\nschedule: another node holds the lease\n".into(),
+    }
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut text = state.metrics.render();
+    if let Some(lease) = &*state.lease.read().unwrap_or_else(|e| e.into_inner()) {
+        let _ = std::fmt::Write::write_fmt(
+            &mut text,
+            format_args!(
+                "# HELP herold_schedule_lease_held 1 while this node runs the digest schedules (PostgreSQL).\n# TYPE herold_schedule_lease_held gauge\nherold_schedule_lease_held{{node=\"{}\"}} {}\n",
+                crate::store::node_id(),
+                u8::from(lease.is_some())
+            ),
+        );
+    }
     if let Some(subs) = &state.subs {
         // Bounces are handled by other processes too (`herold bounce` from the MTA): their
         // counts live in the database.
