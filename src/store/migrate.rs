@@ -128,7 +128,6 @@ fn columns(source: &rusqlite::Connection, table: &str) -> Result<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::email::Email;
     use crate::store::tests::stores;
 
