@@ -15,6 +15,7 @@ mod import;
 mod languages;
 mod mta;
 mod nasty;
+mod nodes;
 mod pages;
 mod snapshots;
 mod subscribe;
