@@ -2,9 +2,12 @@
 //! with 4 connections, without DKIM and with RSA and Ed25519 DKIM; beside it, postfix's
 //! `smtp-source` sending the same number of messages of the same size to the same sink.
 //!
-//! Needs Debian's `postfix` (for `smtp-sink` and `smtp-source`), `openssl` and GNU `time`.
-//! `cargo bench --bench delivery` prints the figures; `HEROLD_BENCH_SUBSCRIBERS` changes the
-//! count.
+//! The same send without DKIM then runs on PostgreSQL (a throw-away server started by the
+//! benchmark) with one node, and with two nodes sharing the run by claiming deliveries.
+//!
+//! Needs Debian's `postfix` (for `smtp-sink` and `smtp-source`), `postgresql`, `openssl` and
+//! GNU `time`. `cargo bench --bench delivery` prints the figures; `HEROLD_BENCH_SUBSCRIBERS`
+//! changes the count.
 
 #[path = "corpus/mod.rs"]
 mod corpus;
@@ -31,7 +34,7 @@ fn free_port() -> u16 {
 /// A site with `n` active subscribers of the digest `bench` and twelve fresh items whose
 /// leads are dense German (umlauts, „quotes“, dashes in every sentence): a digest of about
 /// 24 KB, as FITKO's weekly one.
-fn site(dir: &Path, port: u16, dkim: Option<&str>, n: usize) {
+fn site(dir: &Path, port: u16, dkim: Option<&str>, n: usize, postgres: Option<&str>) {
     std::fs::create_dir_all(dir.join("content")).unwrap();
     let yesterday = (herold::clock::now_utc() - chrono::TimeDelta::days(1))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -86,6 +89,25 @@ fn site(dir: &Path, port: u16, dkim: Option<&str>, n: usize) {
         ),
     )
     .unwrap();
+    if let Some(url) = postgres {
+        let config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+        std::fs::write(
+            dir.join("config.toml"),
+            format!("{config}[database]\nurl = \"{url}\"\n"),
+        )
+        .unwrap();
+        drop(herold::store::Store::open_postgres(url, None).unwrap());
+        herold::store::testpg::psql(
+            url,
+            &format!(
+                "INSERT INTO subscribers (email, address_hash, status, topics, digests, created_at, confirmed_at, consent_version, source)
+                 SELECT 'leser' || lpad(i::text, 6, '0') || '@example.org', 'h' || i, 'active', '[]', '[\"bench\"]', 1, 1, '1', 'bench'
+                 FROM generate_series(0, {}) AS i",
+                n - 1
+            ),
+        );
+        return;
+    }
     let db = dir.join("data/herold.sqlite3");
     drop(herold::store::Store::open(&db).unwrap());
     let mut conn = rusqlite::Connection::open(&db).unwrap();
@@ -173,7 +195,7 @@ fn main() {
     for variant in [None, Some("rsa"), Some("ed25519")] {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        site(dir.path(), port, variant, n);
+        site(dir.path(), port, variant, n, None);
         if size == 0 {
             let out = Command::new(herold)
                 .args(["-q", "digest", "preview", "bench"])
@@ -197,6 +219,64 @@ fn main() {
             n as f64 / secs,
             kb / 1024,
             out.trim()
+        );
+    }
+    // PostgreSQL, no DKIM: one node, then two nodes started together on the same run.
+    for nodes in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let url = herold::store::testpg::database();
+        site(dir.path(), port, None, n, Some(&url));
+        let mut s = sink(port);
+        let start = Instant::now();
+        let children: Vec<_> = (0..nodes)
+            .map(|_| {
+                let report = tempfile::NamedTempFile::new().unwrap();
+                let child = Command::new("/usr/bin/time")
+                    .arg("-f")
+                    .arg("%M %U %S")
+                    .arg("-o")
+                    .arg(report.path())
+                    .args([herold, "-q", "digest", "send", "bench"])
+                    .current_dir(dir.path())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                // The second node joins once the first has planned the run.
+                while herold::store::testpg::psql(&url, "SELECT COUNT(*) FROM digest_runs") == "0" {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                (child, report)
+            })
+            .collect();
+        let mut cpu = 0.0;
+        let mut peak = 0;
+        for (mut child, report) in children {
+            child.wait().unwrap();
+            let r = std::fs::read_to_string(report.path()).unwrap();
+            let f: Vec<f64> = r
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("0 0 0")
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            peak = peak.max(f.first().copied().unwrap_or(0.0) as u64);
+            cpu += f.iter().skip(1).sum::<f64>();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let _ = s.kill();
+        let _ = s.wait();
+        let sent = herold::store::testpg::psql(
+            &url,
+            "SELECT COUNT(*) FROM deliveries WHERE status = 'sent'",
+        );
+        println!(
+            "herold on PostgreSQL, {nodes} node(s), DKIM none: {sent} of {n} sent in {secs:.2} s = {:.0} messages/s, peak {} MB per node (CPU {cpu:.1} s, herold only)",
+            n as f64 / secs,
+            peak / 1024
         );
     }
     let port = free_port();

@@ -379,7 +379,7 @@ impl Sender<'_> {
             .map(|(id, its)| (*id, sets[its.as_slice()].as_str()))
             .collect();
         let fence = self.fence.as_ref().map(|(h, f)| (h.as_str(), *f));
-        let run = self.store(|s| {
+        let started = self.subs.with_store(|s| {
             s.start_run_fenced(
                 &digest.name,
                 now,
@@ -388,7 +388,16 @@ impl Sender<'_> {
                 &deliveries,
                 fence,
             )
-        })?;
+        });
+        let run = match started {
+            Ok(run) => run,
+            Err(crate::store::Error::Planned(why)) => {
+                // Another node planned it first: help deliver that run instead.
+                tracing::info!(digest = %digest.name, "{why}");
+                return self.finish(digest, corpus, now).await;
+            }
+            Err(e) => return Err(anyhow::anyhow!("database: {e}")),
+        };
         tracing::info!(digest = %digest.name, run = run.id, items = item_ids.len(), recipients = deliveries.len(), "digest run started");
         self.archive_run(digest, corpus);
         let r = self.deliver(digest, &run, corpus, now).await?;

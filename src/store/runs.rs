@@ -181,7 +181,7 @@ impl Store {
                 )?
                 .get(0)?;
             if clash {
-                return Err(super::Error::Other(format!(
+                return Err(super::Error::Planned(format!(
                     "a run of the digest `{digest}` was planned elsewhere meanwhile; nothing is planned twice"
                 )));
             }

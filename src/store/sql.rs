@@ -24,6 +24,9 @@ pub enum Error {
     Data { column: usize, what: String },
     #[error("no row")]
     NoRow,
+    /// Another node (or process) planned a run of this digest meanwhile.
+    #[error("{0}")]
+    Planned(String),
     #[error("{0}")]
     Other(String),
 }
