@@ -179,6 +179,12 @@ struct Context<'a> {
     now: i64,
 }
 
+/// Where the next page of pending deliveries starts.
+struct Source {
+    after: i64,
+    done: bool,
+}
+
 /// A mail being composed: its bytes ready, or being signed on the blocking pool.
 struct Composing {
     subscriber_id: i64,
@@ -522,69 +528,56 @@ impl Sender<'_> {
         let workers_wanted = self.config.mail.concurrency.clamp(1, total.max(1));
         // Pending deliveries are read a page at a time, so a run for many subscribers needs
         // no more memory than a page.
-        let mut after = i64::MIN;
-        // On PostgreSQL deliveries are claimed in small batches, so a node that dies leaves
-        // at most one batch to be sent again; the batch is small enough to be sent well
-        // within the claim's lifetime at the configured rate.
-        let lease = self.config.database.lease.as_secs() as i64;
-        let batch = ((self.config.mail.rate_per_second * lease as f64 / 3.0) as usize)
-            .clamp(1, CLAIM_BATCH);
-        loop {
-            let page = match &self.node {
-                Some(node) => {
-                    self.store(|s| s.claim_deliveries(run.id, node, after, batch, lease))?
+        // Pending deliveries are read a page at a time (on PostgreSQL: claimed in small
+        // batches), by whichever worker runs out first: no worker waits for the others
+        // between pages, and a run for many subscribers needs no more memory than a page.
+        let source = std::sync::Mutex::new(Source {
+            after: i64::MIN,
+            done: false,
+        });
+        let ctx = Context {
+            digest,
+            run,
+            by_id: &by_id,
+            renditions: &renditions,
+            since,
+            run_time,
+            counts: &counts,
+            now,
+        };
+        let worker = || async {
+            let mut connection = self.subs.mailer.connection();
+            // Each worker composes (and signs) its next mail while the server takes the
+            // current one, so signatures keep every core busy.
+            let mut ahead: std::collections::VecDeque<Composing> =
+                std::collections::VecDeque::with_capacity(COMPOSE_AHEAD + 1);
+            loop {
+                if self.stop.load(Ordering::SeqCst) || self.lost_claim.load(Ordering::SeqCst) {
+                    // Mails composed ahead but not sent stay pending (on PostgreSQL their
+                    // claims expire and they go to whoever asks next).
+                    return Ok::<(), anyhow::Error>(());
                 }
-                None => self.store(|s| s.pending_deliveries_page(run.id, after, DELIVERY_PAGE))?,
-            };
-            let Some(last) = page.last() else { break };
-            after = last.subscriber_id;
-            queue.lock().unwrap_or_else(|e| e.into_inner()).extend(page);
-            let ctx = Context {
-                digest,
-                run,
-                by_id: &by_id,
-                renditions: &renditions,
-                since,
-                run_time,
-                counts: &counts,
-                now,
-            };
-            let worker = || async {
-                let mut connection = self.subs.mailer.connection();
-                // Each worker composes (and signs) its next mail while the server takes the
-                // current one, so signatures keep every core busy.
-                let mut ahead: std::collections::VecDeque<Composing> =
-                    std::collections::VecDeque::with_capacity(COMPOSE_AHEAD + 1);
-                loop {
-                    if self.stop.load(Ordering::SeqCst) || self.lost_claim.load(Ordering::SeqCst) {
-                        // Mails composed ahead but not sent stay pending.
-                        return Ok::<(), anyhow::Error>(());
-                    }
-                    while ahead.len() <= COMPOSE_AHEAD {
-                        match self.compose_next(&queue, &ctx)? {
-                            Some(c) => ahead.push_back(c),
-                            None => break,
-                        }
-                    }
-                    let Some(current) = ahead.pop_front() else {
-                        return Ok(());
-                    };
-                    let subscriber_id = current.subscriber_id;
-                    let message = current.message().await?;
-                    self.send_one(&mut connection, &ctx, subscriber_id, &message, &pacer)
-                        .await?;
-                    if let Some(p) = &self.progress {
-                        p.inc(1);
+                while ahead.len() <= COMPOSE_AHEAD {
+                    match self.compose_next(&queue, &source, &ctx)? {
+                        Some(c) => ahead.push_back(c),
+                        None => break,
                     }
                 }
-            };
-            let workers: Vec<_> = (0..workers_wanted).map(|_| worker()).collect();
-            for r in futures_util::future::join_all(workers).await {
-                r?;
+                let Some(current) = ahead.pop_front() else {
+                    return Ok(());
+                };
+                let subscriber_id = current.subscriber_id;
+                let message = current.message().await?;
+                self.send_one(&mut connection, &ctx, subscriber_id, &message, &pacer)
+                    .await?;
+                if let Some(p) = &self.progress {
+                    p.inc(1);
+                }
             }
-            if self.stop.load(Ordering::SeqCst) || self.lost_claim.load(Ordering::SeqCst) {
-                break;
-            }
+        };
+        let workers: Vec<_> = (0..workers_wanted).map(|_| worker()).collect();
+        for r in futures_util::future::join_all(workers).await {
+            r?;
         }
         let report = Report {
             run_id: Some(run.id),
@@ -630,16 +623,62 @@ impl Sender<'_> {
     fn compose_next(
         &self,
         queue: &std::sync::Mutex<std::collections::VecDeque<crate::store::Delivery>>,
+        source: &std::sync::Mutex<Source>,
         ctx: &Context<'_>,
     ) -> anyhow::Result<Option<Composing>> {
         loop {
-            let Some(d) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else {
-                return Ok(None);
+            let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+            let d = match next {
+                Some(d) => d,
+                None => {
+                    if !self.refill(queue, source, ctx.run)? {
+                        return Ok(None);
+                    }
+                    continue;
+                }
             };
             if let Some(c) = self.compose_one(ctx, &d)? {
                 return Ok(Some(c));
             }
         }
+    }
+
+    /// Reads (on PostgreSQL: claims) the next page of pending deliveries into `queue`;
+    /// `false` when there are none left. One worker at a time; the others find the queue
+    /// filled when they get the lock.
+    fn refill(
+        &self,
+        queue: &std::sync::Mutex<std::collections::VecDeque<crate::store::Delivery>>,
+        source: &std::sync::Mutex<Source>,
+        run: &Run,
+    ) -> anyhow::Result<bool> {
+        let mut source = source.lock().unwrap_or_else(|e| e.into_inner());
+        if !queue.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+            return Ok(true);
+        }
+        if source.done || self.stop.load(Ordering::SeqCst) || self.lost_claim.load(Ordering::SeqCst)
+        {
+            return Ok(false);
+        }
+        let after = source.after;
+        let page = match &self.node {
+            // Claims are small enough to be sent well within their lifetime at the
+            // configured rate, so a node that dies leaves at most one batch to go twice.
+            Some(node) => {
+                let lease = self.config.database.lease.as_secs() as i64;
+                let batch = ((self.config.mail.rate_per_second * lease as f64 / 3.0) as usize)
+                    .clamp(1, CLAIM_BATCH);
+                self.store(|s| s.claim_deliveries(run.id, node, after, batch, lease))?
+            }
+            None => self.store(|s| s.pending_deliveries_page(run.id, after, DELIVERY_PAGE))?,
+        };
+        let Some(last) = page.last() else {
+            source.done = true;
+            return Ok(false);
+        };
+        source.after = last.subscriber_id;
+        queue.lock().unwrap_or_else(|e| e.into_inner()).extend(page);
+        Ok(true)
     }
 
     /// Starts composing the mail of delivery `d` (signing on the blocking pool), or records
