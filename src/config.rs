@@ -771,15 +771,24 @@ impl Config {
             ));
         }
         if let Some(u) = &self.database.url {
-            let ok =
-                url::Url::parse(u).is_ok_and(|p| matches!(p.scheme(), "postgres" | "postgresql"));
-            if !ok || u.parse::<tokio_postgres::Config>().is_err() {
+            let ok = (u.starts_with("postgres://") || u.starts_with("postgresql://"))
+                && u.parse::<tokio_postgres::Config>().is_ok();
+            if !ok {
                 return Err(err(
                     "url",
                     "database.url must look like postgres://user@host:5432/herold".into(),
                 ));
             }
-            if url::Url::parse(u).is_ok_and(|p| p.password().is_some()) {
+            // Secrets never live in the file (an URL from the environment may carry one).
+            let in_file = text
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|t| t.get("database")?.get("url")?.as_str().map(str::to_string));
+            let with_password = |u: &str| {
+                u.parse::<tokio_postgres::Config>()
+                    .is_ok_and(|c| c.get_password().is_some())
+            };
+            if in_file.as_deref().is_some_and(with_password) {
                 return Err(err(
                     "url",
                     "database.url must not hold the password: use database.password_file, the credential db-password or PGPASSWORD".into(),

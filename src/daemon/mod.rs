@@ -849,13 +849,32 @@ impl Daemon {
             }
             _ => {}
         }
-        let held = self.lease.map(|f| (crate::store::node_id().to_string(), f));
+        let view = match self.lease {
+            Some(fence) => web::LeaseView {
+                holder: Some(node.to_string()),
+                fence,
+                mine: true,
+            },
+            None => {
+                let state = self.web.subs.lock_store().lease(crate::store::SCHEDULE);
+                let (holder, fence) = match state {
+                    Ok(s) if s.expires_at >= s.now => (s.holder, s.fence),
+                    Ok(s) => (None, s.fence),
+                    Err(_) => (None, 0),
+                };
+                web::LeaseView {
+                    holder,
+                    fence,
+                    mine: false,
+                }
+            }
+        };
         *self
             .web
             .state
             .lease
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = Some(held);
+            .unwrap_or_else(|e| e.into_inner()) = Some(view);
     }
 
     /// PostgreSQL: every node helps deliver runs that another node started (or left behind

@@ -153,6 +153,9 @@ pub struct Sender<'a> {
     pub fence: Option<(String, i64)>,
     /// Set when another node took over a claim of this one: it stops.
     lost_claim: AtomicBool,
+    /// PostgreSQL: connections of their own for the workers' outcome records, so that
+    /// records of several connections are in flight together instead of queueing on one.
+    recorders: std::sync::OnceLock<Vec<std::sync::Mutex<crate::store::Store>>>,
     /// Bodies by (language, item ids): rendered and encoded once per item set and language,
     /// with markers for the recipient's links.
     rendered: std::sync::Mutex<HashMap<BodyKey, Arc<Prepared>>>,
@@ -177,6 +180,8 @@ struct Context<'a> {
     run_time: DateTime<Utc>,
     counts: &'a Counts,
     now: i64,
+    /// The subscribers of the deliveries read so far, fetched a page at a time.
+    subscribers: std::sync::Mutex<HashMap<i64, Subscriber>>,
 }
 
 /// Where the next page of pending deliveries starts.
@@ -266,6 +271,7 @@ impl<'a> Sender<'a> {
                 .then(|| crate::store::node_id().to_string()),
             fence: None,
             lost_claim: AtomicBool::new(false),
+            recorders: std::sync::OnceLock::new(),
             rendered: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -526,6 +532,14 @@ impl Sender<'_> {
         let pacer = Pacer::new(self.config.mail.rate_per_second);
         let counts = Counts::default();
         let workers_wanted = self.config.mail.concurrency.clamp(1, total.max(1));
+        if self.node.is_some() {
+            self.recorders.get_or_init(|| {
+                (0..workers_wanted)
+                    .filter_map(|_| crate::store::Store::connect(self.config).ok())
+                    .map(std::sync::Mutex::new)
+                    .collect()
+            });
+        }
         // Pending deliveries are read a page at a time, so a run for many subscribers needs
         // no more memory than a page.
         // Pending deliveries are read a page at a time (on PostgreSQL: claimed in small
@@ -544,6 +558,7 @@ impl Sender<'_> {
             run_time,
             counts: &counts,
             now,
+            subscribers: std::sync::Mutex::new(HashMap::new()),
         };
         let worker = || async {
             let mut connection = self.subs.mailer.connection();
@@ -631,7 +646,7 @@ impl Sender<'_> {
             let d = match next {
                 Some(d) => d,
                 None => {
-                    if !self.refill(queue, source, ctx.run)? {
+                    if !self.refill(queue, source, ctx)? {
                         return Ok(None);
                     }
                     continue;
@@ -650,8 +665,9 @@ impl Sender<'_> {
         &self,
         queue: &std::sync::Mutex<std::collections::VecDeque<crate::store::Delivery>>,
         source: &std::sync::Mutex<Source>,
-        run: &Run,
+        ctx: &Context<'_>,
     ) -> anyhow::Result<bool> {
+        let run = ctx.run;
         let mut source = source.lock().unwrap_or_else(|e| e.into_inner());
         if !queue.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
             return Ok(true);
@@ -677,6 +693,13 @@ impl Sender<'_> {
             return Ok(false);
         };
         source.after = last.subscriber_id;
+        // One query for the page's subscribers instead of one per mail.
+        let ids: Vec<i64> = page.iter().map(|d| d.subscriber_id).collect();
+        let found = self.store(|s| s.get_many(&ids))?;
+        ctx.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(found.into_iter().map(|s| (s.id, s)));
         queue.lock().unwrap_or_else(|e| e.into_inner()).extend(page);
         Ok(true)
     }
@@ -694,7 +717,16 @@ impl Sender<'_> {
             ctx.counts.skipped.fetch_add(1, Ordering::SeqCst);
             Ok(None)
         };
-        let Some(subscriber) = self.store(|s| s.get(d.subscriber_id))? else {
+        let cached = ctx
+            .subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&d.subscriber_id);
+        let subscriber = match cached {
+            Some(s) => Some(s),
+            None => self.store(|s| s.get(d.subscriber_id))?,
+        };
+        let Some(subscriber) = subscriber else {
             return skip("unsubscribed");
         };
         let items: Vec<&Arc<Item>> = d
@@ -943,8 +975,20 @@ impl Sender<'_> {
         match &self.node {
             None => self.store(|s| s.record_delivery(run, subscriber, status, error, now)),
             Some(node) => {
-                let held =
-                    self.store(|s| s.record_claimed(run, subscriber, node, status, error, now))?;
+                let held = match self.recorders.get().filter(|pool| !pool.is_empty()) {
+                    Some(pool) => {
+                        let mut store = pool
+                            .iter()
+                            .find_map(|m| m.try_lock().ok())
+                            .unwrap_or_else(|| pool[0].lock().unwrap_or_else(|e| e.into_inner()));
+                        store
+                            .record_claimed(run, subscriber, node, status, error, now)
+                            .map_err(|e| anyhow::anyhow!("database: {e}"))?
+                    }
+                    None => {
+                        self.store(|s| s.record_claimed(run, subscriber, node, status, error, now))?
+                    }
+                };
                 if !held && !self.lost_claim.swap(true, Ordering::SeqCst) {
                     tracing::warn!(
                         run,

@@ -24,6 +24,7 @@ mod bounces;
 mod consent;
 mod lease;
 mod migrate;
+mod pgtls;
 pub mod postgres;
 mod runs;
 pub mod sql;

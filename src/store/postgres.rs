@@ -179,16 +179,35 @@ fn params(args: &[Value]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
 fn open(config: &tokio_postgres::Config) -> anyhow::Result<tokio_postgres::Client> {
     let config = config.clone();
     let rt = runtime();
-    let connecting = rt.spawn(async move { config.connect(tokio_postgres::NoTls).await });
-    let (client, connection) = block_on(connecting)
-        .map_err(|e| anyhow::anyhow!("database connection task: {e}"))?
-        .map_err(|e| anyhow::anyhow!("cannot connect to the database: {}", Error::from(e)))?;
-    rt.spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!("database connection ended: {}", Error::from(e));
+    let tls = config.get_ssl_mode() == tokio_postgres::config::SslMode::Require;
+    let connecting = rt.spawn(async move {
+        if tls {
+            let connector = super::pgtls::Rustls::new().map_err(|e| e.to_string())?;
+            let (client, connection) = config
+                .connect(connector)
+                .await
+                .map_err(|e| Error::from(e).to_string())?;
+            tokio::spawn(watch(connection));
+            Ok::<_, String>(client)
+        } else {
+            let (client, connection) = config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(|e| Error::from(e).to_string())?;
+            tokio::spawn(watch(connection));
+            Ok(client)
         }
     });
-    Ok(client)
+    block_on(connecting)
+        .map_err(|e| anyhow::anyhow!("database connection task: {e}"))?
+        .map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))
+}
+
+/// Drives a connection until it ends, and says why it ended.
+async fn watch<F: Future<Output = std::result::Result<(), tokio_postgres::Error>>>(connection: F) {
+    if let Err(e) = connection.await {
+        tracing::warn!("database connection ended: {}", Error::from(e));
+    }
 }
 
 impl Conn for Pg {

@@ -266,6 +266,23 @@ impl Store {
         get_where(self.c(), "email = ?1", args![email.as_str()])
     }
 
+    /// The subscribers of these ids that exist (a page of deliveries at once).
+    pub fn get_many(&self, ids: &[i64]) -> Result<Vec<Subscriber>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("?{i}")).collect();
+            let values: Vec<super::sql::Value> =
+                chunk.iter().map(|&i| super::sql::Value::Int(i)).collect();
+            for r in self.c().rows(
+                &format!("{SELECT} WHERE id IN ({})", marks.join(", ")),
+                &values,
+            )? {
+                out.push(row_to_subscriber(&r)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Pending and active subscribers, by address.
     pub fn list(&self) -> Result<Vec<Subscriber>> {
         self.c()

@@ -65,6 +65,32 @@ fn server() -> &'static Server {
             .output()
             .unwrap();
         assert!(out.status.success(), "initdb: {out:?}");
+        // A CA made for the test and a certificate for `localhost`, so that TLS can be
+        // tried too (plain connections stay allowed).
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=herold test CA"]);
+        openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]);
+        std::fs::write(
+            dir.join("ext.cnf"),
+            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf"]);
+        let ok = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(dir.join("server.key"))
+            .arg(dir.join("server.pem"))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -77,8 +103,8 @@ fn server() -> &'static Server {
             .arg(dir.join("log"))
             .arg("-o")
             .arg(format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
-                dir.display()
+                "-p {port} -k {d} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c ssl=on -c ssl_cert_file={d}/server.pem -c ssl_key_file={d}/server.key",
+                d = dir.display()
             ))
             .args(["-w", "start"])
             .output()
@@ -119,6 +145,14 @@ pub fn database() -> String {
         .unwrap();
     assert!(out.status.success(), "CREATE DATABASE: {out:?}");
     format!("postgres://postgres@127.0.0.1:{}/{name}", s.port)
+}
+
+/// A new, empty database reached over TLS (`sslmode=require`, host `localhost`), and the
+/// PEM file of the CA that signed the server's certificate (give it as `SSL_CERT_FILE`).
+pub fn tls_database() -> (String, PathBuf) {
+    let url = database();
+    let url = url.replace("@127.0.0.1:", "@localhost:") + "?sslmode=require";
+    (url, server().dir.join("ca.pem"))
 }
 
 /// The server's data directory (its table files, for tests of erasure).

@@ -20,6 +20,16 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::subscriptions::Subscriptions;
 
+/// The schedule lease as a node last saw it (PostgreSQL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseView {
+    /// The holder's node name, if anyone holds it.
+    pub holder: Option<String>,
+    pub fence: i64,
+    /// Whether this node is the holder.
+    pub mine: bool,
+}
+
 /// What the handlers share. The configuration is swapped as a whole on reload.
 pub struct AppState {
     config: RwLock<Arc<Config>>,
@@ -29,9 +39,8 @@ pub struct AppState {
     pub subs: Option<Arc<Subscriptions>>,
     /// The rate limit of `POST /subscribe`.
     limiter: subscribe::Limiter,
-    /// PostgreSQL: `Some(Some((node, fence)))` while this node holds the schedule lease,
-    /// `Some(None)` while another does; `None` on SQLite.
-    pub lease: RwLock<Option<Option<(String, i64)>>>,
+    /// PostgreSQL: who holds the schedule lease, as this node saw it last; `None` on SQLite.
+    pub lease: RwLock<Option<LeaseView>>,
 }
 
 impl AppState {
@@ -102,10 +111,22 @@ pub fn app(state: Arc<AppState>) -> Router {
 async fn healthz(State(state): State<Arc<AppState>>) -> String {
     match &*state.lease.read().unwrap_or_else(|e| e.into_inner()) {
         None => "ok\n".into(),
-        Some(Some((node, fence))) => {
-            format!("ok\nschedule: this node ({node}) holds the lease, fence {fence}\n")
+        Some(LeaseView {
+            holder: Some(node),
+            fence,
+            mine: true,
+        }) => format!("ok\nschedule: this node ({node}) holds the lease, fence {fence}\n"),
+        Some(LeaseView {
+            holder: Some(node),
+            fence,
+            mine: false,
+        }) => format!(
+            "ok\nschedule: {node} holds the lease, fence {fence}; this node is {}\n",
+            crate::store::node_id()
+        ),
+        Some(LeaseView { holder: None, .. }) => {
+            "ok\nschedule: nobody holds the lease right now\n".into()
         }
-        Some(None) => "ok\nschedule: another node holds the lease\n".into(),
     }
 }
 
@@ -117,7 +138,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             format_args!(
                 "# HELP herold_schedule_lease_held 1 while this node runs the digest schedules (PostgreSQL).\n# TYPE herold_schedule_lease_held gauge\nherold_schedule_lease_held{{node=\"{}\"}} {}\n",
                 crate::store::node_id(),
-                u8::from(lease.is_some())
+                u8::from(lease.mine)
             ),
         );
     }

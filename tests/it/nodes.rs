@@ -235,6 +235,34 @@ fn two_nodes_share_a_run_while_the_lease_holder_dies() {
             "SELECT fence FROM leases WHERE name = 'schedule'",
         ));
         let node = nodes[h].as_ref().unwrap();
+        if round == 0 {
+            // The other node names the holder.
+            let mine = node.get("/healthz", &[]).text();
+            let name = mine
+                .split('(')
+                .nth(1)
+                .unwrap()
+                .split(')')
+                .next()
+                .unwrap()
+                .to_string();
+            let other = nodes[1 - h].as_ref().unwrap();
+            eventually("the other node to name the holder", || {
+                other
+                    .get("/healthz", &[])
+                    .text()
+                    .contains(&format!("schedule: {name} holds the lease"))
+                    .then_some(())
+            });
+            let held = |n: &Running| {
+                n.get("/metrics", &[])
+                    .text()
+                    .lines()
+                    .find(|l| l.starts_with("herold_schedule_lease_held{"))
+                    .map(|l| l.ends_with(" 1"))
+            };
+            assert_eq!((held(node), held(other)), (Some(true), Some(false)));
+        }
         mid_run = counts.len();
         if round == 1 {
             // Frozen past its lease: the other node takes over; then it wakes up.
@@ -287,4 +315,57 @@ fn two_nodes_share_a_run_while_the_lease_holder_dies() {
     eprintln!(
         "{N} recipients, {sent} mails, {duplicates} duplicates, {events} events, fences {fences:?}"
     );
+}
+
+/// `sslmode=require`: the connection is TLS, and the server's certificate is checked
+/// against the trusted roots (here the test's CA, given as `SSL_CERT_FILE`).
+#[test]
+fn postgresql_over_tls_checks_the_server() {
+    let (url, ca) = testpg::tls_database();
+    let site = Site::new();
+    let config = std::fs::read_to_string(site.path("config.toml")).unwrap();
+    std::fs::write(
+        site.path("config.toml"),
+        format!("{config}\n[database]\nurl = \"{url}\"\n"),
+    )
+    .unwrap();
+    let run = |ca: Option<&std::path::Path>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_herold"));
+        c.args(["subscribers", "list"])
+            .current_dir(site.dir.path())
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG");
+        if let Some(ca) = ca {
+            c.env("SSL_CERT_FILE", ca);
+        }
+        c.output().unwrap()
+    };
+    let refused = run(None);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("cannot connect to the database"),
+        "{refused:?}"
+    );
+    let ok = run(Some(&ca));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let plain = url
+        .replace("?sslmode=require", "")
+        .replace("@localhost:", "@127.0.0.1:");
+    assert_eq!(
+        testpg::psql(&plain, "SELECT MAX(version) FROM herold_schema"),
+        "1",
+        "migrated over TLS"
+    );
+    // The daemon's connection is encrypted.
+    let running = site.start_with(&[("SSL_CERT_FILE", ca.to_str().unwrap())]);
+    let encrypted = testpg::psql(
+        &plain,
+        "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'herold'",
+    );
+    drop(running);
+    assert_eq!(encrypted, "t");
 }
