@@ -333,7 +333,7 @@ impl Store {
         match &mut self.db {
             Db::Sqlite(c) => {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let v = f(&tx)?;
+                let v = f(&*tx)?;
                 tx.commit()?;
                 Ok(v)
             }

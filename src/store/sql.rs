@@ -243,20 +243,6 @@ impl Conn for rusqlite::Connection {
     }
 }
 
-impl Conn for rusqlite::Transaction<'_> {
-    fn engine(&self) -> Engine {
-        Engine::Sqlite
-    }
-
-    fn exec(&self, sql: &str, args: &[Value]) -> Result<u64> {
-        sqlite_exec(self, sql, args)
-    }
-
-    fn rows(&self, sql: &str, args: &[Value]) -> Result<Vec<Row>> {
-        sqlite_rows(self, sql, args)
-    }
-}
-
 impl rusqlite::ToSql for Value {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         use rusqlite::types::{ToSqlOutput, ValueRef};

@@ -606,15 +606,11 @@ fn the_bounce_mailbox_over_tls_and_starttls() {
     let plain = std::fs::read_to_string(site.path("config.toml")).unwrap();
     let herold = |config: &str, ca: Option<&Path>| {
         std::fs::write(site.path("config.toml"), config).unwrap();
-        let mut c = Command::new(env!("CARGO_BIN_EXE_herold"));
-        c.args(["bounce", "--imap"])
-            .current_dir(site.dir.path())
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG");
-        if let Some(ca) = ca {
-            c.env("SSL_CERT_FILE", ca);
-        }
-        c.output().unwrap()
+        let env: Vec<(&str, &std::ffi::OsStr)> = ca
+            .map(|c| ("SSL_CERT_FILE", c.as_os_str()))
+            .into_iter()
+            .collect();
+        site.herold_with(&["bounce", "--imap"], &env)
     };
     let tls = plain
         .replace("host = \"127.0.0.1\"", "host = \"localhost\"")

@@ -56,11 +56,17 @@ impl Site {
 
     /// Runs the real binary in the site's directory.
     pub fn herold(&self, args: &[&str]) -> Output {
+        self.herold_with(args, &[])
+    }
+
+    /// Runs the real binary in the site's directory with more environment variables.
+    pub fn herold_with(&self, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Output {
         std::process::Command::new(env!("CARGO_BIN_EXE_herold"))
             .args(args)
             .current_dir(self.dir.path())
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .output()
             .unwrap()
     }
@@ -436,6 +442,15 @@ impl Received {
             m.subparts.iter().find_map(|p| find(p, mime))
         }
         find(&self.parsed(), mime).unwrap_or_else(|| panic!("no {mime} part"))
+    }
+
+    /// The first link in the plain-text part that contains `needle`.
+    pub fn link_with(&self, needle: &str) -> String {
+        self.part("text/plain")
+            .split_whitespace()
+            .find(|w| w.contains(needle))
+            .unwrap_or_else(|| panic!("no link with {needle}"))
+            .to_string()
     }
 
     /// The first link in the plain-text part that starts with `prefix`.

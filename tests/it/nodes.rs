@@ -90,12 +90,7 @@ fn subscriptions_and_digests_work_the_same_on_postgresql() {
     assert_eq!(digest.to, ["neu@example.org"]);
     // Its unsubscribe link erases the address; the consent log keeps only hashes.
     let running = site.start();
-    let unsub = digest
-        .part("text/plain")
-        .split_whitespace()
-        .find(|w| w.contains("/unsubscribe/"))
-        .unwrap()
-        .to_string();
+    let unsub = digest.link_with("/unsubscribe/");
     let r = running.post_form(&running.path_of(&unsub), &[]);
     assert_eq!(r.status, 200);
     assert_eq!(testpg::psql(&url, "SELECT COUNT(*) FROM subscribers"), "0");
@@ -170,12 +165,7 @@ fn a_sqlite_database_moves_to_postgresql_and_its_links_keep_working() {
         .iter()
         .find(|m| m.to[0] == "anna@example.org")
         .unwrap();
-    let unsub = anna
-        .part("text/plain")
-        .split_whitespace()
-        .find(|w| w.contains("/unsubscribe/"))
-        .unwrap()
-        .to_string();
+    let unsub = anna.link_with("/unsubscribe/");
     let r = running.post_form(&running.path_of(&unsub), &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(testpg::psql(&url, "SELECT COUNT(*) FROM subscribers"), "1");
@@ -329,24 +319,16 @@ fn postgresql_over_tls_checks_the_server() {
         format!("{config}\n[database]\nurl = \"{url}\"\n"),
     )
     .unwrap();
-    let run = |ca: Option<&std::path::Path>| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_herold"));
-        c.args(["subscribers", "list"])
-            .current_dir(site.dir.path())
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG");
-        if let Some(ca) = ca {
-            c.env("SSL_CERT_FILE", ca);
-        }
-        c.output().unwrap()
-    };
-    let refused = run(None);
+    let refused = site.herold(&["subscribers", "list"]);
     assert!(!refused.status.success());
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("cannot connect to the database"),
         "{refused:?}"
     );
-    let ok = run(Some(&ca));
+    let ok = site.herold_with(
+        &["subscribers", "list"],
+        &[("SSL_CERT_FILE", ca.as_os_str())],
+    );
     assert!(
         ok.status.success(),
         "{}",
