@@ -214,6 +214,14 @@ fn migrate_database(config: &Config, to: &str) -> anyhow::Result<ExitCode> {
         tracing::error!(path = %config.database.path.display(), "there is no SQLite database to copy");
         return Ok(ExitCode::from(2));
     }
+    // Nothing may change the SQLite file while it is copied: a running daemon refuses it.
+    let _lock = match crate::lock::acquire(&config.database) {
+        Ok(lock) => lock,
+        Err(e) => {
+            tracing::error!("{e:#}: stop herold before migrating");
+            return Ok(ExitCode::from(1));
+        }
+    };
     let target_config = crate::config::Database {
         url: Some(to.to_string()),
         ..config.database.clone()

@@ -346,7 +346,7 @@ fn postgresql_over_tls_checks_the_server() {
     let running = site.start_with(&[("SSL_CERT_FILE", ca.to_str().unwrap())]);
     let encrypted = testpg::psql(
         &plain,
-        "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'herold'",
+        "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'herold' AND a.datname = current_database()",
     );
     drop(running);
     assert_eq!(encrypted, "t");
