@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::config::Config;
+use crate::store::Store;
 use crate::token::Keys;
 
 /// Where the secrets were found, for the log (never the secret itself).
@@ -24,11 +25,13 @@ pub enum Source {
     Database,
 }
 
-/// Loads the secrets. `env_secret` is `$HEROLD_SECRET`, `credentials` `$CREDENTIALS_DIRECTORY`.
+/// Loads the secrets. `env_secret` is `$HEROLD_SECRET`, `credentials` `$CREDENTIALS_DIRECTORY`;
+/// `store` is the configuration's database, where PostgreSQL keeps a generated secret.
 pub fn load(
     config: &Config,
     env_secret: Option<String>,
     credentials: Option<PathBuf>,
+    store: &mut Store,
 ) -> anyhow::Result<(Keys, Source)> {
     let (text, source) = if let Some(s) = env_secret.filter(|s| !s.trim().is_empty()) {
         (s, Source::Environment)
@@ -42,14 +45,9 @@ pub fn load(
     } else if config.database.url.is_some() {
         // Several nodes must share the secret: without one configured, it lives in the
         // database (made by the first node that needs it).
-        let mut store = crate::store::Store::connect(config)?;
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes)
-            .map_err(|e| anyhow::anyhow!("no randomness for a secret: {e}"))?;
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         (
             store
-                .meta_or_insert("token_secret", &hex)
+                .meta_or_insert("token_secret", &random_hex()?)
                 .map_err(|e| anyhow::anyhow!("the token secret in the database: {e}"))?,
             Source::Database,
         )
@@ -73,11 +71,12 @@ pub fn load(
 }
 
 /// Reads the environment the way [`load`] expects it.
-pub fn load_from_env(config: &Config) -> anyhow::Result<(Keys, Source)> {
+pub fn load_from_env(config: &Config, store: &mut Store) -> anyhow::Result<(Keys, Source)> {
     load(
         config,
         std::env::var("HEROLD_SECRET").ok(),
         std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+        store,
     )
 }
 
@@ -94,13 +93,18 @@ fn read(path: &Path) -> anyhow::Result<String> {
         .with_context(|| format!("cannot read the secret file {}", path.display()))
 }
 
+/// 32 random bytes in hex: a new secret.
+fn random_hex() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a secret: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 fn generate(path: &Path) -> anyhow::Result<String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a secret: {e}"))?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = random_hex()?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -131,14 +135,15 @@ mod tests {
     fn generated_once_with_mode_0600_then_reused() {
         let dir = tempfile::tempdir().unwrap();
         let c = config(dir.path(), "");
-        let (_, first) = load(&c, None, None).unwrap();
+        let mut st = Store::open(&c.database.path).unwrap();
+        let (_, first) = load(&c, None, None, &mut st).unwrap();
         let path = dir.path().join("data/secret");
         assert_eq!(first, Source::Generated(path.clone()));
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        let (_, second) = load(&c, None, None).unwrap();
+        let (_, second) = load(&c, None, None, &mut st).unwrap();
         assert_eq!(second, Source::Existing(path));
     }
 
@@ -154,21 +159,29 @@ mod tests {
         std::fs::create_dir_all(&creds).unwrap();
         std::fs::write(creds.join("herold-secret"), "credential-secret-0123456789").unwrap();
         let with_file = config(dir.path(), "[server]\nsecret_file = \"s\"\n");
+        let mut st = Store::open(&with_file.database.path).unwrap();
         assert_eq!(
-            load(&with_file, Some("environment-secret-0123".into()), None)
-                .unwrap()
-                .1,
+            load(
+                &with_file,
+                Some("environment-secret-0123".into()),
+                None,
+                &mut st
+            )
+            .unwrap()
+            .1,
             Source::Environment
         );
         assert_eq!(
-            load(&with_file, None, Some(creds.clone())).unwrap().1,
+            load(&with_file, None, Some(creds.clone()), &mut st)
+                .unwrap()
+                .1,
             Source::File(dir.path().join("s"))
         );
         let plain = config(dir.path(), "");
         assert_eq!(
-            load(&plain, None, Some(creds.clone())).unwrap().1,
+            load(&plain, None, Some(creds.clone()), &mut st).unwrap().1,
             Source::Credential(creds.join("herold-secret"))
         );
-        assert!(load(&plain, Some("short".into()), None).is_err());
+        assert!(load(&plain, Some("short".into()), None, &mut st).is_err());
     }
 }

@@ -22,8 +22,8 @@ pub struct Subscriptions {
 impl Subscriptions {
     /// Opens the database, loads the token secret, the mail transport and the templates.
     pub fn open(config: &Config) -> anyhow::Result<Subscriptions> {
-        let store = Store::connect(config)?;
-        let (keys, source) = crate::secrets::load_from_env(config)?;
+        let mut store = Store::connect(config)?;
+        let (keys, source) = crate::secrets::load_from_env(config, &mut store)?;
         match &source {
             crate::secrets::Source::Generated(p) => {
                 tracing::info!(file = %p.display(), "no token secret configured: made a random one and kept it beside the database")

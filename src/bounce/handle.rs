@@ -227,7 +227,7 @@ fn log(h: &Handled, r: &Report) {
 }
 
 /// Keeps an unmatched message (mode 0600: it holds addresses), written atomically.
-fn keep(dir: &Path, raw: &[u8], now: i64) -> Result<PathBuf, Retry> {
+fn keep(dir: &Path, raw: &[u8], now: i64) -> Result<(), Retry> {
     let fail = |error: std::io::Error| Retry::Keep {
         dir: dir.display().to_string(),
         error,
@@ -239,8 +239,7 @@ fn keep(dir: &Path, raw: &[u8], now: i64) -> Result<PathBuf, Retry> {
     let mut f = open_private(&tmp).map_err(fail)?;
     f.write_all(raw).map_err(fail)?;
     f.sync_all().map_err(fail)?;
-    std::fs::rename(&tmp, &path).map_err(fail)?;
-    Ok(path)
+    std::fs::rename(&tmp, &path).map_err(fail)
 }
 
 fn open_private(path: &Path) -> std::io::Result<std::fs::File> {

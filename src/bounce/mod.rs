@@ -21,9 +21,9 @@ pub async fn poll_mailbox(
 ) -> anyhow::Result<imap::Polled> {
     let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
     let password = imap::password(settings, credentials)?;
-    let (keys, _) = crate::secrets::load_from_env(config)?;
-    let matcher = Matcher::new(config, &keys)?;
     let mut store = Store::connect(config)?;
+    let (keys, _) = crate::secrets::load_from_env(config, &mut store)?;
+    let matcher = Matcher::new(config, &keys)?;
     let polled = imap::poll_once(settings, &password, |raw| {
         let now = crate::clock::unix_seconds() as i64;
         handle::handle(raw, None, &matcher, &mut store, Unmatched::Leave, now).map(|h| h.class)

@@ -46,9 +46,9 @@ fn handle_one(
     raw: &[u8],
 ) -> anyhow::Result<&'static str> {
     let now = crate::clock::unix_seconds();
-    let (keys, _) = crate::secrets::load_from_env(config)?;
-    let matcher = Matcher::new(config, &keys)?;
     let mut store = Store::connect(config)?;
+    let (keys, _) = crate::secrets::load_from_env(config, &mut store)?;
+    let matcher = Matcher::new(config, &keys)?;
     let handled = handle::handle(
         raw,
         recipient,

@@ -347,9 +347,14 @@ impl Daemon {
                 self.renew_lease();
                 self.help_unfinished_runs();
                 if self.lease.is_some() {
-                    // Erased addresses leave PostgreSQL's table files within seconds.
-                    if let Err(e) = self.web.subs.lock_store().compact() {
-                        tracing::error!("cannot compact the tables after erasures: {e}");
+                    // Erased addresses leave PostgreSQL's table files within seconds (SQLite
+                    // overwrote them at once and needs nothing).
+                    match self.web.subs.lock_store().compact() {
+                        Ok(true) => tracing::info!(
+                            "erased addresses removed from the table files (VACUUM FULL)"
+                        ),
+                        Ok(false) => {}
+                        Err(e) => tracing::error!("cannot compact the tables after erasures: {e}"),
                     }
                 }
             }
@@ -940,13 +945,6 @@ impl Daemon {
             Ok(0) => {}
             Ok(n) => tracing::info!(entries = n, "consent log entries past retention deleted"),
             Err(e) => tracing::error!("cannot purge the consent log: {e}"),
-        }
-        match store.compact() {
-            Ok(true) => {
-                tracing::info!("erased addresses removed from the table files (VACUUM FULL)")
-            }
-            Ok(false) => {}
-            Err(e) => tracing::error!("cannot compact the tables after erasures: {e}"),
         }
         let bounce = &self.config.bounce;
         let purged = crate::bounce::handle::purge_unmatched(

@@ -267,7 +267,10 @@ impl<'a> Sender<'a> {
             first_backoff: std::time::Duration::from_millis(500),
             metrics: None,
             progress: None,
-            node: (subs.lock_store().engine() == crate::store::Engine::Postgres)
+            node: config
+                .database
+                .url
+                .is_some()
                 .then(|| crate::store::node_id().to_string()),
             fence: None,
             lost_claim: AtomicBool::new(false),

@@ -314,11 +314,6 @@ impl Store {
         Ok(store)
     }
 
-    /// Which engine this store talks to.
-    pub fn engine(&self) -> Engine {
-        self.c().engine()
-    }
-
     /// The connection, for one statement.
     fn c(&self) -> &dyn Conn {
         match &self.db {

@@ -33,12 +33,7 @@ fn busy_site(sink: &SmtpSink, n: usize, schedule: &str, catch_up: &str) -> Site 
         );
         store.import(&row, 1).unwrap();
     }
-    let since = (chrono::Utc::now() - chrono::TimeDelta::days(2))
-        .timestamp()
-        .to_string();
-    store
-        .meta_or_insert("scheduler_since:woechentlich", &since)
-        .unwrap();
+    scheduler_began(&mut store, "woechentlich", 2);
     site
 }
 

@@ -687,6 +687,17 @@ pub fn subscriber(site: &Site, email: &str, topics: &[&str], digests: &[&str]) {
     store.import(&active_row(email, t, d, None), 1).unwrap();
 }
 
+/// Records that the scheduler of `digest` began `days` ago, so that a fire time since then
+/// counts as missed when a daemon starts.
+pub fn scheduler_began(store: &mut herold::store::Store, digest: &str, days: i64) {
+    let since = (chrono::Utc::now() - chrono::TimeDelta::days(days))
+        .timestamp()
+        .to_string();
+    store
+        .meta_or_insert(&format!("scheduler_since:{digest}"), &since)
+        .unwrap();
+}
+
 /// A site with mail to `sink` and fresh items: OZG and FIM news of the last days.
 pub fn digest_site(sink: &SmtpSink) -> Site {
     let site = site_with_mail(sink);

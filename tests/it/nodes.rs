@@ -46,12 +46,7 @@ fn pg_site(sink: &SmtpSink, n: usize, rate: u32) -> (Site, String) {
     for chunk in rows.chunks(2000) {
         store.import_many(chunk, 1).unwrap();
     }
-    let since = (chrono::Utc::now() - chrono::TimeDelta::days(2))
-        .timestamp()
-        .to_string();
-    store
-        .meta_or_insert("scheduler_since:woechentlich", &since)
-        .unwrap();
+    scheduler_began(&mut store, "woechentlich", 2);
     (site, url)
 }
 
