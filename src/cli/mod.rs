@@ -299,6 +299,7 @@ pub fn now(config: &Config) -> chrono::DateTime<chrono::FixedOffset> {
 fn build(cli: &Cli, config: &Config, strict: bool) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let corpus = read_corpus(config)?;
+    let scanned = started.elapsed();
     report(cli, &corpus.problems, false);
     let errors = corpus.errors();
     if strict && errors > 0 {
@@ -315,9 +316,11 @@ fn build(cli: &Cli, config: &Config, strict: bool) -> anyhow::Result<ExitCode> {
     let shared = crate::build::SharedBodies::new(if config.pages.enabled { 64 << 20 } else { 0 });
     let mut rendered = crate::build::prepare(&corpus.items, now(config), &meta, &mut cache);
     rendered.share_bodies(&shared);
+    let prepared = started.elapsed();
     report(cli, &rendered.warnings, false);
     let stats = crate::build::write_feeds(&config.feeds.dir, &rendered)
         .with_context(|| format!("cannot write the feeds in {}", config.feeds.dir.display()))?;
+    let feeds_written = started.elapsed();
     // The feeds go to disk while the pages are rendered; the build ends when both are there.
     let feeds_dir = config.feeds.dir.clone();
     let flush = std::thread::spawn(move || crate::output::sync_fs(&feeds_dir));
@@ -326,7 +329,16 @@ fn build(cli: &Cli, config: &Config, strict: bool) -> anyhow::Result<ExitCode> {
         .join()
         .expect("the flush thread panicked")
         .with_context(|| format!("cannot flush the feeds in {}", config.feeds.dir.display()))?;
+    let flushed = started.elapsed();
     record_seen(config, &corpus)?;
+    tracing::debug!(
+        scan_ms = scanned.as_millis() as u64,
+        prepare_ms = (prepared - scanned).as_millis() as u64,
+        feeds_ms = (feeds_written - prepared).as_millis() as u64,
+        pages_and_flush_ms = (flushed - feeds_written).as_millis() as u64,
+        record_ms = (started.elapsed() - flushed).as_millis() as u64,
+        "build phases"
+    );
     tracing::info!(
         dir = %config.feeds.dir.display(),
         items = rendered.published,

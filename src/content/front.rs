@@ -33,6 +33,9 @@ pub struct SplitError {
 /// Decodes `bytes` as UTF-8 (a byte order mark is dropped). A bad byte is reported with its line.
 pub fn decode(bytes: &[u8]) -> Result<&str, SplitError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    if let Ok(text) = simdutf8::basic::from_utf8(bytes) {
+        return Ok(text);
+    }
     std::str::from_utf8(bytes).map_err(|e| {
         let at = e.valid_up_to();
         let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;

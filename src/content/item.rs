@@ -103,10 +103,10 @@ impl Item {
             Some((path, offset)) if self.body.is_empty() => {
                 let mut bytes = std::fs::read(path).unwrap_or_default();
                 let body = bytes.split_off((*offset).min(bytes.len()));
-                std::borrow::Cow::Owned(
-                    String::from_utf8(body)
-                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-                )
+                std::borrow::Cow::Owned(match simdutf8::basic::from_utf8(&body) {
+                    Ok(text) => text.to_owned(),
+                    Err(_) => String::from_utf8_lossy(&body).into_owned(),
+                })
             }
             _ => std::borrow::Cow::Borrowed(&self.body),
         }

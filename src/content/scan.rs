@@ -67,6 +67,61 @@ pub fn read_item(rel: &str, full: &Path, site: &SiteContext) -> Result<Item, Pro
     parse_item(rel, &bytes, site)
 }
 
+/// The directories of a scan, each opened once: a file is opened relative to its directory
+/// (no walk over the whole path per file) and read into a buffer its thread reuses.
+struct Directories(std::collections::HashMap<String, std::fs::File>);
+
+impl Directories {
+    fn open(files: &[(String, PathBuf)]) -> Directories {
+        let mut map = std::collections::HashMap::new();
+        for (rel, full) in files {
+            let parent = rel.rsplit_once('/').map_or("", |(d, _)| d);
+            if !map.contains_key(parent)
+                && let Some(d) = full.parent().and_then(|p| std::fs::File::open(p).ok())
+            {
+                map.insert(parent.to_string(), d);
+            }
+        }
+        Directories(map)
+    }
+
+    /// Reads the file at `rel` (full path `full`) into `buf` and gives its length.
+    fn read(&self, rel: &str, full: &Path, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        use std::io::Read;
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let file = match (self.0.get(parent), std::ffi::CString::new(name)) {
+            (Some(d), Ok(name)) => {
+                // SAFETY: `name` is a valid C string and `d` an open directory; the new
+                // descriptor is owned by the `File` alone.
+                let fd = unsafe {
+                    libc::openat(d.as_raw_fd(), name.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
+                };
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                unsafe { std::fs::File::from_raw_fd(fd) }
+            }
+            _ => std::fs::File::open(full)?,
+        };
+        // Plain reads into the thread's buffer (zeroed once, grown when a file fills it):
+        // `read_to_end` would ask for the file's size and position first, two system calls
+        // per file for nothing.
+        let mut filled = 0;
+        loop {
+            if filled == buf.len() {
+                buf.resize((buf.len() * 2).max(64 << 10), 0);
+            }
+            match (&file).read(&mut buf[filled..]) {
+                Ok(0) => return Ok(filled),
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 /// How problems name a file: the content directory joined with the relative path, shown
 /// relative to the working directory when it lies below it.
 pub fn display_path(dir: &Path, rel: &str) -> String {
@@ -91,14 +146,19 @@ impl Progress for () {}
 pub fn scan(dir: &Path, site: &SiteContext, progress: &dyn Progress) -> std::io::Result<Corpus> {
     let files = list_files(dir)?;
     progress.start(files.len());
+    let dirs = Directories::open(&files);
     let results: Vec<Result<Arc<Item>, Problem>> = files
         .par_iter()
-        .map(|(rel, full)| {
+        .map_init(Vec::new, |buf, (rel, full)| {
             // A build keeps no bodies: it reads the few it renders again.
-            let r = read_item(rel, full, site).map(|mut item| {
-                item.forget_body(full);
-                Arc::new(item)
-            });
+            let r = dirs
+                .read(rel, full, buf)
+                .map_err(|e| Problem::error(rel, 1, format!("cannot read: {e}")))
+                .and_then(|len| parse_item(rel, &buf[..len], site))
+                .map(|mut item| {
+                    item.forget_body(full);
+                    Arc::new(item)
+                });
             progress.file_done();
             r
         })

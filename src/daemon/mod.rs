@@ -215,6 +215,11 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             sending: std::collections::HashSet::new(),
         },
     };
+    // The watcher starts before the first scan: a file written while the daemon starts
+    // is either in that scan or in an event that follows it, never in neither.
+    let (watch_tx, mut watch_rx) = mpsc::unbounded_channel();
+    let mut watcher = watch(&config.content.dir, watch_tx.clone());
+    daemon.content.watching = watcher.is_some();
     daemon.housekeeping();
     daemon.load_archives();
     daemon.rebuild(Refresh::Full, true);
@@ -239,9 +244,6 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     );
     systemd::ready(&daemon.status());
 
-    let (watch_tx, mut watch_rx) = mpsc::unbounded_channel();
-    let mut watcher = watch(&config.content.dir, watch_tx.clone());
-    daemon.content.watching = watcher.is_some();
     let mut poll = tokio::time::interval_at(
         tokio::time::Instant::now() + config.content.poll_interval,
         config.content.poll_interval,
