@@ -448,20 +448,86 @@ fn file_slug(path: &str) -> String {
 }
 
 fn item_link(template: &str, slug: &str, date: &DateTime<FixedOffset>) -> Result<String, String> {
-    let link = template
-        .replace("{slug}", slug)
-        .replace("{year}", &date.format("%Y").to_string())
-        .replace("{month}", &date.format("%m").to_string())
-        .replace("{day}", &date.format("%d").to_string());
-    Url::parse(&link)
-        .map(|u| u.to_string())
-        .map_err(|e| format!("the item link `{link}` is not a URL: {e}"))
+    use chrono::Datelike;
+    let mut link = template.replace("{slug}", slug);
+    for (key, value) in [
+        ("{year}", format!("{:04}", date.year())),
+        ("{month}", format!("{:02}", date.month())),
+        ("{day}", format!("{:02}", date.day())),
+    ] {
+        if link.contains(key) {
+            link = link.replace(key, &value);
+        }
+    }
+    let plain_slug = slug
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if plain_slug && canonical_template(template) {
+        // Letters, digits and dashes in the path of a URL the parser leaves as written.
+        return Ok(link);
+    }
+    match Url::parse(&link) {
+        // Most links come out of the parser as they went in: no second string then.
+        Ok(u) if u.as_str() == link => Ok(link),
+        Ok(u) => Ok(u.into()),
+        Err(e) => Err(format!("the item link `{link}` is not a URL: {e}")),
+    }
+}
+
+/// Whether every link made from `template` with a slug of letters, digits and dashes is
+/// already a URL as the parser writes it: the placeholders lie in the path (after the host)
+/// and the template with sample values comes out of the parser unchanged. Remembered per
+/// thread for the last template asked about.
+fn canonical_template(template: &str) -> bool {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(String, bool)>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| {
+        if let Some((t, ok)) = last
+            && t == template
+        {
+            return *ok;
+        }
+        let path_start = template
+            .find("://")
+            .and_then(|i| template[i + 3..].find('/').map(|j| i + 3 + j));
+        let ok = path_start.is_some_and(|p| !template[..p].contains('{')) && {
+            let sample = template
+                .replace("{slug}", "a-1")
+                .replace("{year}", "2000")
+                .replace("{month}", "01")
+                .replace("{day}", "01");
+            Url::parse(&sample).is_ok_and(|u| u.as_str() == sample)
+        };
+        *last = Some((template.to_string(), ok));
+        ok
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn links_from_canonical_templates_skip_the_parser_and_others_do_not() {
+        let date = DateTime::parse_from_rfc3339("2026-03-04T10:00:00+01:00").unwrap();
+        for (template, slug, want) in [
+            ("https://www.fitko.de/aktuelles/{year}/{month}/{day}/{slug}/", "ozg-2", "https://www.fitko.de/aktuelles/2026/03/04/ozg-2/"),
+            ("https://www.fitko.de/{slug}", "a", "https://www.fitko.de/a"),
+            // Not canonical: the parser adds the root path, and lowercases the host.
+            ("https://WWW.fitko.de", "a", "https://www.fitko.de/"),
+            ("https://www.fitko.de/{slug}?x=ä", "a", "https://www.fitko.de/a?x=%C3%A4"),
+            ("https://{slug}.fitko.de/x", "123", "https://123.fitko.de/x"),
+        ] {
+            assert_eq!(item_link(template, slug, &date).unwrap(), want, "{template}");
+            let parsed = Url::parse(&template.replace("{slug}", slug).replace("{year}", "2026").replace("{month}", "03").replace("{day}", "04")).unwrap();
+            assert_eq!(parsed.as_str(), want);
+        }
+        assert!(canonical_template("https://www.fitko.de/aktuelles/{slug}"));
+        assert!(!canonical_template("https://{slug}.fitko.de/x"));
+        assert!(!canonical_template("https://www.fitko.de/{slug}?x=ä"));
+    }
 
     fn site() -> SiteContext {
         SiteContext {

@@ -9,15 +9,43 @@ use super::{Corpus, Item, Problem, SiteContext, is_content_file, parse_item};
 
 /// Every content file under `dir`, as (`/`-separated path relative to `dir`, full path), sorted.
 /// A missing directory is an error; unreadable subdirectories are skipped.
+/// Directories are listed in parallel; what is listed is what [`walk`] visits.
 pub fn list_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
-    let mut out = Vec::new();
-    walk(
-        dir,
-        &mut |rel, entry| out.push((rel.to_string(), entry.path())),
-        &mut |_| {},
-    )?;
-    out.sort();
+    let mut out = list_dir(std::fs::read_dir(dir)?, "");
+    out.par_sort_unstable();
     Ok(out)
+}
+
+fn list_dir(entries: std::fs::ReadDir, prefix: &str) -> Vec<(String, PathBuf)> {
+    let mut files = Vec::new();
+    let mut subdirs = Vec::new();
+    for entry in entries {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || name.starts_with('_') {
+            continue;
+        }
+        let rel = if prefix.is_empty() {
+            name.into_owned()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let Ok(ft) = entry.file_type() else { continue };
+        if ft.is_dir() {
+            subdirs.push((rel, entry.path()));
+        } else if is_content_file(&rel)
+            && (ft.is_file() || (ft.is_symlink() && entry.path().is_file()))
+        {
+            files.push((rel, entry.path()));
+        }
+    }
+    let nested: Vec<Vec<(String, PathBuf)>> = subdirs
+        .into_par_iter()
+        .filter_map(|(rel, path)| Some(list_dir(std::fs::read_dir(path).ok()?, &rel)))
+        .collect();
+    files.extend(nested.into_iter().flatten());
+    files
 }
 
 /// Calls `f` with the relative path and directory entry of every content file under `dir`,
