@@ -465,11 +465,21 @@ pub fn record_seen(config: &Config, corpus: &Corpus) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where the scan cache lives: beside the SQLite database (none on PostgreSQL, where
+/// nodes share no directory).
+pub fn scan_cache_path(config: &Config) -> Option<std::path::PathBuf> {
+    if config.database.url.is_some() {
+        return None;
+    }
+    Some(config.database.path.with_file_name("scan.cache"))
+}
+
 /// Scans the content directory, with a progress bar on a terminal.
 pub fn read_corpus(config: &Config) -> anyhow::Result<Corpus> {
     let site = SiteContext::from_config(config);
     let bar = TerminalProgress::new();
-    let corpus = scan::scan(&config.content.dir, &site, &bar).with_context(|| {
+    let cache = scan_cache_path(config);
+    let corpus = scan::scan_cached(&config.content.dir, &site, &bar, cache.as_deref()).with_context(|| {
         format!(
             "cannot read the content directory {}",
             config.content.dir.display()

@@ -3,6 +3,7 @@
 //! Everything here but [`scan`] is pure. A scan never fails because of one bad file: it
 //! returns the good items *and* the problems, each naming file, line and reason.
 
+pub mod cache;
 pub mod front;
 pub mod item;
 pub mod markdown;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use super::cache::{ScanCache, Stamp};
 use super::{Corpus, Item, Problem, SiteContext, is_content_file, parse_item};
 
 /// Every content file under `dir`, as (`/`-separated path relative to `dir`, full path), sorted.
@@ -113,6 +114,33 @@ impl Directories {
         Directories(map)
     }
 
+    /// The stamp of the file at `rel` (full path `full`), following a symbolic link.
+    fn stat(&self, rel: &str, full: &Path) -> std::io::Result<Stamp> {
+        use std::os::fd::AsRawFd;
+        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        match (self.0.get(parent), std::ffi::CString::new(name)) {
+            (Some(d), Ok(name)) => {
+                let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+                // SAFETY: `name` is a valid C string, `d` an open directory, `st` room for
+                // one `stat` that the call fills when it succeeds.
+                let st = unsafe {
+                    if libc::fstatat(d.as_raw_fd(), name.as_ptr(), st.as_mut_ptr(), 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    st.assume_init()
+                };
+                Ok(Stamp {
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                    size: st.st_size as u64,
+                    mtime_ns: i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec),
+                    ctime_ns: i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec),
+                })
+            }
+            _ => Ok(Stamp::of(&std::fs::metadata(full)?)),
+        }
+    }
+
     /// Reads the file at `rel` (full path `full`) into `buf` and gives its length.
     fn read(&self, rel: &str, full: &Path, buf: &mut Vec<u8>) -> std::io::Result<usize> {
         use std::io::Read;
@@ -172,25 +200,67 @@ impl Progress for () {}
 
 /// Reads every content file under `dir` in parallel and forms the corpus.
 pub fn scan(dir: &Path, site: &SiteContext, progress: &dyn Progress) -> std::io::Result<Corpus> {
+    scan_cached(dir, site, progress, None)
+}
+
+/// [`scan`], taking unchanged files from the scan cache at `cache` and writing it anew
+/// when something changed (see [`super::cache`]). A cache that cannot be written is left
+/// as it was: the scan's result does not depend on it.
+pub fn scan_cached(
+    dir: &Path,
+    site: &SiteContext,
+    progress: &dyn Progress,
+    cache: Option<&Path>,
+) -> std::io::Result<Corpus> {
+    let start_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
     let files = list_files(dir)?;
     progress.start(files.len());
     let dirs = Directories::open(&files);
-    let results: Vec<Result<Arc<Item>, Problem>> = files
+    let loaded = cache
+        .map(|p| ScanCache::load(p, site))
+        .unwrap_or_default();
+    let misses = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<(Option<Stamp>, Result<Arc<Item>, Problem>)> = files
         .par_iter()
         .map_init(Vec::new, |buf, (rel, full)| {
+            let stamp = cache.and_then(|_| dirs.stat(rel, full).ok());
+            let cached = stamp.and_then(|s| loaded.get(rel, &s));
+            let r = match cached {
+                Some(item) => Ok(item),
+                None => {
+                    misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    dirs.read(rel, full, buf)
+                        .map_err(|e| Problem::error(rel, 1, format!("cannot read: {e}")))
+                        .and_then(|len| parse_item(rel, &buf[..len], site))
+                }
+            };
             // A build keeps no bodies: it reads the few it renders again.
-            let r = dirs
-                .read(rel, full, buf)
-                .map_err(|e| Problem::error(rel, 1, format!("cannot read: {e}")))
-                .and_then(|len| parse_item(rel, &buf[..len], site))
-                .map(|mut item| {
-                    item.forget_body(full);
-                    Arc::new(item)
-                });
+            let r = r.map(|mut item| {
+                item.forget_body(full);
+                Arc::new(item)
+            });
             progress.file_done();
-            r
+            (stamp, r)
         })
         .collect();
+    if let Some(path) = cache {
+        // Rewritten when a file was read, or the cache holds files that are gone.
+        if misses.into_inner() > 0 || loaded.len() != results.len() {
+            let keep: Vec<(Stamp, &Item)> = results
+                .iter()
+                .filter_map(|(stamp, r)| match (stamp, r) {
+                    (Some(s), Ok(item)) if s.settled(start_ns) => Some((*s, item.as_ref())),
+                    _ => None,
+                })
+                .collect();
+            if let Err(e) = ScanCache::save(path, site, &keep) {
+                tracing::debug!(cache = %path.display(), "cannot write the scan cache: {e}");
+            }
+        }
+    }
+    let results: Vec<Result<Arc<Item>, Problem>> = results.into_iter().map(|(_, r)| r).collect();
     let mut corpus = Corpus::assemble(results);
     for p in &mut corpus.problems {
         p.path = display_path(dir, &p.path);

@@ -1,0 +1,373 @@
+//! The scan cache: what a scan learnt of each file, kept between runs, so that a build over
+//! thousands of unchanged files reads and parses none of them again.
+//!
+//! A file is taken from the cache only when its device, inode, size, modification time and
+//! change time are all as they were, and the site settings that shape an item (time zone,
+//! tagging authority, link template, default author) and herold's version are the same. As
+//! in Git's index, a file changed within the same clock tick as the scan that cached it could
+//! keep its stamps; such "racy" files (modified less than two seconds before the scan began)
+//! are never cached. Files with problems are never cached either, so every run reports them.
+//! Anything unexpected in the cache file (another version, a cut-off write, garbage) makes
+//! the whole cache count as empty.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, FixedOffset};
+
+use super::{Item, SiteContext};
+
+const MAGIC: &[u8; 12] = b"herold-scan\0";
+const FORMAT: u32 = 1;
+
+/// What identifies one version of a file on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+}
+
+impl Stamp {
+    pub fn of(meta: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        }
+    }
+
+    /// Whether the file was last changed at least two seconds before `scan_start_ns`.
+    pub fn settled(&self, scan_start_ns: i128) -> bool {
+        self.mtime_ns.max(self.ctime_ns) < scan_start_ns - 2_000_000_000
+    }
+}
+
+/// The cache file as read: where each file's entry lies. Entries are decoded only when
+/// asked for, on the scan's threads.
+#[derive(Default)]
+pub struct ScanCache {
+    bytes: Vec<u8>,
+    /// Path relative to the content directory → the entry's byte range in `bytes`.
+    index: HashMap<String, (usize, usize)>,
+}
+
+/// What the site settings and herold's version make of a file: a cache written under other
+/// settings is not used.
+fn settings_key(site: &SiteContext) -> u64 {
+    let text = format!(
+        "{}\n{}\n{}\n{}\n{}",
+        env!("CARGO_PKG_VERSION"),
+        site.timezone.name(),
+        site.tag_authority,
+        site.item_url,
+        site.default_author
+    );
+    super::item::stable_hash(text.as_bytes())
+}
+
+impl ScanCache {
+    /// Reads the cache at `path`; empty when it is missing, written under other settings, or
+    /// not readable.
+    pub fn load(path: &Path, site: &SiteContext) -> ScanCache {
+        let Ok(bytes) = std::fs::read(path) else {
+            return ScanCache::default();
+        };
+        match index(&bytes, settings_key(site)) {
+            Some(index) => ScanCache { bytes, index },
+            None => ScanCache::default(),
+        }
+    }
+
+    /// How many files the cache holds.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// The cached item for `rel`, when the file still has `stamp`.
+    pub fn get(&self, rel: &str, stamp: &Stamp) -> Option<Item> {
+        let &(start, end) = self.index.get(rel)?;
+        decode_entry(&self.bytes[start..end], rel, stamp)
+    }
+
+    /// Writes `entries` to `path` atomically (a crash leaves the old cache or none).
+    pub fn save(path: &Path, site: &SiteContext, entries: &[(Stamp, &Item)]) -> std::io::Result<()> {
+        let mut w = Writer(Vec::with_capacity(entries.len() * 512));
+        w.0.extend_from_slice(MAGIC);
+        w.u32(FORMAT);
+        w.u64(settings_key(site));
+        w.u64(entries.len() as u64);
+        for (stamp, item) in entries {
+            encode(&mut w, stamp, item);
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = PathBuf::from(format!("{}.{}.tmp", path.display(), std::process::id()));
+        std::fs::write(&tmp, &w.0)?;
+        std::fs::rename(&tmp, path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+    }
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn i128(&mut self, v: i128) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn str(&mut self, s: &str) {
+        self.u64(s.len() as u64);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    fn opt(&mut self, s: &Option<String>) {
+        match s {
+            Some(s) => {
+                self.u8(1);
+                self.str(s);
+            }
+            None => self.u8(0),
+        }
+    }
+    fn strs(&mut self, v: &[String]) {
+        self.u64(v.len() as u64);
+        for s in v {
+            self.str(s);
+        }
+    }
+    fn date(&mut self, d: &DateTime<FixedOffset>) {
+        self.u64(d.timestamp() as u64);
+        self.u32(d.timestamp_subsec_nanos());
+        self.u32(d.offset().local_minus_utc() as u32);
+    }
+}
+
+fn encode(w: &mut Writer, stamp: &Stamp, item: &Item) {
+    w.str(&item.path);
+    // The entry's length, so that a load can index entries without decoding them.
+    let len_at = w.0.len();
+    w.u64(0);
+    let start = w.0.len();
+    w.u64(stamp.dev);
+    w.u64(stamp.ino);
+    w.u64(stamp.size);
+    w.i128(stamp.mtime_ns);
+    w.i128(stamp.ctime_ns);
+    w.str(&item.id);
+    w.str(&item.slug);
+    w.str(&item.title);
+    w.date(&item.date);
+    w.date(&item.updated);
+    w.opt(&item.summary);
+    w.opt(&item.category);
+    w.strs(&item.tags);
+    w.strs(&item.tag_slugs);
+    w.opt(&item.category_slug);
+    w.str(&item.author);
+    w.u8(u8::from(item.draft));
+    w.opt(&item.image);
+    w.str(&item.link);
+    w.u64(item.body_offset.map_or(u64::MAX, |o| o as u64));
+    w.u8(u8::from(item.id_from_file_name));
+    w.u64(item.id_line as u64);
+    w.u64(item.content_hash);
+    let len = (w.0.len() - start) as u64;
+    w.0[len_at..start].copy_from_slice(&len.to_le_bytes());
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn i128(&mut self) -> Option<i128> {
+        Some(i128::from_le_bytes(self.take(16)?.try_into().ok()?))
+    }
+    fn str(&mut self) -> Option<String> {
+        let n = usize::try_from(self.u64()?).ok()?;
+        Some(std::str::from_utf8(self.take(n)?).ok()?.to_owned())
+    }
+    fn opt(&mut self) -> Option<Option<String>> {
+        match self.u8()? {
+            0 => Some(None),
+            1 => Some(Some(self.str()?)),
+            _ => None,
+        }
+    }
+    fn strs(&mut self) -> Option<Vec<String>> {
+        let n = usize::try_from(self.u64()?).ok()?;
+        if n > self.0.len() {
+            return None;
+        }
+        (0..n).map(|_| self.str()).collect()
+    }
+    fn bool(&mut self) -> Option<bool> {
+        match self.u8()? {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }
+    }
+    fn date(&mut self) -> Option<DateTime<FixedOffset>> {
+        let secs = self.u64()? as i64;
+        let nanos = self.u32()?;
+        let offset = FixedOffset::east_opt(self.u32()? as i32)?;
+        Some(DateTime::from_timestamp(secs, nanos)?.with_timezone(&offset))
+    }
+}
+
+/// Where each entry of a cache file lies; `None` for a file that is not a whole cache
+/// written under `key`.
+fn index(bytes: &[u8], key: u64) -> Option<HashMap<String, (usize, usize)>> {
+    let mut r = Reader(bytes.strip_prefix(MAGIC)?);
+    if r.u32()? != FORMAT || r.u64()? != key {
+        return None;
+    }
+    let count = usize::try_from(r.u64()?).ok()?;
+    let mut index = HashMap::with_capacity(count.min(bytes.len() / 64));
+    for _ in 0..count {
+        let path = r.str()?;
+        let len = usize::try_from(r.u64()?).ok()?;
+        let start = bytes.len() - r.0.len();
+        r.take(len)?;
+        index.insert(path, (start, start + len));
+    }
+    r.0.is_empty().then_some(index)
+}
+
+fn decode_entry(bytes: &[u8], path: &str, want: &Stamp) -> Option<Item> {
+    let mut r = Reader(bytes);
+    let stamp = Stamp {
+        dev: r.u64()?,
+        ino: r.u64()?,
+        size: r.u64()?,
+        mtime_ns: r.i128()?,
+        ctime_ns: r.i128()?,
+    };
+    if stamp != *want {
+        return None;
+    }
+    let item = Item {
+        path: path.to_string(),
+        id: r.str()?,
+        slug: r.str()?,
+        title: r.str()?,
+        date: r.date()?,
+        updated: r.date()?,
+        summary: r.opt()?,
+        category: r.opt()?,
+        tags: r.strs()?,
+        tag_slugs: r.strs()?,
+        category_slug: r.opt()?,
+        author: r.str()?,
+        draft: r.bool()?,
+        image: r.opt()?,
+        link: r.str()?,
+        body: String::new(),
+        source: None,
+        body_offset: match r.u64()? {
+            u64::MAX => None,
+            o => Some(usize::try_from(o).ok()?),
+        },
+        id_from_file_name: r.bool()?,
+        id_line: usize::try_from(r.u64()?).ok()?,
+        revision: 0,
+        content_hash: r.u64()?,
+    };
+    r.0.is_empty().then_some(item)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site() -> SiteContext {
+        SiteContext {
+            timezone: chrono_tz::Europe::Berlin,
+            tag_authority: "www.fitko.de".into(),
+            item_url: "https://www.fitko.de/{slug}".into(),
+            default_author: "FITKO".into(),
+        }
+    }
+
+    #[test]
+    fn items_come_back_as_they_went_in_and_damage_empties_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "+++\ntitle = \"Über „Register“\"\ndate = 2026-01-02T10:30:00.5+01:00\nupdated = 2026-02-01\nsummary = \"Kurz\"\ncategory = \"Presse\"\ntags = [\"OZG\", \"Ä b\"]\nimage = \"/a.png\"\nauthor = \"Jo\"\n+++\nText\n";
+        let mut item = super::super::parse_item("2026/a.md", text.as_bytes(), &site()).unwrap();
+        item.body = String::new();
+        let other = super::super::parse_item(
+            "b.md",
+            b"+++\ntitle = \"B\"\ndate = 2026-01-01\ndraft = true\nid = \"x:1\"\n+++\n",
+            &site(),
+        )
+        .unwrap();
+        let stamp = Stamp {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime_ns: -4,
+            ctime_ns: 1 << 70,
+        };
+        let path = dir.path().join("data/scan-cache");
+        ScanCache::save(&path, &site(), &[(stamp, &item), (stamp, &other)]).unwrap();
+        let cache = ScanCache::load(&path, &site());
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.get("2026/a.md", &stamp), Some(item.clone()));
+        let mut b = other.clone();
+        b.body = String::new();
+        assert_eq!(cache.get("b.md", &stamp), Some(b));
+        let moved = Stamp { ino: 9, ..stamp };
+        assert_eq!(cache.get("b.md", &moved), None, "another inode");
+        assert_eq!(cache.get("c.md", &stamp), None);
+
+        let other_site = SiteContext {
+            default_author: "Andere".into(),
+            ..site()
+        };
+        assert!(ScanCache::load(&path, &other_site).is_empty());
+        let bytes = std::fs::read(&path).unwrap();
+        for cut in [0, 12, 40, bytes.len() - 1] {
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            assert!(ScanCache::load(&path, &site()).is_empty(), "{cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        std::fs::write(&path, &longer).unwrap();
+        assert!(ScanCache::load(&path, &site()).is_empty());
+    }
+}
