@@ -23,6 +23,14 @@ pub fn unix_seconds() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Nanoseconds since the Unix epoch, to compare with file times.
+#[allow(clippy::disallowed_methods)]
+pub fn unix_nanos() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
 /// `d` plus up to a quarter more, from the clock's nanoseconds, so that retries (of hub
 /// pings, of mails) do not march in step. Not for secrets.
 #[allow(clippy::disallowed_methods)]

@@ -479,12 +479,13 @@ pub fn read_corpus(config: &Config) -> anyhow::Result<Corpus> {
     let site = SiteContext::from_config(config);
     let bar = TerminalProgress::new();
     let cache = scan_cache_path(config);
-    let corpus = scan::scan_cached(&config.content.dir, &site, &bar, cache.as_deref()).with_context(|| {
-        format!(
-            "cannot read the content directory {}",
-            config.content.dir.display()
-        )
-    })?;
+    let corpus = scan::scan_cached(&config.content.dir, &site, &bar, cache.as_deref())
+        .with_context(|| {
+            format!(
+                "cannot read the content directory {}",
+                config.content.dir.display()
+            )
+        })?;
     bar.finish();
     Ok(corpus)
 }

@@ -100,7 +100,11 @@ impl ScanCache {
     }
 
     /// Writes `entries` to `path` atomically (a crash leaves the old cache or none).
-    pub fn save(path: &Path, site: &SiteContext, entries: &[(Stamp, &Item)]) -> std::io::Result<()> {
+    pub fn save(
+        path: &Path,
+        site: &SiteContext,
+        entries: &[(Stamp, &Item)],
+    ) -> std::io::Result<()> {
         let mut w = Writer(Vec::with_capacity(entries.len() * 512));
         w.0.extend_from_slice(MAGIC);
         w.u32(FORMAT);

@@ -513,15 +513,34 @@ mod tests {
     fn links_from_canonical_templates_skip_the_parser_and_others_do_not() {
         let date = DateTime::parse_from_rfc3339("2026-03-04T10:00:00+01:00").unwrap();
         for (template, slug, want) in [
-            ("https://www.fitko.de/aktuelles/{year}/{month}/{day}/{slug}/", "ozg-2", "https://www.fitko.de/aktuelles/2026/03/04/ozg-2/"),
+            (
+                "https://www.fitko.de/aktuelles/{year}/{month}/{day}/{slug}/",
+                "ozg-2",
+                "https://www.fitko.de/aktuelles/2026/03/04/ozg-2/",
+            ),
             ("https://www.fitko.de/{slug}", "a", "https://www.fitko.de/a"),
             // Not canonical: the parser adds the root path, and lowercases the host.
             ("https://WWW.fitko.de", "a", "https://www.fitko.de/"),
-            ("https://www.fitko.de/{slug}?x=ä", "a", "https://www.fitko.de/a?x=%C3%A4"),
+            (
+                "https://www.fitko.de/{slug}?x=ä",
+                "a",
+                "https://www.fitko.de/a?x=%C3%A4",
+            ),
             ("https://{slug}.fitko.de/x", "123", "https://123.fitko.de/x"),
         ] {
-            assert_eq!(item_link(template, slug, &date).unwrap(), want, "{template}");
-            let parsed = Url::parse(&template.replace("{slug}", slug).replace("{year}", "2026").replace("{month}", "03").replace("{day}", "04")).unwrap();
+            assert_eq!(
+                item_link(template, slug, &date).unwrap(),
+                want,
+                "{template}"
+            );
+            let parsed = Url::parse(
+                &template
+                    .replace("{slug}", slug)
+                    .replace("{year}", "2026")
+                    .replace("{month}", "03")
+                    .replace("{day}", "04"),
+            )
+            .unwrap();
             assert_eq!(parsed.as_str(), want);
         }
         assert!(canonical_template("https://www.fitko.de/aktuelles/{slug}"));

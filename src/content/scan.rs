@@ -133,8 +133,10 @@ impl Directories {
                     dev: st.st_dev,
                     ino: st.st_ino,
                     size: st.st_size as u64,
-                    mtime_ns: i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec),
-                    ctime_ns: i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec),
+                    mtime_ns: i128::from(st.st_mtime) * 1_000_000_000
+                        + i128::from(st.st_mtime_nsec),
+                    ctime_ns: i128::from(st.st_ctime) * 1_000_000_000
+                        + i128::from(st.st_ctime_nsec),
                 })
             }
             _ => Ok(Stamp::of(&std::fs::metadata(full)?)),
@@ -151,7 +153,11 @@ impl Directories {
                 // SAFETY: `name` is a valid C string and `d` an open directory; the new
                 // descriptor is owned by the `File` alone.
                 let fd = unsafe {
-                    libc::openat(d.as_raw_fd(), name.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
+                    libc::openat(
+                        d.as_raw_fd(),
+                        name.as_ptr(),
+                        libc::O_RDONLY | libc::O_CLOEXEC,
+                    )
                 };
                 if fd < 0 {
                     return Err(std::io::Error::last_os_error());
@@ -212,17 +218,14 @@ pub fn scan_cached(
     progress: &dyn Progress,
     cache: Option<&Path>,
 ) -> std::io::Result<Corpus> {
-    let start_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128);
+    let start_ns = crate::clock::unix_nanos();
     let files = list_files(dir)?;
     progress.start(files.len());
     let dirs = Directories::open(&files);
-    let loaded = cache
-        .map(|p| ScanCache::load(p, site))
-        .unwrap_or_default();
+    let loaded = cache.map(|p| ScanCache::load(p, site)).unwrap_or_default();
     let misses = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<(Option<Stamp>, Result<Arc<Item>, Problem>)> = files
+    type Scanned = (Option<Stamp>, Result<Arc<Item>, Problem>);
+    let results: Vec<Scanned> = files
         .par_iter()
         .map_init(Vec::new, |buf, (rel, full)| {
             let stamp = cache.and_then(|_| dirs.stat(rel, full).ok());
@@ -246,8 +249,15 @@ pub fn scan_cached(
         })
         .collect();
     if let Some(path) = cache {
+        let misses = misses.into_inner();
+        tracing::debug!(
+            files = results.len(),
+            cached = results.len() - misses,
+            read = misses,
+            "scan"
+        );
         // Rewritten when a file was read, or the cache holds files that are gone.
-        if misses.into_inner() > 0 || loaded.len() != results.len() {
+        if misses > 0 || loaded.len() != results.len() {
             let keep: Vec<(Stamp, &Item)> = results
                 .iter()
                 .filter_map(|(stamp, r)| match (stamp, r) {

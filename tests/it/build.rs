@@ -324,3 +324,104 @@ fn items_of_the_same_day_get_distinct_stable_atom_updated_values() {
         "{json}"
     );
 }
+
+#[test]
+fn the_scan_cache_serves_unchanged_files_and_never_a_changed_one() {
+    let site = Site::new();
+    site.item("a.md", "Alpha", "2026-01-01", "", "Erster „Text“.");
+    site.item(
+        "b.md",
+        "Beta",
+        "2026-01-02",
+        "tags = [\"OZG\"]",
+        "Zweiter Text.",
+    );
+    let scan = |site: &Site| {
+        let out = site.herold(&["-v", "build"]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        let line = err
+            .lines()
+            .find(|l| l.contains(" scan "))
+            .unwrap_or_else(|| panic!("no scan line: {err}"))
+            .to_string();
+        let field = |name: &str| -> usize {
+            line.split(&format!("{name}="))
+                .nth(1)
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} in {line}"))
+        };
+        (field("cached"), field("read"))
+    };
+    // Files changed less than two seconds before a scan are never cached (their stamps
+    // could stay the same through another change within the same clock tick).
+    assert_eq!(scan(&site), (0, 2));
+    assert_eq!(scan(&site), (0, 2), "fresh files are not cached");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert_eq!(scan(&site), (0, 2));
+    assert_eq!(scan(&site), (2, 0));
+    let before = site.feed_bytes("rss.xml");
+
+    // An edit that keeps the size: read again.
+    site.item("a.md", "Alphb", "2026-01-01", "", "Erster „Text“.");
+    assert_eq!(scan(&site), (1, 1));
+    assert_eq!(titles(&site.feed("rss.xml")), ["Beta", "Alphb"]);
+
+    // Replaced by another file with the same bytes and times: another inode, read again.
+    let b = site.path("content/b.md");
+    let times = std::fs::metadata(&b).unwrap().modified().unwrap();
+    let copy = site.path("content/.b.md.new");
+    std::fs::copy(&b, &copy).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&copy)
+        .unwrap()
+        .set_modified(times)
+        .unwrap();
+    std::fs::rename(&copy, &b).unwrap();
+    let (cached, read) = scan(&site);
+    assert_eq!(read, 2, "the replaced file and the fresh edit are read");
+    assert_eq!(cached, 0);
+
+    // A cache of garbage or of other settings is ignored, and the output is the same.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert_eq!(scan(&site), (0, 2));
+    assert_eq!(scan(&site), (2, 0));
+    std::fs::write(site.path("data/scan.cache"), b"herold-scan\0garbage").unwrap();
+    assert_eq!(scan(&site), (0, 2));
+    assert_eq!(scan(&site), (2, 0));
+    let config = std::fs::read_to_string(site.path("config.toml")).unwrap();
+    std::fs::write(
+        site.path("config.toml"),
+        config.replace("author = \"FITKO\"", "author = \"Redaktion\""),
+    )
+    .unwrap();
+    assert_eq!(
+        scan(&site),
+        (0, 2),
+        "another default author makes other items"
+    );
+    assert!(
+        site.feed("atom.xml")
+            .entries
+            .iter()
+            .all(|e| format!("{:?}", e.authors).contains("\"Redaktion\""))
+    );
+    std::fs::write(site.path("config.toml"), config).unwrap();
+    scan(&site);
+    let after = site.feed_bytes("rss.xml");
+    assert_ne!(before, after, "the edited title");
+    assert_eq!(
+        String::from_utf8(after).unwrap().replace("Alphb", "Alpha"),
+        String::from_utf8(before).unwrap()
+    );
+
+    // A broken file is never cached: every build reports it.
+    site.write("kaputt.md", "+++\ntitle = \"x\"\n+++\n");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    for _ in 0..2 {
+        let out = site.herold(&["build"]);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("kaputt.md:1"));
+    }
+}
