@@ -102,10 +102,12 @@ impl Item {
         match &self.source {
             Some((path, offset)) if self.body.is_empty() => {
                 let mut bytes = std::fs::read(path).unwrap_or_default();
-                let body = bytes.split_off((*offset).min(bytes.len()));
-                std::borrow::Cow::Owned(match simdutf8::basic::from_utf8(&body) {
-                    Ok(text) => text.to_owned(),
-                    Err(_) => String::from_utf8_lossy(&body).into_owned(),
+                bytes.drain(..(*offset).min(bytes.len()));
+                std::borrow::Cow::Owned(if simdutf8::basic::from_utf8(&bytes).is_ok() {
+                    // SAFETY: just checked to be UTF-8.
+                    unsafe { String::from_utf8_unchecked(bytes) }
+                } else {
+                    String::from_utf8_lossy(&bytes).into_owned()
                 })
             }
             _ => std::borrow::Cow::Borrowed(&self.body),

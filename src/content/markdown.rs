@@ -107,7 +107,15 @@ fn render_events(events: Vec<Event>, base: &Url) -> String {
     });
     pulldown_cmark::html::push_html(&mut html, safe);
     // Void elements as HTML writes them (`<br>`, not `<br />`); text has no raw `>`.
-    html.trim().replace(" />", ">")
+    if html.contains(" />") {
+        html.trim().replace(" />", ">")
+    } else {
+        let end = html.trim_end().len();
+        html.truncate(end);
+        let start = html.len() - html.trim_start().len();
+        html.drain(..start);
+        html
+    }
 }
 
 /// URL schemes a link or image may use (those the sanitiser allows).
