@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use crate::config::Format;
 use crate::content::{Item, Problem, Rendition};
 use crate::feed::{self, FeedMeta, FeedSpec};
-use crate::output::{Written, write_all_if_changed, write_batch_if_changed};
+use crate::output::{Flush, Written, write_all_if_changed, write_batch_if_changed};
 
 /// Rendered bodies, kept between builds so that only new or edited items are rendered again.
 #[derive(Default)]
@@ -408,7 +408,7 @@ fn write_feeds_with(
     };
     let written = if batch {
         std::fs::create_dir_all(dir)?;
-        write_batch_if_changed(dir, false, picked.len(), produce)?
+        write_batch_if_changed(dir, Flush::ByCaller, picked.len(), produce)?
     } else {
         write_all_if_changed(picked.len(), produce)?
     };

@@ -53,20 +53,22 @@ where
 /// thousands.
 pub fn write_batch_if_changed<F>(
     root: &Path,
-    sync: bool,
+    flush: Flush,
     count: usize,
     produce: F,
 ) -> std::io::Result<Vec<Written>>
 where
     F: Fn(usize) -> (PathBuf, Vec<u8>) + Sync,
 {
+    let sync = flush == Flush::Here;
+    let writeback = flush != Flush::Kernel;
     // When three quarters are written, a flush starts beside the writers, so that the
     // last one finds little left to do.
     let written = AtomicUsize::new(0);
     let early = std::sync::Once::new();
     let results: Vec<Written> = std::thread::scope(|scope| {
         on_threads(batch_threads(), count, produce, |p, b| {
-            let r = unchanged_or(p, b, |p, b| replace_with(p, b, false));
+            let r = unchanged_or(p, b, |p, b| replace_with(p, b, false, writeback));
             if sync && written.fetch_add(1, Ordering::Relaxed) + 1 == count * 3 / 4 {
                 early.call_once(|| {
                     scope.spawn(|| {
@@ -84,6 +86,17 @@ where
         sync_fs(root)?;
     }
     Ok(results)
+}
+
+/// Who makes a batch durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// The batch ends with a `syncfs`.
+    Here,
+    /// The caller flushes soon after (each file's writeback starts as it is written).
+    ByCaller,
+    /// The kernel, in its time (nothing is started early: the daemon's pages).
+    Kernel,
 }
 
 /// Writer threads for batches: the work is mostly CPU (rendering), so two per core.
@@ -171,11 +184,12 @@ fn unchanged_or(
 
 /// The temporary-file-and-rename step, without the directory sync.
 fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    replace_with(path, bytes, true)
+    replace_with(path, bytes, true, false)
 }
 
-/// [`replace`], syncing the temporary file first when `sync` (else the caller syncs).
-fn replace_with(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
+/// [`replace`], syncing the temporary file first when `sync` (else the caller syncs), and
+/// starting its writeback without waiting when `writeback`.
+fn replace_with(path: &Path, bytes: &[u8], sync: bool, writeback: bool) -> std::io::Result<()> {
     let dir = parent(path);
     std::fs::create_dir_all(dir)?;
     let name = path
@@ -188,7 +202,7 @@ fn replace_with(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
         f.write_all(bytes)?;
         if sync {
             f.sync_all()?;
-        } else {
+        } else if writeback {
             start_writeback(&f);
         }
         std::fs::rename(&tmp, path)

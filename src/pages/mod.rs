@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::config::{Config, Format};
 use crate::content::{Item, Problem};
-use crate::output::{Written, write_batch_if_changed, write_if_changed};
+use crate::output::{Flush, Written, write_batch_if_changed, write_if_changed};
 use crate::templates::Language;
 
 /// The file listing every page herold wrote, relative to `pages.dir`.
@@ -354,7 +354,12 @@ pub fn plan<'a>(
             items,
         }));
     }
-    let by_id: HashMap<&str, usize> = listed.iter().map(|&i| (items[i].id.as_str(), i)).collect();
+    // Only digest archives look items up by id.
+    let by_id: HashMap<&str, usize> = if archives.is_empty() {
+        HashMap::new()
+    } else {
+        listed.iter().map(|&i| (items[i].id.as_str(), i)).collect()
+    };
     let run_items: Vec<Vec<Vec<usize>>> = archives
         .iter()
         .map(|a| {
@@ -1013,11 +1018,14 @@ pub fn write_pages(
 ) -> anyhow::Result<PageStats> {
     let paths: Vec<String> = (0..plan.len()).map(|i| plan.path(i)).collect();
     let fingerprints: Vec<u64> = (0..plan.len()).map(|i| plan.fingerprint(i)).collect();
-    let select = |i: usize| {
-        known.get(&paths[i]) != Some(&fingerprints[i]) || (verify && !dir.join(&paths[i]).is_file())
-    };
-    let mut stats = write_selected(dir, plan, &select, sync)?;
-    stats.rendered = (0..plan.len()).filter(|&i| select(i)).count();
+    let selected: Vec<bool> = (0..plan.len())
+        .map(|i| {
+            known.get(&paths[i]) != Some(&fingerprints[i])
+                || (verify && !dir.join(&paths[i]).is_file())
+        })
+        .collect();
+    let mut stats = write_selected(dir, plan, &|i| selected[i], sync)?;
+    stats.rendered = selected.iter().filter(|&&s| s).count();
     let same_pages = known.len() == paths.len() && paths.iter().all(|p| known.contains_key(p));
     let before = std::mem::replace(known, paths.into_iter().zip(fingerprints).collect());
     for rel in before.into_keys() {
@@ -1084,7 +1092,8 @@ fn write_selected(
     let picked: Vec<usize> = (0..plan.len()).filter(|&i| select(i)).collect();
     stats.unchanged = plan.len() - picked.len();
     let failure = std::sync::Mutex::new(None);
-    let written = write_batch_if_changed(dir, sync, picked.len(), |k| {
+    let flush = if sync { Flush::Here } else { Flush::Kernel };
+    let written = write_batch_if_changed(dir, flush, picked.len(), |k| {
         let i = picked[k];
         let bytes = plan.render(i).unwrap_or_else(|e| {
             failure
