@@ -18,7 +18,7 @@ use chrono::{DateTime, FixedOffset};
 use super::{Item, SiteContext};
 
 const MAGIC: &[u8; 12] = b"herold-scan\0";
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// What identifies one version of a file on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,22 +105,34 @@ impl ScanCache {
         site: &SiteContext,
         entries: &[(Stamp, &Item)],
     ) -> std::io::Result<()> {
-        let mut w = Writer(Vec::with_capacity(entries.len() * 512));
-        w.0.extend_from_slice(MAGIC);
-        w.u32(FORMAT);
-        w.u64(settings_key(site));
-        w.u64(entries.len() as u64);
-        for (stamp, item) in entries {
-            encode(&mut w, stamp, item);
-        }
+        use std::io::Write;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let tmp = PathBuf::from(format!("{}.{}.tmp", path.display(), std::process::id()));
-        std::fs::write(&tmp, &w.0)?;
-        std::fs::rename(&tmp, path).inspect_err(|_| {
+        let result = (|| {
+            // Entry by entry into the file: the cache is never whole in memory beside the
+            // corpus it describes.
+            let mut out =
+                std::io::BufWriter::with_capacity(256 << 10, std::fs::File::create(&tmp)?);
+            let mut w = Writer(Vec::with_capacity(4096));
+            w.0.extend_from_slice(MAGIC);
+            w.u32(FORMAT);
+            w.u64(settings_key(site));
+            w.u64(entries.len() as u64);
+            for (stamp, item) in entries {
+                out.write_all(&w.0)?;
+                w.0.clear();
+                encode(&mut w, stamp, item);
+            }
+            out.write_all(&w.0)?;
+            out.into_inner().map_err(|e| e.into_error())?;
+            std::fs::rename(&tmp, path)
+        })();
+        if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
-        })
+        }
+        result
     }
 }
 
@@ -139,8 +151,16 @@ impl Writer {
     fn i128(&mut self, v: i128) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
+    /// LEB128: most lengths take one byte.
+    fn len(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.0.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.0.push(v as u8);
+    }
     fn str(&mut self, s: &str) {
-        self.u64(s.len() as u64);
+        self.len(s.len() as u64);
         self.0.extend_from_slice(s.as_bytes());
     }
     fn opt(&mut self, s: &Option<String>) {
@@ -153,7 +173,7 @@ impl Writer {
         }
     }
     fn strs(&mut self, v: &[String]) {
-        self.u64(v.len() as u64);
+        self.len(v.len() as u64);
         for s in v {
             self.str(s);
         }
@@ -169,7 +189,7 @@ fn encode(w: &mut Writer, stamp: &Stamp, item: &Item) {
     w.str(&item.path);
     // The entry's length, so that a load can index entries without decoding them.
     let len_at = w.0.len();
-    w.u64(0);
+    w.u32(0);
     let start = w.0.len();
     w.u64(stamp.dev);
     w.u64(stamp.ino);
@@ -194,7 +214,7 @@ fn encode(w: &mut Writer, stamp: &Stamp, item: &Item) {
     w.u8(u8::from(item.id_from_file_name));
     w.u64(item.id_line as u64);
     w.u64(item.content_hash);
-    let len = (w.0.len() - start) as u64;
+    let len = (w.0.len() - start) as u32;
     w.0[len_at..start].copy_from_slice(&len.to_le_bytes());
 }
 
@@ -221,8 +241,19 @@ impl<'a> Reader<'a> {
     fn i128(&mut self) -> Option<i128> {
         Some(i128::from_le_bytes(self.take(16)?.try_into().ok()?))
     }
+    fn len(&mut self) -> Option<usize> {
+        let mut v: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return usize::try_from(v).ok();
+            }
+        }
+        None
+    }
     fn str(&mut self) -> Option<String> {
-        let n = usize::try_from(self.u64()?).ok()?;
+        let n = self.len()?;
         Some(std::str::from_utf8(self.take(n)?).ok()?.to_owned())
     }
     fn opt(&mut self) -> Option<Option<String>> {
@@ -233,7 +264,7 @@ impl<'a> Reader<'a> {
         }
     }
     fn strs(&mut self) -> Option<Vec<String>> {
-        let n = usize::try_from(self.u64()?).ok()?;
+        let n = self.len()?;
         if n > self.0.len() {
             return None;
         }
@@ -265,7 +296,7 @@ fn index(bytes: &[u8], key: u64) -> Option<HashMap<String, (usize, usize)>> {
     let mut index = HashMap::with_capacity(count.min(bytes.len() / 64));
     for _ in 0..count {
         let path = r.str()?;
-        let len = usize::try_from(r.u64()?).ok()?;
+        let len = r.u32()? as usize;
         let start = bytes.len() - r.0.len();
         r.take(len)?;
         index.insert(path, (start, start + len));

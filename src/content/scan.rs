@@ -248,6 +248,8 @@ pub fn scan_cached(
             (stamp, r)
         })
         .collect();
+    let cached_files = loaded.len();
+    drop(loaded);
     if let Some(path) = cache {
         let misses = misses.into_inner();
         tracing::debug!(
@@ -257,7 +259,7 @@ pub fn scan_cached(
             "scan"
         );
         // Rewritten when a file was read, or the cache holds files that are gone.
-        if misses > 0 || loaded.len() != results.len() {
+        if misses > 0 || cached_files != results.len() {
             let keep: Vec<(Stamp, &Item)> = results
                 .iter()
                 .filter_map(|(stamp, r)| match (stamp, r) {
