@@ -161,8 +161,31 @@ pub struct Sender<'a> {
     rendered: std::sync::Mutex<HashMap<BodyKey, Arc<Prepared>>>,
 }
 
+/// The threads that sign: one per core, not one per signature, and at a lower priority
+/// than the thread that talks SMTP, which then always gets a core when the server answers
+/// (with dozens of equal signing threads it waited its turn, and the cores idled while
+/// it did).
+fn signing_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .thread_name(|i| format!("herold-sign-{i}"))
+            .start_handler(|_| {
+                // SAFETY: plain system calls on the calling thread; failure only leaves the
+                // priority as it was.
+                unsafe {
+                    let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                    libc::setpriority(libc::PRIO_PROCESS, tid, 5);
+                }
+            })
+            .build()
+            .expect("the signing threads start")
+    })
+}
+
 /// How many mails each worker composes (and signs) ahead of the one it sends.
-const COMPOSE_AHEAD: usize = 2;
+const COMPOSE_AHEAD: usize = 6;
 
 /// How many pending deliveries are read at a time.
 const DELIVERY_PAGE: usize = 1000;
@@ -199,14 +222,16 @@ struct Composing {
 
 enum Bytes {
     Ready(Vec<u8>),
-    Signing(tokio::task::JoinHandle<Vec<u8>>),
+    Signing(tokio::sync::oneshot::Receiver<Vec<u8>>),
 }
 
 impl Composing {
     async fn message(self) -> anyhow::Result<Outgoing> {
         let bytes = match self.bytes {
             Bytes::Ready(b) => b,
-            Bytes::Signing(h) => h.await?,
+            Bytes::Signing(h) => h
+                .await
+                .map_err(|_| anyhow::anyhow!("the signing thread stopped"))?,
         };
         Ok(Outgoing {
             envelope: self.envelope,
@@ -752,13 +777,15 @@ impl Sender<'_> {
         let own = self.own_fields(run.id, &subscriber);
         let envelope = own.envelope(self.subs, run.id, d.subscriber_id)?;
         let bytes = match &self.dkim {
-            // A signature (RSA above all) is the costly part: made on the blocking pool.
+            // A signature (RSA above all) is the costly part: made on the signing threads.
             Some(signer) => {
                 let signer = signer.clone();
                 let time = ctx.run_time.timestamp();
-                Bytes::Signing(tokio::task::spawn_blocking(move || {
-                    own.assemble(&prepared, Some(&signer), time)
-                }))
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                signing_pool().spawn(move || {
+                    let _ = tx.send(own.assemble(&prepared, Some(&signer), time));
+                });
+                Bytes::Signing(rx)
             }
             None => Bytes::Ready(own.assemble(&prepared, None, 0)),
         };
