@@ -120,8 +120,8 @@ fn main() {
     let mut work = Vec::new();
     let mut cpu = Vec::new();
     let mut decide = Vec::new();
-    let (mut pages_latency, mut pages_cpu, mut pages_work, mut pages_rendered) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut pages_latency, mut pages_cpu, mut pages_work, mut pages_rendered, mut pages_plan) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     while rx.try_recv().is_ok() {}
     for k in 0..30 {
         let title = format!("Benchmark-Meldung {k}");
@@ -157,6 +157,7 @@ fn main() {
         let field = |name| log_field(&line, name).unwrap_or(f64::NAN);
         pages_work.push(field("ms"));
         pages_rendered.push(field("rendered"));
+        pages_plan.push(field("plan_ms"));
         std::thread::sleep(Duration::from_millis(300));
     }
     println!(
@@ -182,8 +183,9 @@ fn main() {
         percentile(cpu, 0.95)
     );
     println!(
-        "pages: rendered per change median {:.0}; work as logged median {:.1} ms, p95 {:.1} ms",
+        "pages: rendered per change median {:.0}; planning median {:.1} ms; work as logged median {:.1} ms, p95 {:.1} ms",
         percentile(pages_rendered, 0.5),
+        percentile(pages_plan, 0.5),
         percentile(pages_work.clone(), 0.5),
         percentile(pages_work, 0.95)
     );

@@ -84,6 +84,19 @@ pub struct Item {
     /// A hash of the file's bytes, the same in every process and version: archive documents
     /// are named by the contents of their items (SPEC 11).
     pub content_hash: u64,
+    /// [`Item::page_path`], made when first asked for.
+    pub page_path: PagePath,
+}
+
+/// An item's page path, made once: the daemon plans every page on every change.
+#[derive(Debug, Clone, Default)]
+pub struct PagePath(std::sync::OnceLock<String>);
+
+/// Derived from the other fields, so never a difference between two items.
+impl PartialEq for PagePath {
+    fn eq(&self, _: &PagePath) -> bool {
+        true
+    }
 }
 
 /// What outputs show of an item's body: the HTML and the plain-text lead.
@@ -112,6 +125,22 @@ impl Item {
             }
             _ => std::borrow::Cow::Borrowed(&self.body),
         }
+    }
+
+    /// The path of the item's page below the pages (`2026/03/04/ozg-2/`): by its date in
+    /// the site's time zone and its slug.
+    pub fn page_path(&self) -> &str {
+        self.page_path.0.get_or_init(|| {
+            use chrono::Datelike;
+            let d = self.date;
+            format!(
+                "{:04}/{:02}/{:02}/{}/",
+                d.year(),
+                d.month(),
+                d.day(),
+                self.slug
+            )
+        })
     }
 
     /// Drops the body from memory; [`Item::body_text`] reads it from `file` when needed.
@@ -368,6 +397,7 @@ pub fn parse_item(path: &str, bytes: &[u8], site: &SiteContext) -> Result<Item, 
         tag_slugs: seen,
         revision: 0,
         content_hash: stable_hash(bytes),
+        page_path: PagePath::default(),
         source: None,
         body_offset,
         author: fm

@@ -145,7 +145,7 @@ struct FeedWriter {
 #[derive(Default)]
 struct PageWriter {
     entries: crate::pages::EntryCache,
-    fingerprints: HashMap<String, u64>,
+    fingerprints: crate::pages::Manifest,
     /// Whether `fingerprints` is what this process wrote (else it is read from the
     /// manifest, and checked against the files, on the next write).
     loaded: bool,

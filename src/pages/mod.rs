@@ -8,6 +8,8 @@
 //! removing a page never touches a file somebody else put there.
 
 use std::collections::{BTreeSet, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -103,16 +105,11 @@ impl PageMeta {
 /// The page path of an item, relative to the pages: `{year}/{month}/{day}/{slug}/`, by its
 /// date in the site's time zone.
 pub fn item_path(item: &Item) -> String {
-    use chrono::Datelike;
-    let d = item.date;
-    format!(
-        "{:04}/{:02}/{:02}/{}/",
-        d.year(),
-        d.month(),
-        d.day(),
-        item.slug
-    )
+    item.page_path().to_owned()
 }
+
+/// The pages written and their fingerprints, by path below `pages.dir`.
+pub type Manifest = FxHashMap<String, u64>;
 
 /// The page path of the archived run `run` of digest `name`.
 pub fn run_path(name: &str, run: i64) -> String {
@@ -199,7 +196,7 @@ pub struct EntryCache {
     /// The settings and templates the entries were made with.
     settings: u64,
     /// By item key (its file and contents, see `PagePlan::keys`).
-    entries: HashMap<u64, minijinja::Value>,
+    entries: FxHashMap<u64, minijinja::Value>,
 }
 
 impl EntryCache {
@@ -319,8 +316,8 @@ pub fn plan<'a>(
         crate::content::item::stable_hash(format!("{meta:?}\0{}", lang.fingerprint).as_bytes());
     let (listed, problems) = page_owners(items, start);
     // Terms, keyed by slug; named by the first spelling in sort order (as the feeds are).
-    let mut tags: HashMap<&str, (&str, Vec<usize>)> = HashMap::new();
-    let mut cats: HashMap<&str, (&str, Vec<usize>)> = HashMap::new();
+    let mut tags: FxHashMap<&str, (&str, Vec<usize>)> = FxHashMap::default();
+    let mut cats: FxHashMap<&str, (&str, Vec<usize>)> = FxHashMap::default();
     for &i in &listed {
         let item = &items[i];
         for (t, slug) in item.tags.iter().zip(&item.tag_slugs) {
@@ -430,8 +427,8 @@ pub fn url_clashes(items: &[Arc<Item>], now: DateTime<FixedOffset>) -> Vec<Probl
 /// the same URL, the first file in path order keeps it and the other is an error.
 fn page_owners(items: &[Arc<Item>], start: usize) -> (Vec<usize>, Vec<Problem>) {
     use chrono::Datelike;
-    let mut owner: HashMap<(i32, u32, u32, &str), usize> =
-        HashMap::with_capacity(items.len() - start);
+    let mut owner: FxHashMap<(i32, u32, u32, &str), usize> =
+        FxHashMap::with_capacity_and_hasher(items.len() - start, Default::default());
     let mut clashes = Vec::new();
     for i in start..items.len() {
         let d = items[i].date;
@@ -559,6 +556,13 @@ impl<'a> PagePlan<'a> {
             Job::Sitemap(0) => "sitemap.xml".into(),
             Job::Sitemap(n) => format!("sitemap-{n}.xml"),
             Job::Stylesheet => "style.css".into(),
+            Job::Item(idx) => {
+                let dir = self.items[idx].page_path();
+                let mut path = String::with_capacity(dir.len() + 10);
+                path.push_str(dir);
+                path.push_str("index.html");
+                path
+            }
             _ => format!("{}index.html", self.url_path(i)),
         }
     }
@@ -1012,7 +1016,7 @@ pub struct PageStats {
 pub fn write_pages(
     dir: &Path,
     plan: &PagePlan,
-    known: &mut HashMap<String, u64>,
+    known: &mut Manifest,
     verify: bool,
     sync: bool,
 ) -> anyhow::Result<PageStats> {
@@ -1059,7 +1063,7 @@ pub fn write_pages(
 
 /// The pages herold wrote below `dir` and their fingerprints, from the manifest (a page of
 /// an older manifest without fingerprints gets none, so it is rendered again).
-pub fn read_manifest(dir: &Path) -> HashMap<String, u64> {
+pub fn read_manifest(dir: &Path) -> Manifest {
     std::fs::read_to_string(dir.join(MANIFEST))
         .unwrap_or_default()
         .lines()
