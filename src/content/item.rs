@@ -38,6 +38,19 @@ impl SiteContext {
     }
 }
 
+impl SiteContext {
+    /// FITKO's settings, for tests: Berlin time, `https://www.fitko.de/{slug}`.
+    #[cfg(test)]
+    pub fn for_tests() -> SiteContext {
+        SiteContext {
+            timezone: chrono_tz::Europe::Berlin,
+            tag_authority: "www.fitko.de".into(),
+            item_url: "https://www.fitko.de/{slug}".into(),
+            default_author: "FITKO".into(),
+        }
+    }
+}
+
 /// A parsed news item. Text fields are clean: no control characters, titles on one line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item {

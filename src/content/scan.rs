@@ -20,25 +20,11 @@ pub fn list_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
 fn list_dir(entries: std::fs::ReadDir, prefix: &str) -> Vec<(String, PathBuf)> {
     let mut files = Vec::new();
     let mut subdirs = Vec::new();
-    for entry in entries {
-        let Ok(entry) = entry else { continue };
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') || name.starts_with('_') {
-            continue;
-        }
-        let rel = if prefix.is_empty() {
-            name.into_owned()
-        } else {
-            format!("{prefix}/{name}")
-        };
-        let Ok(ft) = entry.file_type() else { continue };
-        if ft.is_dir() {
-            subdirs.push((rel, entry.path()));
-        } else if is_content_file(&rel)
-            && (ft.is_file() || (ft.is_symlink() && entry.path().is_file()))
-        {
-            files.push((rel, entry.path()));
+    for entry in entries.flatten() {
+        match classify(&entry, prefix) {
+            Some(Listed::Dir(rel)) => subdirs.push((rel, entry.path())),
+            Some(Listed::File(rel)) => files.push((rel, entry.path())),
+            None => {}
         }
     }
     let nested: Vec<Vec<(String, PathBuf)>> = subdirs
@@ -47,6 +33,36 @@ fn list_dir(entries: std::fs::ReadDir, prefix: &str) -> Vec<(String, PathBuf)> {
         .collect();
     files.extend(nested.into_iter().flatten());
     files
+}
+
+/// What a directory entry is to a scan, with its path relative to the content directory.
+enum Listed {
+    Dir(String),
+    File(String),
+}
+
+/// Directories and content files below `prefix`; `None` for what a scan skips (names
+/// starting with `.` or `_`, other files, links to directories).
+fn classify(entry: &std::fs::DirEntry, prefix: &str) -> Option<Listed> {
+    let name = entry.file_name();
+    let name = name.to_string_lossy();
+    if name.starts_with('.') || name.starts_with('_') {
+        return None;
+    }
+    let rel = if prefix.is_empty() {
+        name.into_owned()
+    } else {
+        format!("{prefix}/{name}")
+    };
+    let ft = entry.file_type().ok()?;
+    if ft.is_dir() {
+        Some(Listed::Dir(rel))
+    } else if is_content_file(&rel) && (ft.is_file() || (ft.is_symlink() && entry.path().is_file()))
+    {
+        Some(Listed::File(rel))
+    } else {
+        None
+    }
 }
 
 /// Calls `f` with the relative path and directory entry of every content file under `dir`,
@@ -61,28 +77,16 @@ pub fn walk(
     let mut stack = vec![(String::new(), std::fs::read_dir(dir)?)];
     on_dir("");
     while let Some((prefix, mut entries)) = stack.pop() {
-        for entry in entries.by_ref() {
-            let Ok(entry) = entry else { continue };
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with('.') || name.starts_with('_') {
-                continue;
-            }
-            let rel = if prefix.is_empty() {
-                name.into_owned()
-            } else {
-                format!("{prefix}/{name}")
-            };
-            let Ok(ft) = entry.file_type() else { continue };
-            if ft.is_dir() {
-                if let Ok(sub) = std::fs::read_dir(entry.path()) {
-                    on_dir(&rel);
-                    stack.push((rel, sub));
+        for entry in entries.by_ref().flatten() {
+            match classify(&entry, &prefix) {
+                Some(Listed::Dir(rel)) => {
+                    if let Ok(sub) = std::fs::read_dir(entry.path()) {
+                        on_dir(&rel);
+                        stack.push((rel, sub));
+                    }
                 }
-            } else if is_content_file(&rel)
-                && (ft.is_file() || (ft.is_symlink() && entry.path().is_file()))
-            {
-                f(&rel, &entry);
+                Some(Listed::File(rel)) => f(&rel, &entry),
+                None => {}
             }
         }
     }

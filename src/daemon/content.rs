@@ -526,12 +526,7 @@ mod tests {
     use super::*;
 
     fn site() -> SiteContext {
-        SiteContext {
-            timezone: chrono_tz::Europe::Berlin,
-            tag_authority: "www.fitko.de".into(),
-            item_url: "https://www.fitko.de/{slug}".into(),
-            default_author: "FITKO".into(),
-        }
+        SiteContext::for_tests()
     }
 
     #[test]
