@@ -412,7 +412,8 @@ fn check(cli: &Cli, config: &Config, deny_warnings: bool) -> anyhow::Result<Exit
             false
         }
     };
-    let mut corpus = read_corpus(config)?;
+    // `check` reads every file itself and writes nothing (it runs in editors' pipelines).
+    let mut corpus = read_corpus_with(config, None)?;
     for item in &corpus.items {
         if item.id_from_file_name {
             corpus.problems.push(Problem::warning(
@@ -476,16 +477,19 @@ pub fn scan_cache_path(config: &Config) -> Option<std::path::PathBuf> {
 
 /// Scans the content directory, with a progress bar on a terminal.
 pub fn read_corpus(config: &Config) -> anyhow::Result<Corpus> {
+    read_corpus_with(config, scan_cache_path(config).as_deref())
+}
+
+/// [`read_corpus`] with the scan cache at `cache`, or none.
+fn read_corpus_with(config: &Config, cache: Option<&Path>) -> anyhow::Result<Corpus> {
     let site = SiteContext::from_config(config);
     let bar = TerminalProgress::new();
-    let cache = scan_cache_path(config);
-    let corpus = scan::scan_cached(&config.content.dir, &site, &bar, cache.as_deref())
-        .with_context(|| {
-            format!(
-                "cannot read the content directory {}",
-                config.content.dir.display()
-            )
-        })?;
+    let corpus = scan::scan_cached(&config.content.dir, &site, &bar, cache).with_context(|| {
+        format!(
+            "cannot read the content directory {}",
+            config.content.dir.display()
+        )
+    })?;
     bar.finish();
     Ok(corpus)
 }

@@ -354,6 +354,9 @@ fn the_scan_cache_serves_unchanged_files_and_never_a_changed_one() {
         };
         (field("cached"), field("read"))
     };
+    // `check` reads every file and writes nothing.
+    assert!(site.herold(&["check"]).status.success());
+    assert!(!site.path("data/scan.cache").exists());
     // Sets a content file's modification time (its change time becomes now).
     let touch = |name: &str, seconds_from_now: i64| {
         let t = if seconds_from_now >= 0 {
