@@ -104,17 +104,30 @@ pub fn read_item(rel: &str, full: &Path, site: &SiteContext) -> Result<Item, Pro
 /// (no walk over the whole path per file) and read into a buffer its thread reuses.
 struct Directories(std::collections::HashMap<String, std::fs::File>);
 
+/// At most this many directories are held open during a scan (a content tree with a
+/// directory per day must not use up the process's file descriptors); files elsewhere are
+/// opened by their full path.
+const OPEN_DIRECTORIES: usize = 128;
+
 impl Directories {
     fn open(files: &[(String, PathBuf)]) -> Directories {
-        let mut map = std::collections::HashMap::new();
+        let mut counts: std::collections::HashMap<&str, (usize, &Path)> =
+            std::collections::HashMap::new();
         for (rel, full) in files {
             let parent = rel.rsplit_once('/').map_or("", |(d, _)| d);
-            if !map.contains_key(parent)
-                && let Some(d) = full.parent().and_then(|p| std::fs::File::open(p).ok())
-            {
-                map.insert(parent.to_string(), d);
+            if let Some(dir) = full.parent() {
+                counts.entry(parent).or_insert((0, dir)).0 += 1;
             }
         }
+        // The directories with the most files; one with a single file gains nothing.
+        let mut by_size: Vec<(&str, (usize, &Path))> =
+            counts.into_iter().filter(|(_, (n, _))| *n > 1).collect();
+        by_size.sort_unstable_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(b.0)));
+        let map = by_size
+            .into_iter()
+            .take(OPEN_DIRECTORIES)
+            .filter_map(|(rel, (_, dir))| Some((rel.to_string(), std::fs::File::open(dir).ok()?)))
+            .collect();
         Directories(map)
     }
 
@@ -287,6 +300,35 @@ pub fn scan_cached(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_per_item_holds_no_descriptor_per_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        // More directories than a process may commonly hold open (1,024), one item each,
+        // and a few with several items.
+        for d in 0..1100 {
+            let sub = dir.path().join(format!("{d:04}"));
+            std::fs::create_dir(&sub).unwrap();
+            let items = if d < 3 { 3 } else { 1 };
+            for k in 0..items {
+                std::fs::write(
+                    sub.join(format!("i{d}-{k}.md")),
+                    format!("+++\ntitle = \"Ä {d} {k}\"\ndate = 2026-01-01\n+++\nText\n"),
+                )
+                .unwrap();
+            }
+        }
+        let files = list_files(dir.path()).unwrap();
+        assert_eq!(files.len(), 1097 + 9);
+        let dirs = Directories::open(&files);
+        assert_eq!(
+            dirs.0.len(),
+            3,
+            "only directories with several files are held open"
+        );
+        let corpus = scan(dir.path(), &SiteContext::for_tests(), &()).unwrap();
+        assert_eq!(corpus.items.len(), 1106, "{:?}", corpus.problems.first());
+    }
 
     #[test]
     fn a_scan_keeps_no_bodies_and_renders_them_from_the_files() {
