@@ -20,7 +20,8 @@ use super::{Item, SiteContext};
 const MAGIC: &[u8; 12] = b"herold-scan\0";
 const FORMAT: u32 = 2;
 
-/// What identifies one version of a file on disk.
+/// What identifies one version of a file on disk without reading it (the scan cache and
+/// the daemon's polls both go by it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
     pub dev: u64,
@@ -30,6 +31,11 @@ pub struct Stamp {
     pub ctime_ns: i128,
 }
 
+/// Seconds and nanoseconds as one count of nanoseconds.
+fn nanos(secs: i64, nsec: i64) -> i128 {
+    i128::from(secs) * 1_000_000_000 + i128::from(nsec)
+}
+
 impl Stamp {
     pub fn of(meta: &std::fs::Metadata) -> Stamp {
         use std::os::unix::fs::MetadataExt;
@@ -37,8 +43,19 @@ impl Stamp {
             dev: meta.dev(),
             ino: meta.ino(),
             size: meta.size(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            mtime_ns: nanos(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: nanos(meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// The stamp of what `fstatat(2)` gave.
+    pub fn of_stat(st: &libc::stat) -> Stamp {
+        Stamp {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime_ns: nanos(st.st_mtime, st.st_mtime_nsec),
+            ctime_ns: nanos(st.st_ctime, st.st_ctime_nsec),
         }
     }
 

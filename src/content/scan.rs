@@ -146,15 +146,7 @@ impl Directories {
                     }
                     st.assume_init()
                 };
-                Ok(Stamp {
-                    dev: st.st_dev,
-                    ino: st.st_ino,
-                    size: st.st_size as u64,
-                    mtime_ns: i128::from(st.st_mtime) * 1_000_000_000
-                        + i128::from(st.st_mtime_nsec),
-                    ctime_ns: i128::from(st.st_ctime) * 1_000_000_000
-                        + i128::from(st.st_ctime_nsec),
-                })
+                Ok(Stamp::of_stat(&st))
             }
             _ => Ok(Stamp::of(&std::fs::metadata(full)?)),
         }

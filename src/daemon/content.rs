@@ -1,35 +1,14 @@
 //! The daemon's view of the content directory: every file with its last parse, updated
-//! incrementally. Only files whose size, times or inode changed are read again; a file that
-//! breaks keeps its last good item published until it is fixed or deleted (SPEC 2).
+//! incrementally. Only files whose size, times, inode or device changed are read again; a
+//! file that breaks keeps its last good item published until it is fixed or deleted (SPEC 2).
 
 use std::collections::{BTreeSet, HashMap};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::content::cache::Stamp;
 use crate::content::scan::{display_path, read_item, walk};
 use crate::content::{Corpus, Item, Problem, SiteContext};
-
-/// What identifies a version of a file without reading it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    len: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
-    ino: u64,
-}
-
-impl Stamp {
-    fn of(meta: &std::fs::Metadata) -> Stamp {
-        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
-        Stamp {
-            len: meta.len(),
-            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
-            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
-            ino: meta.ino(),
-        }
-    }
-}
 
 struct FileEntry {
     stamp: Stamp,
