@@ -22,6 +22,8 @@ use crate::output::{Flush, Written, write_all_if_changed, write_batch_if_changed
 #[derive(Default)]
 pub struct HtmlCache {
     entries: HashMap<String, (u64, Arc<Rendition>)>,
+    /// The names of the archive documents of the last plan.
+    archive_names: feed::archive::Names,
 }
 
 impl HtmlCache {
@@ -186,7 +188,18 @@ pub fn prepare_indexed<'a>(
     let bodies = cache.fill(items, &wanted);
     let scheduled = feed::published_from(items, now);
     let archives = match meta.archive_size {
-        Some(size) => feed::archive::plan(items, scheduled, meta.limit, size, &format!("{meta:?}")),
+        Some(size) => match index {
+            Some(index) => feed::archive::plan_with(
+                items,
+                scheduled,
+                meta.limit,
+                size,
+                &format!("{meta:?}"),
+                &|i| index.key(i),
+                &mut cache.archive_names,
+            ),
+            None => feed::archive::plan(items, scheduled, meta.limit, size, &format!("{meta:?}")),
+        },
         None => Vec::new(),
     };
     let mut jobs: Vec<Job> = (0..specs.len())

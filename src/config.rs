@@ -215,6 +215,9 @@ pub struct Pages {
     /// The URL path below `server.public_url`, without slashes at either end.
     pub path: String,
     pub per_page: usize,
+    /// Newest-first pages of a list (the index, a tag, a category) at most; a longer list
+    /// also has a page per month, so that a new item does not move every page.
+    pub max_pages: usize,
     pub noindex: bool,
 }
 
@@ -225,6 +228,7 @@ impl Default for Pages {
             dir: "public".into(),
             path: "aktuelles".into(),
             per_page: 20,
+            max_pages: 10,
             noindex: false,
         }
     }
@@ -720,6 +724,12 @@ impl Config {
         }
         if self.pages.per_page == 0 {
             return Err(err("per_page", "pages.per_page must be at least 1".into()));
+        }
+        if self.pages.max_pages == 0 {
+            return Err(err(
+                "max_pages",
+                "pages.max_pages must be at least 1".into(),
+            ));
         }
         let path_ok = !self.pages.path.is_empty()
             && self.pages.path.split('/').all(|seg| {

@@ -285,13 +285,22 @@ impl Language {
     pub fn long_date<T: TimeZone>(&self, d: &DateTime<T>) -> String {
         long_date(&self.catalog, d)
     }
+
+    /// The name of `d`'s month ("Januar").
+    pub fn month_name<T: TimeZone>(&self, d: &DateTime<T>) -> String {
+        month_name(&self.catalog, d)
+    }
+}
+
+fn month_name<T: TimeZone>(catalog: &Catalog, d: &DateTime<T>) -> String {
+    match catalog.words.get("date.months") {
+        Some(Entry::List(m)) if m.len() == 12 => m[d.month0() as usize].clone(),
+        _ => d.month().to_string(),
+    }
 }
 
 fn long_date<T: TimeZone>(catalog: &Catalog, d: &DateTime<T>) -> String {
-    let month = match catalog.words.get("date.months") {
-        Some(Entry::List(m)) if m.len() == 12 => m[d.month0() as usize].clone(),
-        _ => d.month().to_string(),
-    };
+    let month = month_name(catalog, d);
     catalog
         .text("date.format")
         .unwrap_or("{year}-{month_number}-{day}")

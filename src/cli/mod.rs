@@ -381,6 +381,7 @@ pub fn write_pages(
     let cache = crate::pages::EntryCache::default();
     let mut plan = crate::pages::plan(
         &corpus.items,
+        None,
         now(config),
         &meta,
         templates.default_language(),

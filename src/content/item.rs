@@ -101,9 +101,10 @@ pub struct Item {
     pub page_path: PagePath,
 }
 
-/// An item's page path, made once: the daemon plans every page on every change.
+/// An item's page path and page key, made once: the daemon plans every page on every
+/// change.
 #[derive(Debug, Clone, Default)]
-pub struct PagePath(std::sync::OnceLock<String>);
+pub struct PagePath(std::sync::OnceLock<String>, std::sync::OnceLock<u64>);
 
 /// Derived from the other fields, so never a difference between two items.
 impl PartialEq for PagePath {
@@ -153,6 +154,16 @@ impl Item {
                 d.day(),
                 self.slug
             )
+        })
+    }
+
+    /// What identifies the item's file and its contents, for the fingerprints of the pages
+    /// that show it.
+    pub fn page_key(&self) -> u64 {
+        *self.page_path.1.get_or_init(|| {
+            self.content_hash
+                ^ stable_hash(self.path.as_bytes()).rotate_left(17)
+                ^ stable_hash(self.id.as_bytes()).rotate_left(41)
         })
     }
 

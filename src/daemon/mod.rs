@@ -546,6 +546,7 @@ impl Daemon {
         let items = self.content.files.items();
         let plan = crate::pages::plan(
             items,
+            Some(self.content.files.plan_index()),
             now,
             &meta,
             templates.default_language(),
@@ -558,10 +559,8 @@ impl Daemon {
         // only names the pages to remove when they are no longer part of the site.
         let verify = !self.pages.loaded;
         if verify {
-            self.pages.fingerprints = crate::pages::read_manifest(&self.config.pages.dir)
-                .into_keys()
-                .map(|p| (p, 0))
-                .collect();
+            self.pages.fingerprints = crate::pages::read_manifest(&self.config.pages.dir);
+            self.pages.fingerprints.forget_fingerprints();
         }
         match crate::pages::write_pages(
             &self.config.pages.dir,

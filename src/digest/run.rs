@@ -465,6 +465,7 @@ impl Sender<'_> {
             let now = crate::clock::now_in(self.config.site.timezone);
             let plan = crate::pages::plan(
                 &corpus.items,
+                None,
                 now,
                 &meta,
                 templates.default_language(),

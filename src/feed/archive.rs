@@ -47,6 +47,35 @@ pub fn plan(
     size: usize,
     settings: &str,
 ) -> Vec<ArchiveDoc> {
+    plan_with(
+        items,
+        start,
+        limit,
+        size,
+        settings,
+        &|i| items[i].page_key(),
+        &mut Names::default(),
+    )
+}
+
+/// The names of archive documents already worked out, by what decides them: the name of
+/// the document before, the sequence number, and the [`Item::page_key`]s of the items.
+/// Naming a document hashes its items' ids and paths; a new item changes the newest
+/// document only, so the daemon keeps the names of the others.
+#[derive(Debug, Default)]
+pub struct Names(rustc_hash::FxHashMap<[u64; 3], u64>);
+
+/// [`plan`] with each item's [`Item::page_key`] from `item_key` (the daemon has them without
+/// visiting the items) and the names `names` knows.
+pub fn plan_with(
+    items: &[Arc<Item>],
+    start: usize,
+    limit: usize,
+    size: usize,
+    settings: &str,
+    item_key: &dyn Fn(usize) -> u64,
+    names: &mut Names,
+) -> Vec<ArchiveDoc> {
     let archived = items.len().saturating_sub(start + limit);
     if archived == 0 || size == 0 {
         return Vec::new();
@@ -55,7 +84,25 @@ pub fn plan(
     let oldest_first = (start + limit..items.len()).rev().collect::<Vec<_>>();
     let mut docs: Vec<ArchiveDoc> = Vec::with_capacity(archived.div_ceil(size));
     let mut prev = stable_hash(settings.as_bytes());
+    let mut used = rustc_hash::FxHashMap::default();
     for (k, chunk) in oldest_first.chunks(size).enumerate() {
+        let memo = [
+            prev,
+            k as u64 + 1,
+            chunk.iter().fold(chunk.len() as u64, |h, &i| {
+                (h.rotate_left(5) ^ item_key(i)).wrapping_mul(0x517c_c1b7_2722_0a95)
+            }),
+        ];
+        if let Some(&hash) = names.0.get(&memo) {
+            used.insert(memo, hash);
+            prev = hash;
+            docs.push(ArchiveDoc {
+                seq: k + 1,
+                hash,
+                items: chunk.iter().rev().copied().collect(),
+            });
+            continue;
+        }
         let mut key = Vec::with_capacity(16 + chunk.len() * 48);
         key.extend_from_slice(&prev.to_le_bytes());
         key.extend_from_slice(&(k as u64 + 1).to_le_bytes());
@@ -68,6 +115,7 @@ pub fn plan(
             key.push(0);
         }
         let hash = stable_hash(&key);
+        used.insert(memo, hash);
         prev = hash;
         docs.push(ArchiveDoc {
             seq: k + 1,
@@ -75,6 +123,7 @@ pub fn plan(
             items: chunk.iter().rev().copied().collect(),
         });
     }
+    names.0 = used;
     docs
 }
 

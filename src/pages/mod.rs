@@ -7,7 +7,7 @@
 //! too (`web::pages`). Which files herold wrote is kept in a manifest (`.herold-pages`), so
 //! removing a page never touches a file somebody else put there.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use rustc_hash::FxHashMap;
 use std::hash::{Hash, Hasher};
@@ -48,6 +48,8 @@ pub struct PageMeta {
     /// `{server.public_url}/{pages.path}`, no trailing slash.
     pub base: String,
     pub per_page: usize,
+    /// Newest-first pages of a list at most; a longer list also has month pages.
+    pub max_pages: usize,
     pub noindex: bool,
     pub site_title: String,
     pub description: String,
@@ -75,6 +77,7 @@ impl PageMeta {
         PageMeta {
             base: c.pages_url(),
             per_page: c.pages.per_page,
+            max_pages: c.pages.max_pages,
             noindex: c.pages.noindex,
             site_title: crate::content::text::plain(&c.site.title),
             description: crate::content::text::plain(&c.site.description),
@@ -108,8 +111,54 @@ pub fn item_path(item: &Item) -> String {
     item.page_path().to_owned()
 }
 
-/// The pages written and their fingerprints, by path below `pages.dir`.
-pub type Manifest = FxHashMap<String, u64>;
+/// The pages herold wrote below `pages.dir`, by fingerprint. A fingerprint covers what
+/// identifies its page (its kind, number, term or item), so two pages never share one, and
+/// a change costs lookups of the pages' fingerprints, not of their paths.
+#[derive(Debug, Default)]
+pub struct Manifest {
+    by_fingerprint: FxHashMap<u64, String>,
+    /// Lines in the file (it grows by appended lines between rewrites).
+    lines: usize,
+}
+
+impl Manifest {
+    /// How many pages.
+    pub fn len(&self) -> usize {
+        self.by_fingerprint.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_fingerprint.is_empty()
+    }
+
+    /// The paths of the pages, in no order.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.by_fingerprint.values().map(String::as_str)
+    }
+
+    /// Records `path` with `fingerprint`, or, for a page whose fingerprint is not known, one
+    /// that no page has (so it is rendered again).
+    fn insert(&mut self, path: String, fingerprint: Option<u64>) {
+        let mut f = fingerprint.unwrap_or_else(|| {
+            crate::content::item::stable_hash(path.as_bytes()) ^ 0x9e37_79b9_7f4a_7c15
+        });
+        while self.by_fingerprint.contains_key(&f) {
+            f = f.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        }
+        self.by_fingerprint.insert(f, path);
+    }
+
+    /// Forgets what each page showed, keeping which pages there are: every page is then
+    /// rendered again and compared with its file.
+    pub fn forget_fingerprints(&mut self) {
+        let paths: Vec<String> = std::mem::take(&mut self.by_fingerprint)
+            .into_values()
+            .collect();
+        for p in paths {
+            self.insert(p, None);
+        }
+    }
+}
 
 /// The page path of the archived run `run` of digest `name`.
 pub fn run_path(name: &str, run: i64) -> String {
@@ -217,11 +266,15 @@ impl EntryCache {
 
     /// Keeps the entries `plan` made, and forgets those of items it no longer lists.
     pub fn absorb(&mut self, plan: &PagePlan) {
-        if self.settings != plan.settings {
+        let same = self.settings == plan.settings;
+        if !same {
             self.entries.clear();
             self.settings = plan.settings;
         }
         for &i in &plan.listed {
+            if same && plan.cached[i] {
+                continue;
+            }
             if let Some(entry) = plan.entries[i].get() {
                 self.entries.insert(plan.keys[i], entry.clone());
             }
@@ -253,6 +306,8 @@ enum Job {
     Item(usize),
     /// Page `n` of term `t`.
     Term(usize, usize),
+    /// Month `m` (from 0, newest first) of list `l` (see [`PagePlan::list`]).
+    Month(usize, usize),
     /// The archive of digest `d`.
     DigestIndex(usize),
     /// Run `r` of digest `d`.
@@ -272,9 +327,14 @@ pub struct PagePlan<'a> {
     lang: &'a Language,
     /// Each item as lists show it, made once for the index, tag and category pages.
     entries: Vec<OnceLock<minijinja::Value>>,
+    /// Per corpus position: whether its entry came from the [`EntryCache`].
+    cached: Vec<bool>,
     /// Published items with a page, newest first.
     listed: Vec<usize>,
     terms: Vec<Term>,
+    /// Per list (0: the index, `t + 1`: term `t`): its months, newest first, when it is
+    /// longer than its newest-first pages show.
+    months: Vec<Vec<Month>>,
     archives: &'a [DigestArchive],
     /// Per archive and run: the corpus positions of the run's items still published.
     run_items: Vec<Vec<Vec<usize>>>,
@@ -291,8 +351,18 @@ pub struct PagePlan<'a> {
     shared: Option<&'a crate::build::SharedBodies>,
 }
 
-fn pages_of(n: usize, per_page: usize) -> usize {
-    n.div_ceil(per_page).max(1)
+/// The items of one month of a list: positions `from..to` of the list (newest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Month {
+    year: i32,
+    month: u32,
+    from: usize,
+    to: usize,
+}
+
+/// The newest-first pages of a list of `n` items.
+fn pages_of(n: usize, meta: &PageMeta) -> usize {
+    n.div_ceil(meta.per_page).clamp(1, meta.max_pages)
 }
 
 fn list_path(prefix: &str, page: usize) -> String {
@@ -302,42 +372,73 @@ fn list_path(prefix: &str, page: usize) -> String {
     }
 }
 
-/// Decides every page of `items` (a corpus's, newest first) as it stands at `now`.
-pub fn plan<'a>(
-    items: &'a [Arc<Item>],
-    now: DateTime<FixedOffset>,
-    meta: &'a PageMeta,
-    lang: &'a Language,
-    archives: &'a [DigestArchive],
-    cache: &EntryCache,
-) -> PagePlan<'a> {
-    let start = crate::feed::published_from(items, now);
-    let settings =
-        crate::content::item::stable_hash(format!("{meta:?}\0{}", lang.fingerprint).as_bytes());
-    let (listed, problems) = page_owners(items, start);
-    // Terms, keyed by slug; named by the first spelling in sort order (as the feeds are).
-    let mut tags: FxHashMap<&str, (&str, Vec<usize>)> = FxHashMap::default();
-    let mut cats: FxHashMap<&str, (&str, Vec<usize>)> = FxHashMap::default();
-    for &i in &listed {
+fn month_path(prefix: &str, m: &Month) -> String {
+    format!("{prefix}{:04}/{:02}/", m.year, m.month)
+}
+
+/// The months of a list (newest first), when its newest-first pages do not show all of it:
+/// each month's page then shows every item of that month, and a new item changes the
+/// newest-first pages and its month's page, not the pages of every older item.
+fn months_of(
+    items: &[Arc<Item>],
+    index: Option<&crate::feed::PlanIndex>,
+    list: &[usize],
+    meta: &PageMeta,
+) -> Vec<Month> {
+    if list.len() <= meta.per_page * meta.max_pages {
+        return Vec::new();
+    }
+    let month_of = |idx: usize| match index {
+        Some(index) => index.month(idx),
+        None => crate::feed::month_code(&items[idx].date),
+    };
+    let mut months: Vec<Month> = Vec::new();
+    let mut current = i32::MIN;
+    for (pos, &idx) in list.iter().enumerate() {
+        let code = month_of(idx);
+        match months.last_mut() {
+            Some(m) if code == current => m.to = pos + 1,
+            _ => {
+                current = code;
+                months.push(Month {
+                    year: code.div_euclid(12),
+                    month: code.rem_euclid(12) as u32 + 1,
+                    from: pos,
+                    to: pos + 1,
+                });
+            }
+        }
+    }
+    months
+}
+
+/// The tags and categories of the `listed` items, by slug, each named by its first
+/// spelling in sort order (as the feeds are); tags first, each kind by slug.
+fn terms_of<'i>(items: &'i [Arc<Item>], listed: &[usize]) -> Vec<Term> {
+    type Terms<'i> = FxHashMap<&'i str, (&'i str, Vec<usize>)>;
+    let mut tags: Terms = FxHashMap::default();
+    let mut cats: Terms = FxHashMap::default();
+    let add = |map: &mut Terms<'i>, name: &'i str, slug: &'i str, i: usize| {
+        let e = map.entry(slug).or_insert((name, Vec::new()));
+        if name < e.0 {
+            e.0 = name;
+        }
+        // An item with two spellings of one slug is listed once.
+        if e.1.last() != Some(&i) {
+            e.1.push(i);
+        }
+    };
+    for &i in listed {
         let item = &items[i];
         for (t, slug) in item.tags.iter().zip(&item.tag_slugs) {
-            if slug.is_empty() {
-                continue;
+            if !slug.is_empty() {
+                add(&mut tags, t.as_str(), slug.as_str(), i);
             }
-            let e = tags.entry(slug).or_insert((t, Vec::new()));
-            if t.as_str() < e.0 {
-                e.0 = t;
-            }
-            e.1.push(i);
         }
         if let (Some(c), Some(slug)) = (&item.category, &item.category_slug)
             && !slug.is_empty()
         {
-            let e = cats.entry(slug).or_insert((c, Vec::new()));
-            if c.as_str() < e.0 {
-                e.0 = c;
-            }
-            e.1.push(i);
+            add(&mut cats, c.as_str(), slug.as_str(), i);
         }
     }
     let mut terms: Vec<Term> = Vec::with_capacity(tags.len() + cats.len());
@@ -351,34 +452,85 @@ pub fn plan<'a>(
             items,
         }));
     }
+    terms
+}
+
+/// Decides every page of `items` (a corpus's, newest first) as it stands at `now`.
+pub fn plan<'a>(
+    items: &'a [Arc<Item>],
+    index: Option<&crate::feed::PlanIndex>,
+    now: DateTime<FixedOffset>,
+    meta: &'a PageMeta,
+    lang: &'a Language,
+    archives: &'a [DigestArchive],
+    cache: &EntryCache,
+) -> PagePlan<'a> {
+    let start = crate::feed::published_from(items, now);
+    let settings =
+        crate::content::item::stable_hash(format!("{meta:?}\0{}", lang.fingerprint).as_bytes());
+    let (listed, problems) = page_owners(items, index, start);
+    let terms = match index {
+        // The daemon's index has every item's terms as numbers: no item is visited.
+        Some(index) => index
+            .terms_of(&listed)
+            .into_iter()
+            .map(|(category, slug, name, items)| Term {
+                kind: if category {
+                    TermKind::Category
+                } else {
+                    TermKind::Tag
+                },
+                slug,
+                name,
+                items,
+            })
+            .collect(),
+        None => terms_of(items, &listed),
+    };
     // Only digest archives look items up by id.
-    let by_id: HashMap<&str, usize> = if archives.is_empty() {
-        HashMap::new()
+    let by_id: FxHashMap<u64, usize> = if archives.is_empty() {
+        FxHashMap::default()
     } else {
-        listed.iter().map(|&i| (items[i].id.as_str(), i)).collect()
+        listed
+            .iter()
+            .map(|&i| {
+                let id = match index {
+                    Some(index) => index.id_hash(i),
+                    None => crate::content::item::stable_hash(items[i].id.as_bytes()),
+                };
+                (id, i)
+            })
+            .collect()
+    };
+    let find = |id: &str| {
+        by_id
+            .get(&crate::content::item::stable_hash(id.as_bytes()))
+            .copied()
+            .filter(|&i| items[i].id == id)
     };
     let run_items: Vec<Vec<Vec<usize>>> = archives
         .iter()
         .map(|a| {
             a.runs
                 .iter()
-                .map(|r| {
-                    r.items
-                        .iter()
-                        .filter_map(|id| by_id.get(id.as_str()).copied())
-                        .collect()
-                })
+                .map(|r| r.items.iter().filter_map(|id| find(id)).collect())
                 .collect()
         })
         .collect();
 
-    let per = meta.per_page;
+    let months: Vec<Vec<Month>> = std::iter::once(&listed)
+        .chain(terms.iter().map(|t| &t.items))
+        .map(|list| months_of(items, index, list, meta))
+        .collect();
     // Item pages first: rendering one gives its lead from the same parse, and the list
     // pages after them find their entries made.
     let mut jobs: Vec<Job> = listed.iter().map(|&i| Job::Item(i)).collect();
-    jobs.extend((1..=pages_of(listed.len(), per)).map(Job::Index));
+    jobs.extend((1..=pages_of(listed.len(), meta)).map(Job::Index));
     for (t, term) in terms.iter().enumerate() {
-        jobs.extend((1..=pages_of(term.items.len(), per)).map(|n| Job::Term(t, n)));
+        jobs.extend((1..=pages_of(term.items.len(), meta)).map(|n| Job::Term(t, n)));
+    }
+    for (l, m) in months.iter().enumerate() {
+        jobs.extend((0..m.len()).map(|k| Job::Month(l, k)));
     }
     for (d, a) in archives.iter().enumerate() {
         jobs.push(Job::DigestIndex(d));
@@ -392,21 +544,20 @@ pub fn plan<'a>(
     };
     jobs.extend((0..=parts).map(Job::Sitemap));
     jobs.push(Job::Stylesheet);
-    let keys: Vec<u64> = items
-        .iter()
-        .map(|it| {
-            it.content_hash
-                ^ crate::content::item::stable_hash(it.path.as_bytes()).rotate_left(17)
-                ^ crate::content::item::stable_hash(it.id.as_bytes()).rotate_left(41)
-        })
-        .collect();
+    let keys: Vec<u64> = match index {
+        Some(index) => (0..items.len()).map(|i| index.key(i)).collect(),
+        None => items.iter().map(|it| it.page_key()).collect(),
+    };
+    let entries = cache.slots(&keys, settings);
     PagePlan {
         items,
         meta,
         lang,
-        entries: cache.slots(&keys, settings),
+        cached: entries.iter().map(|e| e.get().is_some()).collect(),
+        entries,
         listed,
         terms,
+        months,
         archives,
         run_items,
         jobs,
@@ -420,22 +571,37 @@ pub fn plan<'a>(
 
 /// Published items whose pages would have the same URL (for `herold check`).
 pub fn url_clashes(items: &[Arc<Item>], now: DateTime<FixedOffset>) -> Vec<Problem> {
-    page_owners(items, crate::feed::published_from(items, now)).1
+    page_owners(items, None, crate::feed::published_from(items, now)).1
 }
 
 /// The published items that get a page, newest first: of two items whose pages would have
 /// the same URL, the first file in path order keeps it and the other is an error.
-fn page_owners(items: &[Arc<Item>], start: usize) -> (Vec<usize>, Vec<Problem>) {
-    use chrono::Datelike;
-    let mut owner: FxHashMap<(i32, u32, u32, &str), usize> =
+fn page_owners(
+    items: &[Arc<Item>],
+    index: Option<&crate::feed::PlanIndex>,
+    start: usize,
+) -> (Vec<usize>, Vec<Problem>) {
+    // By a hash of the page path (from the index, without visiting the item); equal
+    // hashes are compared by their paths.
+    let mut owner: FxHashMap<u64, usize> =
         FxHashMap::with_capacity_and_hasher(items.len() - start, Default::default());
     let mut clashes = Vec::new();
     for i in start..items.len() {
-        let d = items[i].date;
-        let key = (d.year(), d.month(), d.day(), items[i].slug.as_str());
+        let key = match index {
+            Some(index) => index.page_hash(i),
+            None => crate::content::item::stable_hash(items[i].page_path().as_bytes()),
+        };
         match owner.get_mut(&key) {
             None => {
                 owner.insert(key, i);
+            }
+            Some(o) if items[*o].page_path() != items[i].page_path() => {
+                // Two paths with one hash (never seen): the later one is kept apart.
+                let mut k = key;
+                while owner.contains_key(&k) {
+                    k = k.wrapping_add(1);
+                }
+                owner.insert(k, i);
             }
             Some(o) => {
                 let (keep, lose) = if items[i].path < items[*o].path {
@@ -461,9 +627,13 @@ fn page_owners(items: &[Arc<Item>], start: usize) -> (Vec<usize>, Vec<Problem>) 
             ),
         ));
     }
-    let listed = (start..items.len())
-        .filter(|i| !losers.contains(i))
-        .collect();
+    let listed = if losers.is_empty() {
+        (start..items.len()).collect()
+    } else {
+        (start..items.len())
+            .filter(|i| !losers.contains(i))
+            .collect()
+    };
     (listed, problems)
 }
 
@@ -516,8 +686,13 @@ struct Link<'a> {
 
 #[derive(Serialize)]
 struct Pager {
+    /// The newest-first page (from 1), 0 on a month's page.
     page: usize,
     pages: usize,
+    /// Whether this is the list's first page (its newest items).
+    front: bool,
+    /// What the page shows ("Seite 2 von 10", "Januar 2026").
+    label: String,
     newer: Option<String>,
     older: Option<String>,
 }
@@ -573,6 +748,7 @@ impl<'a> PagePlan<'a> {
             Job::Index(n) => list_path("", n),
             Job::Item(idx) => item_path(&self.items[idx]),
             Job::Term(t, n) => list_path(&self.term_prefix(t), n),
+            Job::Month(l, m) => month_path(&self.list_prefix(l), &self.months[l][m]),
             Job::DigestIndex(d) => format!("digests/{}/", self.archives[d].name),
             Job::DigestRun(d, r) => run_path(&self.archives[d].name, self.archives[d].runs[r].id),
             Job::Sitemap(_) | Job::Stylesheet => String::new(),
@@ -582,6 +758,56 @@ impl<'a> PagePlan<'a> {
     fn term_prefix(&self, t: usize) -> String {
         let term = &self.terms[t];
         format!("{}/{}/", term.kind.dir(), term.slug)
+    }
+
+    /// List `l`: the index (0) or term `l - 1`, newest first.
+    fn list(&self, l: usize) -> &[usize] {
+        match l {
+            0 => &self.listed,
+            l => &self.terms[l - 1].items,
+        }
+    }
+
+    fn list_prefix(&self, l: usize) -> String {
+        match l {
+            0 => String::new(),
+            l => self.term_prefix(l - 1),
+        }
+    }
+
+    /// What a page's links to its neighbours depend on, beside its own items: the size of
+    /// its list's newest-first pages and the months their last page and a month link to.
+    fn neighbours(&self, l: usize, page: Option<usize>, month: Option<usize>) -> impl Hash {
+        let list = self.list(l);
+        let pages = pages_of(list.len(), self.meta);
+        let months = &self.months[l];
+        let ym = |m: Option<&Month>| m.map(|m| (m.year, m.month));
+        match (page, month) {
+            (Some(n), _) => (
+                pages,
+                if n == pages {
+                    ym(self
+                        .month_at(l, pages * self.meta.per_page)
+                        .map(|k| &months[k]))
+                } else {
+                    None
+                },
+                None,
+            ),
+            (None, Some(m)) => (
+                pages,
+                ym(m.checked_sub(1).map(|k| &months[k])),
+                ym(months.get(m + 1)),
+            ),
+            (None, None) => (pages, None, None),
+        }
+    }
+
+    /// The month of list `l` that holds its position `pos`.
+    fn month_at(&self, l: usize, pos: usize) -> Option<usize> {
+        let months = &self.months[l];
+        let k = months.partition_point(|m| m.to <= pos);
+        (k < months.len()).then_some(k)
     }
 
     /// A fingerprint of everything page `i` shows: the settings and templates, and the
@@ -595,7 +821,7 @@ impl<'a> PagePlan<'a> {
         };
         match self.jobs[i] {
             Job::Index(n) => {
-                (0u8, n, pages_of(self.listed.len(), self.meta.per_page)).hash(&mut h);
+                (0u8, n, self.neighbours(0, Some(n), None)).hash(&mut h);
                 for &idx in self.page_slice(&self.listed, n) {
                     item(&mut h, idx);
                 }
@@ -607,8 +833,19 @@ impl<'a> PagePlan<'a> {
             Job::Term(t, n) => {
                 let term = &self.terms[t];
                 (2u8, &term.kind, &term.slug, &term.name, n).hash(&mut h);
-                pages_of(term.items.len(), self.meta.per_page).hash(&mut h);
+                self.neighbours(t + 1, Some(n), None).hash(&mut h);
                 for &idx in self.page_slice(&term.items, n) {
+                    item(&mut h, idx);
+                }
+            }
+            Job::Month(l, m) => {
+                let month = &self.months[l][m];
+                (7u8, month.year, month.month).hash(&mut h);
+                if let Some(term) = l.checked_sub(1).map(|t| &self.terms[t]) {
+                    (&term.kind, &term.slug, &term.name).hash(&mut h);
+                }
+                self.neighbours(l, None, Some(m)).hash(&mut h);
+                for &idx in &self.list(l)[month.from..month.to] {
                     item(&mut h, idx);
                 }
             }
@@ -630,6 +867,7 @@ impl<'a> PagePlan<'a> {
                     match self.jobs[j] {
                         Job::Item(idx) => (self.keys[idx], self.items[idx].updated).hash(&mut h),
                         Job::Term(t, n) => (&self.terms[t].slug, n).hash(&mut h),
+                        Job::Month(l, m) => (l, self.months[l][m]).hash(&mut h),
                         Job::DigestIndex(d) => self.archives[d].name.hash(&mut h),
                         Job::DigestRun(d, r) => self.archives[d].runs[r].id.hash(&mut h),
                         job => job.hash(&mut h),
@@ -647,16 +885,22 @@ impl<'a> PagePlan<'a> {
         &v[from..(from + per).min(v.len())]
     }
 
-    /// The page jobs that sitemap file `n` lists.
-    fn sitemap_part(&self, n: usize) -> std::ops::Range<usize> {
-        if n == 0 {
+    /// The page jobs that sitemap file `n` lists: the item pages oldest first (so that a
+    /// new item changes the last file, not every one), then the others.
+    fn sitemap_part(&self, n: usize) -> impl Iterator<Item = usize> + '_ {
+        let range = if n == 0 {
             if self.page_jobs > sitemap_limit() {
-                return 0..0;
+                0..0
+            } else {
+                0..self.page_jobs
             }
-            return 0..self.page_jobs;
-        }
-        let from = (n - 1) * sitemap_limit();
-        from..(from + sitemap_limit()).min(self.page_jobs)
+        } else {
+            let from = (n - 1) * sitemap_limit();
+            from..(from + sitemap_limit()).min(self.page_jobs)
+        };
+        // Item pages are the first jobs, in `listed` order (newest first).
+        let items = self.listed.len();
+        range.map(move |k| if k < items { items - 1 - k } else { k })
     }
 
     /// The bytes of page `i`.
@@ -664,6 +908,7 @@ impl<'a> PagePlan<'a> {
         let html = match self.jobs[i] {
             Job::Index(n) => self.render_list(i, None, &self.listed, n),
             Job::Term(t, n) => self.render_list(i, Some(t), &self.terms[t].items, n),
+            Job::Month(l, m) => self.render_month(i, l, m),
             Job::Item(idx) => self.render_item(i, idx),
             Job::DigestIndex(d) => self.render_digest_index(i, d),
             Job::DigestRun(d, r) => self.render_run(i, d, r),
@@ -805,14 +1050,66 @@ impl<'a> PagePlan<'a> {
         all: &[usize],
         n: usize,
     ) -> anyhow::Result<String> {
-        let pages = pages_of(all.len(), self.meta.per_page);
-        let prefix = term.map(|t| self.term_prefix(t)).unwrap_or_default();
+        let l = term.map_or(0, |t| t + 1);
+        let pages = pages_of(all.len(), self.meta);
+        let prefix = self.list_prefix(l);
+        let older = if n < pages {
+            Some(self.meta.url(&list_path(&prefix, n + 1)))
+        } else {
+            self.month_at(l, pages * self.meta.per_page)
+                .map(|k| self.meta.url(&month_path(&prefix, &self.months[l][k])))
+        };
         let pager = Pager {
             page: n,
             pages,
+            front: n == 1,
+            label: self.lang.t(
+                "pages.page",
+                &[("page", &n.to_string()), ("pages", &pages.to_string())],
+            ),
             newer: (n > 1).then(|| self.meta.url(&list_path(&prefix, n - 1))),
-            older: (n < pages).then(|| self.meta.url(&list_path(&prefix, n + 1))),
+            older,
         };
+        self.render_entries(i, term, self.page_slice(all, n), pager)
+    }
+
+    /// The page of month `m` of list `l`: every item of that month, newest first.
+    fn render_month(&self, i: usize, l: usize, m: usize) -> anyhow::Result<String> {
+        let months = &self.months[l];
+        let month = &months[m];
+        let prefix = self.list_prefix(l);
+        let newer = match m {
+            0 => list_path(&prefix, 1),
+            m => month_path(&prefix, &months[m - 1]),
+        };
+        let first = self.items[self.list(l)[month.from]].date;
+        let pager = Pager {
+            page: 0,
+            pages: pages_of(self.list(l).len(), self.meta),
+            front: false,
+            label: self.lang.t(
+                "pages.month",
+                &[
+                    ("month", &self.lang.month_name(&first)),
+                    ("year", &month.year.to_string()),
+                ],
+            ),
+            newer: Some(self.meta.url(&newer)),
+            older: months
+                .get(m + 1)
+                .map(|o| self.meta.url(&month_path(&prefix, o))),
+        };
+        let term = l.checked_sub(1);
+        self.render_entries(i, term, &self.list(l)[month.from..month.to], pager)
+    }
+
+    fn render_entries(
+        &self,
+        i: usize,
+        term: Option<usize>,
+        shown: &[usize],
+        pager: Pager,
+    ) -> anyhow::Result<String> {
         let heading = match term.map(|t| &self.terms[t]) {
             None => self.meta.site_title.clone(),
             Some(t) => match t.kind {
@@ -820,8 +1117,7 @@ impl<'a> PagePlan<'a> {
                 TermKind::Category => self.lang.t("pages.category", &[("name", &t.name)]),
             },
         };
-        let entries: Vec<minijinja::Value> = self
-            .page_slice(all, n)
+        let entries: Vec<minijinja::Value> = shown
             .iter()
             .map(|&idx| self.entry_value(idx))
             .collect::<anyhow::Result<_>>()?;
@@ -968,22 +1264,40 @@ impl<'a> PagePlan<'a> {
             return out;
         }
         out.push_str("<urlset xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">\n");
+        let base = crate::content::text::escape_html(&self.meta.url(""));
         for j in self.sitemap_part(n) {
             out.push_str("<url><loc>");
-            out.push_str(&crate::content::text::escape_html(
-                &self.meta.url(&self.url_path(j)),
-            ));
-            out.push_str("</loc>");
-            if let Job::Item(idx) = self.jobs[j] {
-                let u = self.items[idx].updated;
-                out.push_str("<lastmod>");
-                out.push_str(&u.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-                out.push_str("</lastmod>");
+            out.push_str(&base);
+            match self.jobs[j] {
+                Job::Item(idx) => {
+                    let item = &self.items[idx];
+                    push_escaped(&mut out, item.page_path());
+                    out.push_str("</loc><lastmod>");
+                    out.push_str(
+                        &item
+                            .updated
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    );
+                    out.push_str("</lastmod>");
+                }
+                _ => {
+                    push_escaped(&mut out, &self.url_path(j));
+                    out.push_str("</loc>");
+                }
             }
             out.push_str("</url>\n");
         }
         out.push_str("</urlset>\n");
         out
+    }
+}
+
+/// Appends `s` to `out`, escaped for XML (a page path rarely needs it).
+fn push_escaped(out: &mut String, s: &str) {
+    if s.bytes().any(|b| matches!(b, b'&' | b'<' | b'>' | b'"')) {
+        out.push_str(&crate::content::text::escape_html(s));
+    } else {
+        out.push_str(s);
     }
 }
 
@@ -1005,12 +1319,12 @@ pub struct PageStats {
     pub removed: usize,
 }
 
-/// Renders and writes the pages of `plan` below `dir` whose fingerprint differs from what
-/// `known` records (each atomically, only if its bytes change), removes the pages herold
-/// wrote earlier that are no longer part of the plan, and records the new fingerprints in
-/// `known` and in the manifest. With `verify`, a page `known` records is rendered anyway
-/// when its file is missing (`known` was read from the manifest, not kept by this process).
-/// With `sync`, the pages are on disk when this returns (one `syncfs`); without, they are
+/// Renders and writes the pages of `plan` below `dir` whose fingerprint `known` does not
+/// record (each atomically, only if its bytes change), removes the pages herold wrote
+/// earlier that are no longer part of the plan, and records the new fingerprints in `known`
+/// and in the manifest. With `verify`, a page `known` records is rendered anyway when its
+/// file is missing (`known` was read from the manifest, not kept by this process). With
+/// `sync`, the pages are on disk when this returns (one `syncfs`); without, they are
 /// written atomically but left to the kernel to flush (the daemon: it renders and compares
 /// every page when it starts, so a power cut cannot leave a stale page behind).
 pub fn write_pages(
@@ -1020,59 +1334,129 @@ pub fn write_pages(
     verify: bool,
     sync: bool,
 ) -> anyhow::Result<PageStats> {
-    let paths: Vec<String> = (0..plan.len()).map(|i| plan.path(i)).collect();
     let fingerprints: Vec<u64> = (0..plan.len()).map(|i| plan.fingerprint(i)).collect();
     let selected: Vec<bool> = (0..plan.len())
-        .map(|i| {
-            known.get(&paths[i]) != Some(&fingerprints[i])
-                || (verify && !dir.join(&paths[i]).is_file())
+        .map(|i| match known.by_fingerprint.get(&fingerprints[i]) {
+            None => true,
+            Some(path) => verify && !dir.join(path).is_file(),
         })
         .collect();
     let mut stats = write_selected(dir, plan, &|i| selected[i], sync)?;
     stats.rendered = selected.iter().filter(|&&s| s).count();
-    let same_pages = known.len() == paths.len() && paths.iter().all(|p| known.contains_key(p));
-    let before = std::mem::replace(known, paths.into_iter().zip(fingerprints).collect());
-    for rel in before.into_keys() {
-        if known.contains_key(&rel) || !safe_relative(&rel) {
+    // Unchanged pages keep their paths; what is left of the old record is the pages no
+    // longer planned and the old contents of pages rendered again.
+    let mut old = std::mem::take(&mut known.by_fingerprint);
+    let mut rendered: Vec<(u64, String)> = Vec::with_capacity(stats.rendered);
+    for (i, &f) in fingerprints.iter().enumerate() {
+        match old.remove(&f) {
+            Some(path) if !selected[i] => {
+                known.by_fingerprint.insert(f, path);
+            }
+            _ => rendered.push((f, plan.path(i))),
+        }
+    }
+    let before: FxHashMap<String, ()> = old.into_values().map(|p| (p, ())).collect();
+    let now: FxHashMap<&str, ()> = rendered.iter().map(|(_, p)| (p.as_str(), ())).collect();
+    for rel in before.keys() {
+        if now.contains_key(rel.as_str()) || !safe_relative(rel) {
             continue;
         }
-        match std::fs::remove_file(dir.join(&rel)) {
+        match std::fs::remove_file(dir.join(rel)) {
             Ok(()) => stats.removed += 1,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
         }
-        prune_empty_dirs(dir, &rel);
+        prune_empty_dirs(dir, rel);
     }
-    if same_pages && !sync {
-        // The daemon records fingerprints in the manifest only when pages come or go: it
-        // checks every page against its rendering when it starts anyway.
-        return Ok(stats);
+    // A path rendered again was there before; one that was not is a page that came.
+    let kept = rendered
+        .iter()
+        .filter(|(_, p)| before.contains_key(p))
+        .count();
+    let gone = before.len() > kept;
+    let mut came = String::new();
+    let mut came_lines = 0;
+    for (f, path) in rendered {
+        if !before.contains_key(&path) {
+            push_manifest_line(&mut came, &path, f);
+            came_lines += 1;
+        }
+        known.by_fingerprint.insert(f, path);
     }
-    let mut lines: Vec<(&String, &u64)> = known.iter().collect();
-    lines.sort();
-    let mut list = String::with_capacity(lines.len() * 60);
-    for (p, f) in lines {
-        list.push_str(p);
-        list.push('\t');
-        list.push_str(&format!("{f:016x}"));
-        list.push('\n');
+    let file = dir.join(MANIFEST);
+    if sync || gone || known.lines > 2 * known.len() + 1000 || !file.exists() {
+        write_manifest(&file, known)?;
+    } else if came_lines > 0 {
+        // Pages only came: the daemon appends them rather than writing every line again
+        // (the fingerprints in the file need not be current: the daemon renders every page
+        // and compares it with its file when it starts).
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)?
+            .write_all(came.as_bytes())?;
+        known.lines += came_lines;
     }
-    write_if_changed(&dir.join(MANIFEST), list.as_bytes())?;
     Ok(stats)
 }
 
-/// The pages herold wrote below `dir` and their fingerprints, from the manifest (a page of
-/// an older manifest without fingerprints gets none, so it is rendered again).
+/// Writes the manifest whole: one line per page, its path and fingerprint.
+fn write_manifest(file: &Path, known: &mut Manifest) -> anyhow::Result<()> {
+    let mut lines: Vec<(&str, u64)> = known
+        .by_fingerprint
+        .iter()
+        .map(|(f, p)| (p.as_str(), *f))
+        .collect();
+    lines.sort_unstable();
+    let mut list = String::with_capacity(lines.len() * 60);
+    for (p, f) in &lines {
+        push_manifest_line(&mut list, p, *f);
+    }
+    write_if_changed(file, list.as_bytes())?;
+    known.lines = lines.len();
+    Ok(())
+}
+
+fn push_manifest_line(out: &mut String, path: &str, fingerprint: u64) {
+    use std::fmt::Write;
+    out.push_str(path);
+    let _ = writeln!(out, "\t{fingerprint:016x}");
+}
+
+/// The pages herold wrote below `dir` and their fingerprints, from the manifest. A line
+/// without a fingerprint (an older manifest) gives a page whose contents are not known,
+/// and a line cut short by a crash while it was appended is no page.
 pub fn read_manifest(dir: &Path) -> Manifest {
-    std::fs::read_to_string(dir.join(MANIFEST))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| match l.split_once('\t') {
-            Some((p, f)) => (p.to_string(), u64::from_str_radix(f, 16).unwrap_or(0)),
-            None => (l.to_string(), 0),
-        })
-        .collect()
+    let text = std::fs::read_to_string(dir.join(MANIFEST)).unwrap_or_default();
+    let mut by_path: FxHashMap<&str, Option<u64>> = FxHashMap::default();
+    let mut lines = 0;
+    for line in text.split_inclusive('\n') {
+        let Some(line) = line.strip_suffix('\n') else {
+            continue;
+        };
+        lines += 1;
+        match line.split_once('\t') {
+            Some((p, f)) if f.len() == 16 => {
+                if let Ok(f) = u64::from_str_radix(f, 16) {
+                    by_path.insert(p, Some(f));
+                }
+            }
+            Some(_) => {}
+            None if line.ends_with("index.html")
+                || line.ends_with(".xml")
+                || line.ends_with(".css") =>
+            {
+                by_path.insert(line, None);
+            }
+            None => {}
+        }
+    }
+    let mut m = Manifest::default();
+    for (p, f) in by_path {
+        m.insert(p.to_string(), f);
+    }
+    m.lines = lines;
+    m
 }
 
 /// Writes the pages `select(i)` picks, and nothing else: no page is removed and the
@@ -1143,10 +1527,22 @@ fn prune_empty_dirs(dir: &Path, rel: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn corpus(n: usize) -> (Config, Vec<Arc<Item>>) {
+        corpus_with(n, "", |i| {
+            format!("2026-01-{:02}T{:02}:00:00+01:00", 1 + i / 24, i % 24)
+        })
+    }
+
+    /// `n` items, item `i` dated `date(i)`, four a page and `pages` added to `[pages]`.
+    fn corpus_with(
+        n: usize,
+        pages: &str,
+        date: impl Fn(usize) -> String,
+    ) -> (Config, Vec<Arc<Item>>) {
         let config = Config::parse(
-            "[site]\ntitle = \"T\"\nbase_url = \"https://www.fitko.de\"\n[server]\npublic_url = \"https://n.example.org\"\n[pages]\nper_page = 4\n",
+            &format!("[site]\ntitle = \"T\"\nbase_url = \"https://www.fitko.de\"\n[server]\npublic_url = \"https://n.example.org\"\n[pages]\nper_page = 4\n{pages}"),
             "config.toml",
             &[],
             Path::new("/srv"),
@@ -1156,11 +1552,13 @@ mod tests {
         let mut items: Vec<Arc<Item>> = (0..n)
             .map(|i| {
                 let text = format!(
-                    "+++\ntitle = \"Meldung {i}\"\ndate = 2026-01-{:02}T{:02}:00:00+01:00\ntags = [\"OZG\"]\n+++\nText {i}.\n",
-                    1 + i / 24,
-                    i % 24
+                    "+++\ntitle = \"Meldung {i}\"\ndate = {}\ntags = [\"OZG\"]\n+++\nText {i}.\n",
+                    date(i)
                 );
-                Arc::new(crate::content::item::parse_item(&format!("m{i}.md"), text.as_bytes(), &site).unwrap())
+                Arc::new(
+                    crate::content::item::parse_item(&format!("m{i}.md"), text.as_bytes(), &site)
+                        .unwrap(),
+                )
             })
             .collect();
         items.sort_by_key(|i| std::cmp::Reverse(i.date));
@@ -1169,13 +1567,17 @@ mod tests {
 
     /// What `f` makes of the plan of `n` items.
     fn with_plan<T>(n: usize, f: impl FnOnce(&PagePlan) -> T) -> T {
-        let (config, items) = corpus(n);
+        plan_of(corpus(n), f)
+    }
+
+    fn plan_of<T>((config, items): (Config, Vec<Arc<Item>>), f: impl FnOnce(&PagePlan) -> T) -> T {
         let templates = crate::templates::Templates::for_config(&config).unwrap();
         let meta = PageMeta::from_config(&config);
         let now = chrono::DateTime::parse_from_rfc3339("2026-12-01T00:00:00+01:00").unwrap();
         let cache = EntryCache::default();
         f(&plan(
             &items,
+            None,
             now,
             &meta,
             templates.default_language(),
@@ -1245,5 +1647,97 @@ mod tests {
         assert!(page("index.html").contains("rel=\"next\""));
         assert!(!page("page/3/index.html").contains("rel=\"next\""));
         assert!(page("page/3/index.html").contains("Seite 3 von 3"));
+    }
+
+    /// Items of three months, four a page, at most two pages newest first.
+    fn months_corpus(n: usize) -> (Config, Vec<Arc<Item>>) {
+        corpus_with(n, "max_pages = 2\n", |i| {
+            format!("2026-{:02}-{:02}T12:00:00+01:00", 1 + i / 10, 1 + i % 10)
+        })
+    }
+
+    fn rendered(plan: &PagePlan) -> HashMap<String, (u64, String)> {
+        (0..plan.len())
+            .map(|i| {
+                let html = String::from_utf8(plan.render(i).unwrap()).unwrap();
+                (plan.path(i), (plan.fingerprint(i), html))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_long_list_goes_on_by_month_and_a_new_item_moves_no_older_page() {
+        let before = plan_of(months_corpus(30), rendered);
+        let page = |p: &str| &before[p].1;
+        // Two pages newest first, then the months: the last page links the month of the
+        // first item it does not show (item 21, the ninth newest, is in March).
+        assert!(before.contains_key("page/2/index.html"));
+        assert!(!before.contains_key("page/3/index.html"));
+        assert!(
+            page("page/2/index.html")
+                .contains("href=\"https://n.example.org/aktuelles/2026/03/\" rel=\"next\""),
+            "{}",
+            page("page/2/index.html")
+        );
+        // Every item on its month's page, March to January by the older links.
+        let mut seen = Vec::new();
+        let mut at = "2026/03/index.html".to_string();
+        loop {
+            let html = page(&at);
+            for k in (0..30).rev() {
+                if html.contains(&format!(">Meldung {k}</a>")) {
+                    seen.push(k);
+                }
+            }
+            match html
+                .split("\" rel=\"next\"")
+                .next()
+                .and_then(|h| h.rsplit("href=\"https://n.example.org/aktuelles/").next())
+            {
+                Some(next) if html.contains("rel=\"next\"") => at = format!("{next}index.html"),
+                _ => break,
+            }
+        }
+        assert_eq!(seen, (0..30).rev().collect::<Vec<_>>());
+        assert!(page("2026/02/index.html").contains("Februar 2026"));
+        assert!(
+            page("2026/03/index.html")
+                .contains("href=\"https://n.example.org/aktuelles/\" rel=\"prev\"")
+        );
+        assert!(before.contains_key("tags/ozg/2026/01/index.html"));
+        // A new newest item: the newest-first pages, its month (the first of April), the
+        // month before it (whose newer link now goes to April instead of the index), its
+        // own page and the sitemap change; January and February stay as they were.
+        let after = plan_of(months_corpus(31), rendered);
+        let mut changed: Vec<&str> = after
+            .iter()
+            .filter(|(p, (f, _))| before.get(*p).map(|b| b.0) != Some(*f))
+            .map(|(p, _)| p.as_str())
+            .collect();
+        changed.sort();
+        assert_eq!(
+            changed,
+            [
+                "2026/04/01/m30/index.html",
+                "2026/04/index.html",
+                "2026/03/index.html",
+                "index.html",
+                "page/2/index.html",
+                "sitemap.xml",
+                "tags/ozg/2026/04/index.html",
+                "tags/ozg/2026/03/index.html",
+                "tags/ozg/index.html",
+                "tags/ozg/page/2/index.html",
+            ]
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+        );
+        for (p, (f, html)) in &after {
+            if before.get(p).map(|b| b.0) == Some(*f) {
+                assert_eq!(&before[p].1, html, "{p}: same fingerprint, other bytes");
+            }
+        }
     }
 }

@@ -249,7 +249,10 @@ impl Browser {
 
 #[test]
 fn pages_have_no_accessibility_violations_at_phone_and_desktop_width() {
-    let site = crate::pages::own_site();
+    // Two items a page, two pages newest first, then the month pages.
+    let site = crate::pages::own_site_with(
+        &crate::pages::OWN_PAGES.replace("per_page = 3\n", "per_page = 2\nmax_pages = 2\n"),
+    );
     let config = std::fs::read_to_string(site.path("config.toml")).unwrap();
     std::fs::write(
         site.path("config.toml"),
@@ -283,6 +286,7 @@ fn pages_have_no_accessibility_violations_at_phone_and_desktop_width() {
     let pages = [
         ("index", format!("{base}/")),
         ("index-2", format!("{base}/page/2/")),
+        ("month", format!("{base}/2026/01/")),
         ("item", format!("{base}/2026/01/20/ozg/")),
         ("long-item", format!("{base}/2026/04/20/lang/")),
         ("tag", format!("{base}/tags/ozg/")),

@@ -21,7 +21,12 @@ per_page = 3
 "#;
 
 pub fn own_site() -> Site {
-    let site = Site::with_config(OWN_PAGES);
+    own_site_with(OWN_PAGES)
+}
+
+/// The items of [`own_site`] under another configuration.
+pub fn own_site_with(config: &str) -> Site {
+    let site = Site::with_config(config);
     site.item(
         "2026-01-20-ozg.md",
         "OZG-Änderungsgesetz: „Once-Only“ kommt",
@@ -250,6 +255,62 @@ fn every_page_kind_is_served_and_every_link_resolves() {
     ] {
         assert_eq!(r.get(bad, &[]).status, 404, "{bad}");
     }
+}
+
+#[test]
+fn a_list_longer_than_its_pages_goes_on_month_by_month() {
+    // Four items (January to April), three a page, one page newest first: the index links
+    // the month of the first item it does not show, and the months link each other.
+    let site = own_site_with(&OWN_PAGES.replace("per_page = 3\n", "per_page = 3\nmax_pages = 1\n"));
+    let r = site.start();
+    let base = format!("http://{}", r.addr);
+    r.wait_log("pages updated");
+    let pages = crawl(&r, &base);
+    assert!(
+        !pages.contains_key("/aktuelles/page/2/"),
+        "{:?}",
+        pages.keys()
+    );
+    let index = &pages["/aktuelles/"];
+    assert!(
+        index.contains(&format!("href=\"{base}/aktuelles/2026/01/\" rel=\"next\"")),
+        "{index}"
+    );
+    let january = &pages["/aktuelles/2026/01/"];
+    assert!(
+        january.contains("<h1>FITKO – Aktuelles <span class=\"meta\">(Januar 2026)</span></h1>"),
+        "{january}"
+    );
+    assert!(january.contains("OZG-Änderungsgesetz"));
+    assert!(
+        !january.contains("rel=\"next\""),
+        "nothing is older than January"
+    );
+    assert!(january.contains(&format!("href=\"{base}/aktuelles/2026/02/\" rel=\"prev\"")));
+    // Every month is reached, each with its own item, and the newest leads to the index.
+    for (month, title) in [
+        ("02", "FIM-Leistungsbeschreibungen"),
+        ("03", "Deutschland-Stack"),
+        ("04", "IT-Planungsrat tagt"),
+    ] {
+        let page = &pages[&format!("/aktuelles/2026/{month}/")];
+        assert!(page.contains(title), "{month}: {page}");
+    }
+    assert!(
+        pages["/aktuelles/2026/04/"].contains(&format!("href=\"{base}/aktuelles/\" rel=\"prev\""))
+    );
+    // The sitemap lists the month pages too.
+    let sitemap = r.get("/aktuelles/sitemap.xml", &[]).text();
+    assert!(
+        sitemap.contains(&format!("<loc>{base}/aktuelles/2026/03/</loc>")),
+        "{sitemap}"
+    );
+    // The OZG tag's two items fit on its one page: it has no month pages.
+    assert!(
+        !pages
+            .keys()
+            .any(|p| p.starts_with("/aktuelles/tags/ozg/2026/"))
+    );
 }
 
 #[test]

@@ -103,6 +103,7 @@ fn pages() -> Vec<(String, String)> {
     }];
     let plan = herold::pages::plan(
         &corpus.items,
+        None,
         now,
         &meta,
         templates.default_language(),
