@@ -562,19 +562,22 @@ impl Daemon {
             self.pages.fingerprints = crate::pages::read_manifest(&self.config.pages.dir);
             self.pages.fingerprints.forget_fingerprints();
         }
-        match crate::pages::write_pages(
+        let written = crate::pages::write_pages(
             &self.config.pages.dir,
             &plan,
             &mut self.pages.fingerprints,
             verify,
             false,
-        ) {
+        );
+        let made = plan.made_entries();
+        let (pages, problems) = (plan.len(), plan.problems);
+        self.pages.entries.absorb(made);
+        match written {
             Ok(stats) => {
                 self.pages.loaded = true;
-                self.pages.entries.absorb(&plan);
                 if verify || stats.rendered > 0 || stats.removed > 0 {
                     tracing::info!(
-                        pages = plan.len(),
+                        pages,
                         rendered = stats.rendered,
                         plan_ms = planned.as_secs_f64() * 1e3,
                         pages_changed = stats.changed,
@@ -593,7 +596,7 @@ impl Daemon {
             }
         }
         let dir = self.content.files.dir();
-        plan.problems
+        problems
             .into_iter()
             .map(|mut p| {
                 p.path = crate::content::scan::display_path(dir, &p.path);

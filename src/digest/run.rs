@@ -463,6 +463,7 @@ impl Sender<'_> {
                 .map_err(|e| anyhow::anyhow!("database: {e}"))??;
             let templates = self.subs.templates();
             let now = crate::clock::now_in(self.config.site.timezone);
+            let cache = crate::pages::EntryCache::default();
             let plan = crate::pages::plan(
                 &corpus.items,
                 None,
@@ -470,7 +471,7 @@ impl Sender<'_> {
                 &meta,
                 templates.default_language(),
                 &archives,
-                &crate::pages::EntryCache::default(),
+                &cache,
             );
             crate::pages::write_only(&self.config.pages.dir, &plan, &|i| {
                 plan.is_archive_of(i, &digest.name)

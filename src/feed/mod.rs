@@ -224,6 +224,9 @@ pub struct PlanIndex {
     slug_ids: HashMap<(bool, String), u32>,
     /// Term id → the rank of its spelling among all terms (names are the least spelling).
     ranks: Vec<u32>,
+    /// Page path hash → how many items have it, and how many hashes more than one has.
+    pages: rustc_hash::FxHashMap<u64, u32>,
+    shared_pages: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -279,6 +282,12 @@ impl PlanIndex {
         let n = terms.len().min(INLINE_TERMS);
         inline[..n].copy_from_slice(&terms[..n]);
         let more = (terms.len() > INLINE_TERMS).then(|| terms[INLINE_TERMS..].into());
+        let page = crate::content::item::stable_hash(item.page_path().as_bytes());
+        let count = self.pages.entry(page).or_insert(0);
+        *count += 1;
+        if *count == 2 {
+            self.shared_pages += 1;
+        }
         self.rows.insert(
             at,
             Row {
@@ -287,7 +296,7 @@ impl PlanIndex {
                 len: n as u8,
                 more,
                 key: item.page_key(),
-                page: crate::content::item::stable_hash(item.page_path().as_bytes()),
+                page,
                 id: crate::content::item::stable_hash(item.id.as_bytes()),
                 month: month_code(&item.date),
             },
@@ -359,7 +368,21 @@ impl PlanIndex {
 
     /// Forgets the item at corpus position `at` (as `Vec::remove`).
     pub fn remove(&mut self, at: usize) {
-        self.rows.remove(at);
+        let row = self.rows.remove(at);
+        if let Some(n) = self.pages.get_mut(&row.page) {
+            *n -= 1;
+            if *n == 1 {
+                self.shared_pages -= 1;
+            }
+            if *n == 0 {
+                self.pages.remove(&row.page);
+            }
+        }
+    }
+
+    /// Whether no two items have the same page path (then none of them needs a look).
+    pub fn pages_unique(&self) -> bool {
+        self.shared_pages == 0
     }
 
     fn term(&mut self, category: bool, spelling: &str, slug: &str) -> u32 {

@@ -25,8 +25,9 @@ use crate::templates::Language;
 /// The file listing every page herold wrote, relative to `pages.dir`.
 pub const MANIFEST: &str = ".herold-pages";
 
-/// URLs per sitemap file (the sitemap protocol's limit is 50,000).
-const SITEMAP_LIMIT: usize = 50_000;
+/// URLs per sitemap file. The sitemap protocol allows 50,000; with smaller files a new
+/// item rewrites the last file of the sitemap instead of one with every URL of the site.
+const SITEMAP_LIMIT: usize = 2_000;
 
 /// The URLs per sitemap file: [`SITEMAP_LIMIT`], or less in tests.
 fn sitemap_limit() -> usize {
@@ -111,52 +112,53 @@ pub fn item_path(item: &Item) -> String {
     item.page_path().to_owned()
 }
 
-/// The pages herold wrote below `pages.dir`, by fingerprint. A fingerprint covers what
-/// identifies its page (its kind, number, term or item), so two pages never share one, and
-/// a change costs lookups of the pages' fingerprints, not of their paths.
+/// The pages herold wrote below `pages.dir` and the fingerprint of what each shows. A
+/// fingerprint covers what identifies its page (its kind, number, term or item), so two
+/// pages never share one, and a change costs a lookup of each page's fingerprint, not of
+/// its path.
 #[derive(Debug, Default)]
 pub struct Manifest {
-    by_fingerprint: FxHashMap<u64, String>,
+    fingerprints: FxHashSet<u64>,
+    /// Path → fingerprint (for a page whose contents are not known: one that is not in
+    /// `fingerprints`).
+    by_path: FxHashMap<String, u64>,
     /// Lines in the file (it grows by appended lines between rewrites).
     lines: usize,
 }
 
+type FxHashSet<T> = std::collections::HashSet<T, rustc_hash::FxBuildHasher>;
+
 impl Manifest {
     /// How many pages.
     pub fn len(&self) -> usize {
-        self.by_fingerprint.len()
+        self.by_path.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_fingerprint.is_empty()
+        self.by_path.is_empty()
     }
 
-    /// The paths of the pages, in no order.
-    pub fn paths(&self) -> impl Iterator<Item = &str> {
-        self.by_fingerprint.values().map(String::as_str)
-    }
-
-    /// Records `path` with `fingerprint`, or, for a page whose fingerprint is not known, one
-    /// that no page has (so it is rendered again).
+    /// Records `path` with `fingerprint` (`None`: contents not known, so the page is
+    /// rendered again).
     fn insert(&mut self, path: String, fingerprint: Option<u64>) {
-        let mut f = fingerprint.unwrap_or_else(|| {
-            crate::content::item::stable_hash(path.as_bytes()) ^ 0x9e37_79b9_7f4a_7c15
-        });
-        while self.by_fingerprint.contains_key(&f) {
-            f = f.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let f = match fingerprint {
+            Some(f) => {
+                self.fingerprints.insert(f);
+                f
+            }
+            None => crate::content::item::stable_hash(path.as_bytes()),
+        };
+        if let Some(old) = self.by_path.insert(path, f)
+            && old != f
+        {
+            self.fingerprints.remove(&old);
         }
-        self.by_fingerprint.insert(f, path);
     }
 
     /// Forgets what each page showed, keeping which pages there are: every page is then
     /// rendered again and compared with its file.
     pub fn forget_fingerprints(&mut self) {
-        let paths: Vec<String> = std::mem::take(&mut self.by_fingerprint)
-            .into_values()
-            .collect();
-        for p in paths {
-            self.insert(p, None);
-        }
+        self.fingerprints.clear();
     }
 }
 
@@ -249,42 +251,35 @@ pub struct EntryCache {
 }
 
 impl EntryCache {
-    /// A slot per corpus position, filled where the cache knows the item's entry.
-    fn slots(&self, keys: &[u64], settings: u64) -> Vec<OnceLock<minijinja::Value>> {
-        keys.iter()
-            .map(|k| {
-                let slot = OnceLock::new();
-                if settings == self.settings
-                    && let Some(entry) = self.entries.get(k)
-                {
-                    let _ = slot.set(entry.clone());
-                }
-                slot
-            })
-            .collect()
+    /// The entry of the item with `key`, made with `settings`.
+    fn get(&self, key: u64, settings: u64) -> Option<&minijinja::Value> {
+        (settings == self.settings)
+            .then(|| self.entries.get(&key))
+            .flatten()
     }
 
-    /// Keeps the entries `plan` made, and forgets those of items it no longer lists.
-    pub fn absorb(&mut self, plan: &PagePlan) {
-        let same = self.settings == plan.settings;
-        if !same {
+    /// Keeps the entries a plan made (see [`PagePlan::made_entries`]), and forgets those of
+    /// items it no longer lists.
+    pub fn absorb(&mut self, made: MadeEntries) {
+        if self.settings != made.settings {
             self.entries.clear();
-            self.settings = plan.settings;
+            self.settings = made.settings;
         }
-        for &i in &plan.listed {
-            if same && plan.cached[i] {
-                continue;
-            }
-            if let Some(entry) = plan.entries[i].get() {
-                self.entries.insert(plan.keys[i], entry.clone());
-            }
-        }
-        if self.entries.len() > plan.listed.len() {
-            let keep: std::collections::HashSet<u64> =
-                plan.listed.iter().map(|&i| plan.keys[i]).collect();
+        self.entries.extend(made.entries);
+        if let Some(keep) = made.keep
+            && self.entries.len() > keep.len()
+        {
             self.entries.retain(|k, _| keep.contains(k));
         }
     }
+}
+
+/// The entries a plan made, for [`EntryCache::absorb`].
+pub struct MadeEntries {
+    settings: u64,
+    entries: Vec<(u64, minijinja::Value)>,
+    /// The keys of every listed item, when the cache may hold entries of others.
+    keep: Option<FxHashSet<u64>>,
 }
 
 /// The lead an index shows: the `summary`, else the body's first paragraph.
@@ -325,10 +320,10 @@ pub struct PagePlan<'a> {
     items: &'a [Arc<Item>],
     meta: &'a PageMeta,
     lang: &'a Language,
-    /// Each item as lists show it, made once for the index, tag and category pages.
+    /// Each item as lists show it, made once for the index, tag and category pages (the
+    /// entries `cache` has are taken from there).
     entries: Vec<OnceLock<minijinja::Value>>,
-    /// Per corpus position: whether its entry came from the [`EntryCache`].
-    cached: Vec<bool>,
+    cache: &'a EntryCache,
     /// Published items with a page, newest first.
     listed: Vec<usize>,
     terms: Vec<Term>,
@@ -463,7 +458,7 @@ pub fn plan<'a>(
     meta: &'a PageMeta,
     lang: &'a Language,
     archives: &'a [DigestArchive],
-    cache: &EntryCache,
+    cache: &'a EntryCache,
 ) -> PagePlan<'a> {
     let start = crate::feed::published_from(items, now);
     let settings =
@@ -548,13 +543,12 @@ pub fn plan<'a>(
         Some(index) => (0..items.len()).map(|i| index.key(i)).collect(),
         None => items.iter().map(|it| it.page_key()).collect(),
     };
-    let entries = cache.slots(&keys, settings);
     PagePlan {
         items,
         meta,
         lang,
-        cached: entries.iter().map(|e| e.get().is_some()).collect(),
-        entries,
+        entries: (0..items.len()).map(|_| OnceLock::new()).collect(),
+        cache,
         listed,
         terms,
         months,
@@ -581,6 +575,9 @@ fn page_owners(
     index: Option<&crate::feed::PlanIndex>,
     start: usize,
 ) -> (Vec<usize>, Vec<Problem>) {
+    if index.is_some_and(|index| index.pages_unique()) {
+        return ((start..items.len()).collect(), Vec::new());
+    }
     // By a hash of the page path (from the index, without visiting the item); equal
     // hashes are compared by their paths.
     let mut owner: FxHashMap<u64, usize> =
@@ -698,6 +695,24 @@ struct Pager {
 }
 
 impl<'a> PagePlan<'a> {
+    /// The entries this plan made (it found the others in its cache).
+    pub fn made_entries(&self) -> MadeEntries {
+        let entries: Vec<(u64, minijinja::Value)> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, slot)| Some((self.keys[i], slot.get()?.clone())))
+            .collect();
+        let same = self.cache.settings == self.settings;
+        let keep = (!same || self.cache.entries.len() + entries.len() > self.listed.len())
+            .then(|| self.listed.iter().map(|&i| self.keys[i]).collect());
+        MadeEntries {
+            settings: self.settings,
+            entries,
+            keep,
+        }
+    }
+
     /// How many files.
     pub fn len(&self) -> usize {
         self.jobs.len()
@@ -814,9 +829,9 @@ impl<'a> PagePlan<'a> {
     /// contents of the files of its items. Equal fingerprints mean equal bytes, so a page
     /// whose fingerprint the manifest already records is not rendered again.
     pub fn fingerprint(&self, i: usize) -> u64 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut h = rustc_hash::FxHasher::default();
         self.settings.hash(&mut h);
-        let item = |h: &mut std::collections::hash_map::DefaultHasher, idx: usize| {
+        let item = |h: &mut rustc_hash::FxHasher, idx: usize| {
             self.keys[idx].hash(h);
         };
         match self.jobs[i] {
@@ -865,7 +880,8 @@ impl<'a> PagePlan<'a> {
                 (5u8, n).hash(&mut h);
                 for j in self.sitemap_part(n) {
                     match self.jobs[j] {
-                        Job::Item(idx) => (self.keys[idx], self.items[idx].updated).hash(&mut h),
+                        // The key covers `updated` (the item's file).
+                        Job::Item(idx) => self.keys[idx].hash(&mut h),
                         Job::Term(t, n) => (&self.terms[t].slug, n).hash(&mut h),
                         Job::Month(l, m) => (l, self.months[l][m]).hash(&mut h),
                         Job::DigestIndex(d) => self.archives[d].name.hash(&mut h),
@@ -885,8 +901,8 @@ impl<'a> PagePlan<'a> {
         &v[from..(from + per).min(v.len())]
     }
 
-    /// The page jobs that sitemap file `n` lists: the item pages oldest first (so that a
-    /// new item changes the last file, not every one), then the others.
+    /// The page jobs that sitemap file `n` lists: the list and archive pages, then the item
+    /// pages oldest first (so that a new item changes the last file, not every one).
     fn sitemap_part(&self, n: usize) -> impl Iterator<Item = usize> + '_ {
         let range = if n == 0 {
             if self.page_jobs > sitemap_limit() {
@@ -900,7 +916,14 @@ impl<'a> PagePlan<'a> {
         };
         // Item pages are the first jobs, in `listed` order (newest first).
         let items = self.listed.len();
-        range.map(move |k| if k < items { items - 1 - k } else { k })
+        let others = self.page_jobs - items;
+        range.map(move |k| {
+            if k < others {
+                items + k
+            } else {
+                items - 1 - (k - others)
+            }
+        })
     }
 
     /// The bytes of page `i`.
@@ -1027,6 +1050,9 @@ impl<'a> PagePlan<'a> {
     /// tag, category and run pages then only put entries together.
     fn entry_value(&self, idx: usize) -> anyhow::Result<minijinja::Value> {
         if let Some(v) = self.entries[idx].get() {
+            return Ok(v.clone());
+        }
+        if let Some(v) = self.cache.get(self.keys[idx], self.settings) {
             return Ok(v.clone());
         }
         let v = self.entry_html(&self.entry(idx))?;
@@ -1335,53 +1361,54 @@ pub fn write_pages(
     sync: bool,
 ) -> anyhow::Result<PageStats> {
     let fingerprints: Vec<u64> = (0..plan.len()).map(|i| plan.fingerprint(i)).collect();
-    let selected: Vec<bool> = (0..plan.len())
-        .map(|i| match known.by_fingerprint.get(&fingerprints[i]) {
-            None => true,
-            Some(path) => verify && !dir.join(path).is_file(),
+    let selected: Vec<bool> = fingerprints
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            !known.fingerprints.contains(f) || (verify && !dir.join(plan.path(i)).is_file())
         })
         .collect();
     let mut stats = write_selected(dir, plan, &|i| selected[i], sync)?;
     stats.rendered = selected.iter().filter(|&&s| s).count();
-    // Unchanged pages keep their paths; what is left of the old record is the pages no
-    // longer planned and the old contents of pages rendered again.
-    let mut old = std::mem::take(&mut known.by_fingerprint);
-    let mut rendered: Vec<(u64, String)> = Vec::with_capacity(stats.rendered);
-    for (i, &f) in fingerprints.iter().enumerate() {
-        match old.remove(&f) {
-            Some(path) if !selected[i] => {
-                known.by_fingerprint.insert(f, path);
-            }
-            _ => rendered.push((f, plan.path(i))),
-        }
-    }
-    let before: FxHashMap<String, ()> = old.into_values().map(|p| (p, ())).collect();
-    let now: FxHashMap<&str, ()> = rendered.iter().map(|(_, p)| (p.as_str(), ())).collect();
-    for rel in before.keys() {
-        if now.contains_key(rel.as_str()) || !safe_relative(rel) {
-            continue;
-        }
-        match std::fs::remove_file(dir.join(rel)) {
-            Ok(()) => stats.removed += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
-        prune_empty_dirs(dir, rel);
-    }
-    // A path rendered again was there before; one that was not is a page that came.
-    let kept = rendered
-        .iter()
-        .filter(|(_, p)| before.contains_key(p))
-        .count();
-    let gone = before.len() > kept;
+    // Rendered pages replace what their paths showed before, or came.
     let mut came = String::new();
     let mut came_lines = 0;
-    for (f, path) in rendered {
-        if !before.contains_key(&path) {
+    for (i, &f) in fingerprints.iter().enumerate() {
+        if !selected[i] {
+            continue;
+        }
+        let path = plan.path(i);
+        if !known.by_path.contains_key(&path) {
             push_manifest_line(&mut came, &path, f);
             came_lines += 1;
         }
-        known.by_fingerprint.insert(f, path);
+        known.insert(path, Some(f));
+    }
+    // Pages herold wrote that the plan no longer has: only then is every page looked at.
+    let mut gone = false;
+    if known.by_path.len() > plan.len() {
+        let planned: FxHashSet<u64> = fingerprints.iter().copied().collect();
+        let stale: Vec<String> = known
+            .by_path
+            .iter()
+            .filter(|(_, f)| !planned.contains(f))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for rel in stale {
+            if let Some(f) = known.by_path.remove(&rel) {
+                known.fingerprints.remove(&f);
+            }
+            gone = true;
+            if !safe_relative(&rel) {
+                continue;
+            }
+            match std::fs::remove_file(dir.join(&rel)) {
+                Ok(()) => stats.removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+            prune_empty_dirs(dir, &rel);
+        }
     }
     let file = dir.join(MANIFEST);
     if sync || gone || known.lines > 2 * known.len() + 1000 || !file.exists() {
@@ -1403,14 +1430,20 @@ pub fn write_pages(
 /// Writes the manifest whole: one line per page, its path and fingerprint.
 fn write_manifest(file: &Path, known: &mut Manifest) -> anyhow::Result<()> {
     let mut lines: Vec<(&str, u64)> = known
-        .by_fingerprint
+        .by_path
         .iter()
-        .map(|(f, p)| (p.as_str(), *f))
+        .map(|(p, f)| (p.as_str(), *f))
         .collect();
     lines.sort_unstable();
     let mut list = String::with_capacity(lines.len() * 60);
     for (p, f) in &lines {
-        push_manifest_line(&mut list, p, *f);
+        // 0: contents not known.
+        let f = if known.fingerprints.contains(f) {
+            *f
+        } else {
+            0
+        };
+        push_manifest_line(&mut list, p, f);
     }
     write_if_changed(file, list.as_bytes())?;
     known.lines = lines.len();
@@ -1438,7 +1471,7 @@ pub fn read_manifest(dir: &Path) -> Manifest {
         match line.split_once('\t') {
             Some((p, f)) if f.len() == 16 => {
                 if let Ok(f) = u64::from_str_radix(f, 16) {
-                    by_path.insert(p, Some(f));
+                    by_path.insert(p, Some(f).filter(|&f| f != 0));
                 }
             }
             Some(_) => {}

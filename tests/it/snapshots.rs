@@ -101,6 +101,7 @@ fn pages() -> Vec<(String, String)> {
             items: corpus.items.iter().map(|i| i.id.clone()).collect(),
         }],
     }];
+    let cache = herold::pages::EntryCache::default();
     let plan = herold::pages::plan(
         &corpus.items,
         None,
@@ -108,7 +109,7 @@ fn pages() -> Vec<(String, String)> {
         &meta,
         templates.default_language(),
         &archives,
-        &herold::pages::EntryCache::default(),
+        &cache,
     );
     (0..plan.len())
         .map(|i| {
