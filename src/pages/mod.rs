@@ -346,10 +346,12 @@ pub struct PagePlan<'a> {
     shared: Option<&'a crate::build::SharedBodies>,
 }
 
-/// The items of one month of a list: positions `from..to` of the list (newest first).
+/// The items of one month (or year) of a list: positions `from..to` of the list (newest
+/// first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Month {
     year: i32,
+    /// 1 to 12; 0 for the whole year.
     month: u32,
     from: usize,
     to: usize,
@@ -368,17 +370,23 @@ fn list_path(prefix: &str, page: usize) -> String {
 }
 
 fn month_path(prefix: &str, m: &Month) -> String {
-    format!("{prefix}{:04}/{:02}/", m.year, m.month)
+    match m.month {
+        0 => format!("{prefix}{:04}/", m.year),
+        month => format!("{prefix}{:04}/{month:02}/", m.year),
+    }
 }
 
 /// The months of a list (newest first), when its newest-first pages do not show all of it:
 /// each month's page then shows every item of that month, and a new item changes the
-/// newest-first pages and its month's page, not the pages of every older item.
+/// newest-first pages and its month's page, not the pages of every older item. With
+/// `by_year`, years instead of months (for tags and categories, which have fewer items a
+/// month than the index: a page a month would often show one item).
 fn months_of(
     items: &[Arc<Item>],
     index: Option<&crate::feed::PlanIndex>,
     list: &[usize],
     meta: &PageMeta,
+    by_year: bool,
 ) -> Vec<Month> {
     if list.len() <= meta.per_page * meta.max_pages {
         return Vec::new();
@@ -390,14 +398,21 @@ fn months_of(
     let mut months: Vec<Month> = Vec::new();
     let mut current = i32::MIN;
     for (pos, &idx) in list.iter().enumerate() {
-        let code = month_of(idx);
+        let code = match by_year {
+            true => month_of(idx).div_euclid(12) * 12,
+            false => month_of(idx),
+        };
         match months.last_mut() {
             Some(m) if code == current => m.to = pos + 1,
             _ => {
                 current = code;
                 months.push(Month {
                     year: code.div_euclid(12),
-                    month: code.rem_euclid(12) as u32 + 1,
+                    month: if by_year {
+                        0
+                    } else {
+                        code.rem_euclid(12) as u32 + 1
+                    },
                     from: pos,
                     to: pos + 1,
                 });
@@ -515,7 +530,8 @@ pub fn plan<'a>(
 
     let months: Vec<Vec<Month>> = std::iter::once(&listed)
         .chain(terms.iter().map(|t| &t.items))
-        .map(|list| months_of(items, index, list, meta))
+        .enumerate()
+        .map(|(l, list)| months_of(items, index, list, meta, l > 0))
         .collect();
     // Item pages first: rendering one gives its lead from the same parse, and the list
     // pages after them find their entries made.
@@ -1099,7 +1115,7 @@ impl<'a> PagePlan<'a> {
         self.render_entries(i, term, self.page_slice(all, n), pager)
     }
 
-    /// The page of month `m` of list `l`: every item of that month, newest first.
+    /// The page of month (or year) `m` of list `l`: every item of it, newest first.
     fn render_month(&self, i: usize, l: usize, m: usize) -> anyhow::Result<String> {
         let months = &self.months[l];
         let month = &months[m];
@@ -1113,13 +1129,16 @@ impl<'a> PagePlan<'a> {
             page: 0,
             pages: pages_of(self.list(l).len(), self.meta),
             front: false,
-            label: self.lang.t(
-                "pages.month",
-                &[
-                    ("month", &self.lang.month_name(&first)),
-                    ("year", &month.year.to_string()),
-                ],
-            ),
+            label: match month.month {
+                0 => month.year.to_string(),
+                _ => self.lang.t(
+                    "pages.month",
+                    &[
+                        ("month", &self.lang.month_name(&first)),
+                        ("year", &month.year.to_string()),
+                    ],
+                ),
+            },
             newer: Some(self.meta.url(&newer)),
             older: months
                 .get(m + 1)
@@ -1683,9 +1702,11 @@ mod tests {
     }
 
     /// Items of three months, four a page, at most two pages newest first.
+    /// Ten items a month from December 2025, four a page, at most two pages newest first.
     fn months_corpus(n: usize) -> (Config, Vec<Arc<Item>>) {
-        corpus_with(n, "max_pages = 2\n", |i| {
-            format!("2026-{:02}-{:02}T12:00:00+01:00", 1 + i / 10, 1 + i % 10)
+        corpus_with(n, "max_pages = 2\n", |i| match i / 10 {
+            0 => format!("2025-12-{:02}T12:00:00+01:00", 1 + i % 10),
+            m => format!("2026-{m:02}-{:02}T12:00:00+01:00", 1 + i % 10),
         })
     }
 
@@ -1703,18 +1724,18 @@ mod tests {
         let before = plan_of(months_corpus(30), rendered);
         let page = |p: &str| &before[p].1;
         // Two pages newest first, then the months: the last page links the month of the
-        // first item it does not show (item 21, the ninth newest, is in March).
+        // first item it does not show (item 21, the ninth newest, is in February).
         assert!(before.contains_key("page/2/index.html"));
         assert!(!before.contains_key("page/3/index.html"));
         assert!(
             page("page/2/index.html")
-                .contains("href=\"https://n.example.org/aktuelles/2026/03/\" rel=\"next\""),
+                .contains("href=\"https://n.example.org/aktuelles/2026/02/\" rel=\"next\""),
             "{}",
             page("page/2/index.html")
         );
-        // Every item on its month's page, March to January by the older links.
+        // Every item on its month's page, February to December by the older links.
         let mut seen = Vec::new();
-        let mut at = "2026/03/index.html".to_string();
+        let mut at = "2026/02/index.html".to_string();
         loop {
             let html = page(&at);
             for k in (0..30).rev() {
@@ -1734,13 +1755,16 @@ mod tests {
         assert_eq!(seen, (0..30).rev().collect::<Vec<_>>());
         assert!(page("2026/02/index.html").contains("Februar 2026"));
         assert!(
-            page("2026/03/index.html")
+            page("2026/02/index.html")
                 .contains("href=\"https://n.example.org/aktuelles/\" rel=\"prev\"")
         );
-        assert!(before.contains_key("tags/ozg/2026/01/index.html"));
-        // A new newest item: the newest-first pages, its month (the first of April), the
-        // month before it (whose newer link now goes to April instead of the index), its
-        // own page and the sitemap change; January and February stay as they were.
+        // A tag goes on by year.
+        assert!(page("tags/ozg/2025/index.html").contains("(2025)"));
+        assert!(page("tags/ozg/2026/index.html").contains(">Meldung 10</a>"));
+        assert!(!before.contains_key("tags/ozg/2026/01/index.html"));
+        // A new newest item: the newest-first pages, its month (March), the month before
+        // it (whose newer link now goes to March instead of the index), its tag's year, its
+        // own page and the sitemap change; January and December stay as they were.
         let after = plan_of(months_corpus(31), rendered);
         let mut changed: Vec<&str> = after
             .iter()
@@ -1751,14 +1775,13 @@ mod tests {
         assert_eq!(
             changed,
             [
-                "2026/04/01/m30/index.html",
-                "2026/04/index.html",
+                "2026/03/01/m30/index.html",
                 "2026/03/index.html",
+                "2026/02/index.html",
                 "index.html",
                 "page/2/index.html",
                 "sitemap.xml",
-                "tags/ozg/2026/04/index.html",
-                "tags/ozg/2026/03/index.html",
+                "tags/ozg/2026/index.html",
                 "tags/ozg/index.html",
                 "tags/ozg/page/2/index.html",
             ]
