@@ -395,29 +395,34 @@ fn months_of(
         Some(index) => index.month(idx),
         None => crate::feed::month_code(&items[idx].date),
     };
+    let code_of = |idx: usize| match by_year {
+        true => month_of(idx).div_euclid(12) * 12,
+        false => month_of(idx),
+    };
+    // The list is newest first, so each month is a run of positions: its end is found by
+    // a galloping search, which looks at a few positions per month, not at every item.
     let mut months: Vec<Month> = Vec::new();
-    let mut current = i32::MIN;
-    for (pos, &idx) in list.iter().enumerate() {
-        let code = match by_year {
-            true => month_of(idx).div_euclid(12) * 12,
-            false => month_of(idx),
-        };
-        match months.last_mut() {
-            Some(m) if code == current => m.to = pos + 1,
-            _ => {
-                current = code;
-                months.push(Month {
-                    year: code.div_euclid(12),
-                    month: if by_year {
-                        0
-                    } else {
-                        code.rem_euclid(12) as u32 + 1
-                    },
-                    from: pos,
-                    to: pos + 1,
-                });
-            }
+    let mut pos = 0;
+    while pos < list.len() {
+        let code = code_of(list[pos]);
+        let (mut lo, mut step) = (pos, 1);
+        while lo + step < list.len() && code_of(list[lo + step]) == code {
+            lo += step;
+            step *= 2;
         }
+        let hi = (lo + step).min(list.len());
+        let to = lo + 1 + list[lo + 1..hi].partition_point(|&idx| code_of(idx) == code);
+        months.push(Month {
+            year: code.div_euclid(12),
+            month: if by_year {
+                0
+            } else {
+                code.rem_euclid(12) as u32 + 1
+            },
+            from: pos,
+            to,
+        });
+        pos = to;
     }
     months
 }
