@@ -93,28 +93,23 @@ pub fn plan_with(
                 (h.rotate_left(5) ^ item_key(i)).wrapping_mul(0x517c_c1b7_2722_0a95)
             }),
         ];
-        if let Some(&hash) = names.0.get(&memo) {
-            used.insert(memo, hash);
-            prev = hash;
-            docs.push(ArchiveDoc {
-                seq: k + 1,
-                hash,
-                items: chunk.iter().rev().copied().collect(),
-            });
-            continue;
-        }
-        let mut key = Vec::with_capacity(16 + chunk.len() * 48);
-        key.extend_from_slice(&prev.to_le_bytes());
-        key.extend_from_slice(&(k as u64 + 1).to_le_bytes());
-        for &i in chunk {
-            let item = &items[i];
-            key.extend_from_slice(&item.content_hash.to_le_bytes());
-            key.extend_from_slice(item.id.as_bytes());
-            key.push(0);
-            key.extend_from_slice(item.path.as_bytes());
-            key.push(0);
-        }
-        let hash = stable_hash(&key);
+        let hash = match names.0.get(&memo) {
+            Some(&hash) => hash,
+            None => {
+                let mut key = Vec::with_capacity(16 + chunk.len() * 48);
+                key.extend_from_slice(&prev.to_le_bytes());
+                key.extend_from_slice(&(k as u64 + 1).to_le_bytes());
+                for &i in chunk {
+                    let item = &items[i];
+                    key.extend_from_slice(&item.content_hash.to_le_bytes());
+                    key.extend_from_slice(item.id.as_bytes());
+                    key.push(0);
+                    key.extend_from_slice(item.path.as_bytes());
+                    key.push(0);
+                }
+                stable_hash(&key)
+            }
+        };
         used.insert(memo, hash);
         prev = hash;
         docs.push(ArchiveDoc {

@@ -347,7 +347,19 @@ impl PlanIndex {
                 }
             }
         }
-        let mut out: Vec<(bool, String, String, Vec<usize>)> = by_slug
+        self.named(by_slug)
+            .into_iter()
+            .map(|(category, slug, name, items)| (category, slug.to_string(), name, items))
+            .collect()
+    }
+
+    /// Per slug id its items and the term that names it → kind, slug, name and items of
+    /// the slugs that have a name; tags first, each kind by slug.
+    fn named(
+        &self,
+        by_slug: Vec<(Vec<usize>, Option<u32>)>,
+    ) -> Vec<(bool, &str, String, Vec<usize>)> {
+        let mut found: Vec<(bool, &str, String, Vec<usize>)> = by_slug
             .into_iter()
             .enumerate()
             .filter_map(|(slug, (items, name))| {
@@ -355,15 +367,15 @@ impl PlanIndex {
                 name.map(|n| {
                     (
                         *category,
-                        s.clone(),
+                        s.as_str(),
                         self.terms[n as usize].spelling.clone(),
                         items,
                     )
                 })
             })
             .collect();
-        out.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        out
+        found.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        found
     }
 
     /// Forgets the item at corpus position `at` (as `Vec::remove`).
@@ -474,22 +486,7 @@ pub fn plan_indexed(
             }
         }
     }
-    let mut found: Vec<(bool, &str, String, Vec<usize>)> = feeds
-        .into_iter()
-        .enumerate()
-        .filter_map(|(slug, (items, name))| {
-            let (category, s) = &index.slugs[slug];
-            name.map(|n| {
-                (
-                    *category,
-                    s.as_str(),
-                    index.terms[n as usize].spelling.clone(),
-                    items,
-                )
-            })
-        })
-        .collect();
-    found.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let found = index.named(feeds);
     specs.extend(
         found
             .into_iter()
