@@ -49,7 +49,7 @@ pub struct PageMeta {
     /// `{server.public_url}/{pages.path}`, no trailing slash.
     pub base: String,
     pub per_page: usize,
-    /// Newest-first pages of a list at most; a longer list also has month pages.
+    /// Newest-first pages of a list at most; a longer list also has month or year pages.
     pub max_pages: usize,
     pub noindex: bool,
     pub site_title: String,
@@ -1707,6 +1707,34 @@ mod tests {
     }
 
     /// Items of three months, four a page, at most two pages newest first.
+    #[test]
+    fn a_manifest_line_cut_short_is_no_page() {
+        let dir = std::env::temp_dir().join(format!("herold-manifest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(MANIFEST),
+            "a/index.html\t00000000000000ff\nold/index.html\nz/index.html\t0000000000000000\ngarbage\nb/index.html\t00000000000000ee\ncut/index.html\t0000",
+        )
+        .unwrap();
+        let m = read_manifest(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let mut paths: Vec<&str> = m.by_path.keys().map(String::as_str).collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            [
+                "a/index.html",
+                "b/index.html",
+                "old/index.html",
+                "z/index.html"
+            ]
+        );
+        // Known contents only where a fingerprint was written (0: not known).
+        assert!(m.fingerprints.contains(&0xff) && m.fingerprints.contains(&0xee));
+        assert_eq!(m.fingerprints.len(), 2);
+        assert_eq!(m.lines, 5);
+    }
+
     /// Ten items a month from December 2025, four a page, at most two pages newest first.
     fn months_corpus(n: usize) -> (Config, Vec<Arc<Item>>) {
         corpus_with(n, "max_pages = 2\n", |i| match i / 10 {

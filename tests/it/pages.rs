@@ -370,6 +370,39 @@ fn scheduled_items_appear_when_due_and_deleted_ones_disappear() {
 }
 
 #[test]
+fn a_page_the_daemon_added_is_removed_after_a_kill_and_restart() {
+    let site = own_site();
+    let r = site.start();
+    r.wait_log("pages updated");
+    site.item(
+        "2026-05-01-neu.md",
+        "Neue Meldung",
+        "2026-05-01T10:00:00+02:00",
+        "tags = [\"Neu\"]",
+        "Neu.",
+    );
+    eventually("the new item's page", || {
+        (r.get("/aktuelles/2026/05/01/neu/", &[]).status == 200).then_some(())
+    });
+    // Pages that only came are appended to the manifest, not written whole.
+    let manifest = site.path("public/.herold-pages");
+    eventually("the manifest to list the new pages", || {
+        let m = std::fs::read_to_string(&manifest).ok()?;
+        (m.contains("2026/05/01/neu/index.html\t") && m.contains("tags/neu/index.html\t"))
+            .then_some(())
+    });
+    // Killed; the file goes while no daemon runs; the next daemon removes its pages.
+    drop(r);
+    std::fs::remove_file(site.path("content/2026-05-01-neu.md")).unwrap();
+    let r = site.start();
+    r.wait_log("pages updated");
+    assert!(!site.path("public/2026/05/01/neu").exists());
+    assert!(!site.path("public/tags/neu").exists());
+    assert_eq!(r.get("/aktuelles/2026/05/01/neu/", &[]).status, 404);
+    assert!(site.path("public/2026/01/20/ozg/index.html").exists());
+}
+
+#[test]
 fn an_edit_rewrites_only_the_pages_that_show_it() {
     let site = own_site();
     site.build();
