@@ -376,53 +376,81 @@ fn month_path(prefix: &str, m: &Month) -> String {
     }
 }
 
+/// Where each month begins among the published items: its month code
+/// ([`crate::feed::month_code`]) and its first corpus position, newest first. The corpus
+/// is newest first, so a month is a run of positions, found by a galloping search.
+fn month_starts(
+    items: &[Arc<Item>],
+    index: Option<&crate::feed::PlanIndex>,
+    listed: &[usize],
+) -> Vec<(i32, usize)> {
+    let code_of = |idx: usize| match index {
+        Some(index) => index.month(idx),
+        None => crate::feed::month_code(&items[idx].date),
+    };
+    let mut starts = Vec::new();
+    let mut pos = 0;
+    while pos < listed.len() {
+        let code = code_of(listed[pos]);
+        starts.push((code, listed[pos]));
+        let (mut lo, mut step) = (pos, 1);
+        while lo + step < listed.len() && code_of(listed[lo + step]) == code {
+            lo += step;
+            step *= 2;
+        }
+        let hi = (lo + step).min(listed.len());
+        pos = lo + 1 + listed[lo + 1..hi].partition_point(|&idx| code_of(idx) == code);
+    }
+    starts
+}
+
 /// The months of a list (newest first), when its newest-first pages do not show all of it:
 /// each month's page then shows every item of that month, and a new item changes the
 /// newest-first pages and its month's page, not the pages of every older item. With
 /// `by_year`, years instead of months (for tags and categories, which have fewer items a
-/// month than the index: a page a month would often show one item).
+/// month than the index: a page a month would often show one item). `starts` are the
+/// months of all published items ([`month_starts`]); a list's months are found in it by
+/// binary search, without looking at its items.
 fn months_of(
-    items: &[Arc<Item>],
-    index: Option<&crate::feed::PlanIndex>,
     list: &[usize],
+    starts: &[(i32, usize)],
     meta: &PageMeta,
     by_year: bool,
 ) -> Vec<Month> {
     if list.len() <= meta.per_page * meta.max_pages {
         return Vec::new();
     }
-    let month_of = |idx: usize| match index {
-        Some(index) => index.month(idx),
-        None => crate::feed::month_code(&items[idx].date),
-    };
-    let code_of = |idx: usize| match by_year {
-        true => month_of(idx).div_euclid(12) * 12,
-        false => month_of(idx),
-    };
-    // The list is newest first, so each month is a run of positions: its end is found by
-    // a galloping search, which looks at a few positions per month, not at every item.
     let mut months: Vec<Month> = Vec::new();
-    let mut pos = 0;
-    while pos < list.len() {
-        let code = code_of(list[pos]);
-        let (mut lo, mut step) = (pos, 1);
-        while lo + step < list.len() && code_of(list[lo + step]) == code {
-            lo += step;
-            step *= 2;
+    for (k, &(code, first)) in starts.iter().enumerate() {
+        let code = if by_year {
+            code.div_euclid(12) * 12
+        } else {
+            code
+        };
+        if by_year && k > 0 && starts[k - 1].0.div_euclid(12) * 12 == code {
+            continue;
         }
-        let hi = (lo + step).min(list.len());
-        let to = lo + 1 + list[lo + 1..hi].partition_point(|&idx| code_of(idx) == code);
-        months.push(Month {
-            year: code.div_euclid(12),
-            month: if by_year {
-                0
-            } else {
-                code.rem_euclid(12) as u32 + 1
-            },
-            from: pos,
-            to,
-        });
-        pos = to;
+        // The period ends where the next one (another month, or another year) begins.
+        let next = starts[k + 1..]
+            .iter()
+            .find(|(c, _)| !by_year || c.div_euclid(12) * 12 != code);
+        let from = list.partition_point(|&i| i < first);
+        let to = match next {
+            Some(&(_, end)) => list.partition_point(|&i| i < end),
+            None => list.len(),
+        };
+        if to > from {
+            months.push(Month {
+                year: code.div_euclid(12),
+                month: if by_year {
+                    0
+                } else {
+                    code.rem_euclid(12) as u32 + 1
+                },
+                from,
+                to,
+            });
+        }
     }
     months
 }
@@ -533,10 +561,15 @@ pub fn plan<'a>(
         })
         .collect();
 
+    let starts = if listed.len() > meta.per_page * meta.max_pages {
+        month_starts(items, index, &listed)
+    } else {
+        Vec::new()
+    };
     let months: Vec<Vec<Month>> = std::iter::once(&listed)
         .chain(terms.iter().map(|t| &t.items))
         .enumerate()
-        .map(|(l, list)| months_of(items, index, list, meta, l > 0))
+        .map(|(l, list)| months_of(list, &starts, meta, l > 0))
         .collect();
     // Item pages first: rendering one gives its lead from the same parse, and the list
     // pages after them find their entries made.
