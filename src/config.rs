@@ -216,7 +216,8 @@ pub struct Pages {
     pub path: String,
     pub per_page: usize,
     /// Newest-first pages of a list (the index, a tag, a category) at most; a longer list
-    /// also has a page per month, so that a new item does not move every page.
+    /// goes on by month (the index) or by year (a tag, a category), so that a new item
+    /// does not move every page.
     pub max_pages: usize,
     pub noindex: bool,
 }

@@ -359,7 +359,7 @@ fn decode_entry(bytes: &[u8], path: &str, want: &Stamp) -> Option<Item> {
         id_line: usize::try_from(r.u64()?).ok()?,
         revision: 0,
         content_hash: r.u64()?,
-        page_path: Default::default(),
+        derived: Default::default(),
     };
     r.0.is_empty().then_some(item)
 }

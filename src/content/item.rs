@@ -97,18 +97,18 @@ pub struct Item {
     /// A hash of the file's bytes, the same in every process and version: archive documents
     /// are named by the contents of their items (SPEC 11).
     pub content_hash: u64,
-    /// [`Item::page_path`], made when first asked for.
-    pub page_path: PagePath,
+    /// [`Item::page_path`] and [`Item::page_key`], made when first asked for.
+    pub derived: Derived,
 }
 
-/// An item's page path and page key, made once: the daemon plans every page on every
-/// change.
+/// What is worked out from an item's other fields once, when first asked for: its page
+/// path and its page key (the daemon plans every page on every change).
 #[derive(Debug, Clone, Default)]
-pub struct PagePath(std::sync::OnceLock<String>, std::sync::OnceLock<u64>);
+pub struct Derived(std::sync::OnceLock<String>, std::sync::OnceLock<u64>);
 
 /// Derived from the other fields, so never a difference between two items.
-impl PartialEq for PagePath {
-    fn eq(&self, _: &PagePath) -> bool {
+impl PartialEq for Derived {
+    fn eq(&self, _: &Derived) -> bool {
         true
     }
 }
@@ -144,7 +144,7 @@ impl Item {
     /// The path of the item's page below the pages (`2026/03/04/ozg-2/`): by its date in
     /// the site's time zone and its slug.
     pub fn page_path(&self) -> &str {
-        self.page_path.0.get_or_init(|| {
+        self.derived.0.get_or_init(|| {
             use chrono::Datelike;
             let d = self.date;
             format!(
@@ -160,7 +160,7 @@ impl Item {
     /// What identifies the item's file and its contents, for the fingerprints of the pages
     /// that show it.
     pub fn page_key(&self) -> u64 {
-        *self.page_path.1.get_or_init(|| {
+        *self.derived.1.get_or_init(|| {
             self.content_hash
                 ^ stable_hash(self.path.as_bytes()).rotate_left(17)
                 ^ stable_hash(self.id.as_bytes()).rotate_left(41)
@@ -421,7 +421,7 @@ pub fn parse_item(path: &str, bytes: &[u8], site: &SiteContext) -> Result<Item, 
         tag_slugs: seen,
         revision: 0,
         content_hash: stable_hash(bytes),
-        page_path: PagePath::default(),
+        derived: Derived::default(),
         source: None,
         body_offset,
         author: fm

@@ -420,20 +420,22 @@ fn months_of(
     if list.len() <= meta.per_page * meta.max_pages {
         return Vec::new();
     }
-    let mut months: Vec<Month> = Vec::new();
-    for (k, &(code, first)) in starts.iter().enumerate() {
-        let code = if by_year {
+    // A month's code, or its year's (as the code of its January).
+    let period = |code: i32| {
+        if by_year {
             code.div_euclid(12) * 12
         } else {
             code
-        };
-        if by_year && k > 0 && starts[k - 1].0.div_euclid(12) * 12 == code {
+        }
+    };
+    let mut months: Vec<Month> = Vec::new();
+    for (k, &(code, first)) in starts.iter().enumerate() {
+        let code = period(code);
+        if k > 0 && period(starts[k - 1].0) == code {
             continue;
         }
-        // The period ends where the next one (another month, or another year) begins.
-        let next = starts[k + 1..]
-            .iter()
-            .find(|(c, _)| !by_year || c.div_euclid(12) * 12 != code);
+        // The period ends where the next one begins.
+        let next = starts[k + 1..].iter().find(|(c, _)| period(*c) != code);
         let from = list.partition_point(|&i| i < first);
         let to = match next {
             Some(&(_, end)) => list.partition_point(|&i| i < end),
@@ -847,36 +849,26 @@ impl<'a> PagePlan<'a> {
     /// What a page's links to its neighbours depend on, beside its own items: the size of
     /// its list's newest-first pages and the months their last page and a month link to.
     fn neighbours(&self, l: usize, page: Option<usize>, month: Option<usize>) -> impl Hash {
-        let list = self.list(l);
-        let pages = pages_of(list.len(), self.meta);
+        let pages = pages_of(self.list(l).len(), self.meta);
         let months = &self.months[l];
         let ym = |m: Option<&Month>| m.map(|m| (m.year, m.month));
         match (page, month) {
-            (Some(n), _) => (
-                pages,
-                if n == pages {
-                    ym(self
-                        .month_at(l, pages * self.meta.per_page)
-                        .map(|k| &months[k]))
-                } else {
-                    None
-                },
-                None,
-            ),
+            (Some(n), _) if n == pages => (pages, ym(self.after_pages(l)), None),
             (None, Some(m)) => (
                 pages,
                 ym(m.checked_sub(1).map(|k| &months[k])),
                 ym(months.get(m + 1)),
             ),
-            (None, None) => (pages, None, None),
+            _ => (pages, None, None),
         }
     }
 
-    /// The month of list `l` that holds its position `pos`.
-    fn month_at(&self, l: usize, pos: usize) -> Option<usize> {
+    /// The month (or year) that the last newest-first page of list `l` links as older:
+    /// the one of the first item it does not show.
+    fn after_pages(&self, l: usize) -> Option<&Month> {
+        let shown = pages_of(self.list(l).len(), self.meta) * self.meta.per_page;
         let months = &self.months[l];
-        let k = months.partition_point(|m| m.to <= pos);
-        (k < months.len()).then_some(k)
+        months.get(months.partition_point(|m| m.to <= shown))
     }
 
     /// A fingerprint of everything page `i` shows: the settings and templates, and the
@@ -1136,8 +1128,8 @@ impl<'a> PagePlan<'a> {
         let older = if n < pages {
             Some(self.meta.url(&list_path(&prefix, n + 1)))
         } else {
-            self.month_at(l, pages * self.meta.per_page)
-                .map(|k| self.meta.url(&month_path(&prefix, &self.months[l][k])))
+            self.after_pages(l)
+                .map(|m| self.meta.url(&month_path(&prefix, m)))
         };
         let pager = Pager {
             page: n,
