@@ -5,13 +5,14 @@
 //! Files are rendered by the thread that writes them, so a build of thousands of items holds
 //! only the files in flight in memory, not every feed at once.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset};
 use rayon::prelude::*;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::config::Format;
 use crate::content::{Item, Problem, Rendition};
@@ -21,7 +22,7 @@ use crate::output::{Flush, Written, write_all_if_changed, write_batch_if_changed
 /// Rendered bodies, kept between builds so that only new or edited items are rendered again.
 #[derive(Default)]
 pub struct HtmlCache {
-    entries: HashMap<String, (u64, Arc<Rendition>)>,
+    entries: FxHashMap<String, (u64, Arc<Rendition>)>,
     /// The names of the archive documents of the last plan.
     archive_names: feed::archive::Names,
 }
@@ -45,38 +46,42 @@ impl HtmlCache {
             .map(|(_, h)| h.clone())
     }
 
-    /// Renders the bodies of `wanted` items that are not cached (in parallel), forgets the
-    /// bodies of items not wanted any more, and gives a rendition per corpus position
-    /// (empty for the items not wanted).
-    pub fn fill(&mut self, items: &[Arc<Item>], wanted: &BTreeSet<usize>) -> Vec<Arc<Rendition>> {
-        let missing: Vec<usize> = wanted
-            .iter()
-            .copied()
-            .filter(|&i| self.get(&items[i]).is_none())
-            .collect();
+    /// Renders the bodies of `wanted` items (corpus positions) that are not cached (in
+    /// parallel), forgets the bodies of items not wanted any more, and gives the rendition
+    /// of each wanted item by corpus position. Costs what is wanted, not what the corpus
+    /// holds.
+    pub fn fill(&mut self, items: &[Arc<Item>], wanted: &[usize]) -> Bodies {
+        let mut bodies = Bodies::with_capacity_and_hasher(wanted.len(), Default::default());
+        let mut missing = Vec::new();
+        for &i in wanted {
+            match self.get(&items[i]) {
+                Some(r) => {
+                    bodies.insert(i, r);
+                }
+                None => missing.push(i),
+            }
+        }
         let rendered: Vec<(usize, Arc<Rendition>)> = missing
             .par_iter()
             .map(|&i| (i, Arc::new(items[i].render())))
             .collect();
         for (i, r) in rendered {
-            self.entries
-                .insert(items[i].id.clone(), (Self::fingerprint(&items[i]), r));
+            self.entries.insert(
+                items[i].id.clone(),
+                (Self::fingerprint(&items[i]), r.clone()),
+            );
+            bodies.insert(i, r);
         }
-        let keep: HashSet<&str> = wanted.iter().map(|&i| items[i].id.as_str()).collect();
-        self.entries.retain(|id, _| keep.contains(id.as_str()));
-        let empty = Arc::new(Rendition::default());
-        (0..items.len())
-            .map(|i| {
-                if wanted.contains(&i) {
-                    self.get(&items[i])
-                } else {
-                    None
-                }
-                .unwrap_or_else(|| empty.clone())
-            })
-            .collect()
+        if self.entries.len() > bodies.len() {
+            let keep: FxHashSet<&str> = bodies.keys().map(|&i| items[i].id.as_str()).collect();
+            self.entries.retain(|id, _| keep.contains(id.as_str()));
+        }
+        bodies
     }
 }
+
+/// The renditions of the items a build shows, by corpus position.
+pub type Bodies = FxHashMap<usize, Arc<Rendition>>;
 
 /// Bodies rendered for archive documents, handed on to the item pages of the same build,
 /// which show the same renditions: a build into empty directories renders each body once,
@@ -125,6 +130,9 @@ impl SharedBodies {
     }
 }
 
+/// The renditions of an archive document's items, in its order.
+type ArchiveBodies = Arc<Vec<Arc<Rendition>>>;
+
 /// One file of a build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Job {
@@ -143,16 +151,18 @@ pub struct Build<'a> {
     archives: Vec<feed::archive::ArchiveDoc>,
     /// Where archive bodies go for the item pages, when the caller writes those next.
     shared: Option<&'a SharedBodies>,
-    bodies: Vec<Arc<Rendition>>,
+    bodies: Bodies,
     /// One per file.
     jobs: Vec<Job>,
+    /// The path of each file below `feeds.dir`.
+    paths: Vec<String>,
     /// Warnings from planning (tags without a slug).
     pub warnings: Vec<Problem>,
     /// Bodies of archive documents being written: both formats of a document share one
     /// rendering, which is dropped when the second has taken it.
     #[allow(clippy::type_complexity)]
     archive_bodies:
-        std::sync::Mutex<HashMap<usize, (usize, Arc<std::sync::OnceLock<Arc<Vec<Rendition>>>>)>>,
+        std::sync::Mutex<HashMap<usize, (usize, Arc<std::sync::OnceLock<ArchiveBodies>>)>>,
     /// Items in some feed now.
     pub published: usize,
     /// Items whose date lies after `now`.
@@ -184,8 +194,6 @@ pub fn prepare_indexed<'a>(
         Some(index) => feed::plan_indexed(items, index, now, meta),
         None => feed::plan(items, now, meta),
     };
-    let wanted: BTreeSet<usize> = specs.iter().flat_map(|s| s.items.iter().copied()).collect();
-    let bodies = cache.fill(items, &wanted);
     let scheduled = feed::published_from(items, now);
     let archives = match meta.archive_size {
         Some(size) => match index {
@@ -202,6 +210,22 @@ pub fn prepare_indexed<'a>(
         },
         None => Vec::new(),
     };
+    // The bodies the feeds show, and those of the newest archive document: the one that
+    // changes as items leave the site feed (its items were in the feed before, so the
+    // daemon has their bodies already).
+    let mut wanted: Vec<usize> = specs
+        .iter()
+        .flat_map(|s| s.items.iter().copied())
+        .chain(
+            archives
+                .last()
+                .into_iter()
+                .flat_map(|d| d.items.iter().copied()),
+        )
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let bodies = cache.fill(items, &wanted);
     let mut jobs: Vec<Job> = (0..specs.len())
         .flat_map(|s| meta.formats.iter().map(move |&f| Job::Feed(s, f)))
         .collect();
@@ -212,9 +236,17 @@ pub fn prepare_indexed<'a>(
             }
         }
     }
+    let paths = jobs
+        .iter()
+        .map(|job| match *job {
+            Job::Feed(s, f) => specs[s].file(f),
+            Job::Archive(a, f) => archives[a].file(f).expect("a format with archives"),
+        })
+        .collect();
     Build {
         items,
         meta,
+        paths,
         specs,
         archives,
         shared: None,
@@ -256,11 +288,8 @@ impl<'a> Build<'a> {
     }
 
     /// The path of file `i` below `feeds.dir`.
-    pub fn path(&self, i: usize) -> String {
-        match self.jobs[i] {
-            Job::Feed(s, f) => self.specs[s].file(f),
-            Job::Archive(a, f) => self.archives[a].file(f).expect("a format with archives"),
-        }
+    pub fn path(&self, i: usize) -> &str {
+        &self.paths[i]
     }
 
     /// Whether file `i` is named by its contents (an archive document): when it exists, it
@@ -283,7 +312,14 @@ impl<'a> Build<'a> {
                     },
                     current: None,
                 };
-                feed::render(f, self.meta, spec, self.items, &self.bodies, &history)
+                feed::render(
+                    f,
+                    self.meta,
+                    spec,
+                    self.items,
+                    &|i| &self.bodies[&i],
+                    &history,
+                )
             }
             Job::Archive(a, f) => {
                 let doc = &self.archives[a];
@@ -297,7 +333,7 @@ impl<'a> Build<'a> {
     /// The renditions of archive document `a`'s items: rendered by the first of its formats
     /// to ask, handed to the others, then forgotten (archives hold every old item, and a
     /// build does not keep their bodies).
-    fn archive_bodies(&self, a: usize) -> Arc<Vec<Rendition>> {
+    fn archive_bodies(&self, a: usize) -> ArchiveBodies {
         let formats = self
             .meta
             .formats
@@ -324,7 +360,10 @@ impl<'a> Build<'a> {
                     .items
                     .iter()
                     .map(|&i| {
-                        let r = self.items[i].render();
+                        let r = match self.bodies.get(&i) {
+                            Some(r) => r.clone(),
+                            None => Arc::new(self.items[i].render()),
+                        };
                         if let Some(shared) = self.shared {
                             shared.offer(i, &r);
                         }
@@ -368,7 +407,7 @@ impl<'a> Build<'a> {
     /// Every file with its bytes, in memory at once (for tests and small sites).
     pub fn files(&self) -> Vec<(String, Vec<u8>)> {
         (0..self.len())
-            .map(|i| (self.path(i), self.render(i)))
+            .map(|i| (self.path(i).to_string(), self.render(i)))
             .collect()
     }
 }
@@ -390,17 +429,20 @@ pub struct WriteStats {
 /// crash before that leaves files that the next build or daemon start finds different and
 /// writes again).
 pub fn write_feeds(dir: &Path, build: &Build) -> std::io::Result<WriteStats> {
-    write_feeds_with(dir, build, &|_| true, true)
+    write_feeds_with(dir, build, &|_| true, None, true)
 }
 
 /// [`write_feeds`] for the files `select(i)` picks; the others are known to be on disk as
-/// they would be rendered now, and are left alone (stale files are still removed).
+/// they would be rendered now, and are left alone. Stale files are still removed: of
+/// `before`, the files written earlier, when the caller knows them; else every feed file
+/// in `dir` is looked at.
 pub fn write_feeds_where(
     dir: &Path,
     build: &Build,
     select: &(dyn Fn(usize) -> bool + Sync),
+    before: Option<&mut dyn Iterator<Item = &str>>,
 ) -> std::io::Result<WriteStats> {
-    write_feeds_with(dir, build, select, false)
+    write_feeds_with(dir, build, select, before, false)
 }
 
 /// [`write_feeds_where`], each file synced on its own, or (`batch`) all with one `syncfs`.
@@ -408,6 +450,7 @@ fn write_feeds_with(
     dir: &Path,
     build: &Build,
     select: &(dyn Fn(usize) -> bool + Sync),
+    before: Option<&mut dyn Iterator<Item = &str>>,
     batch: bool,
 ) -> std::io::Result<WriteStats> {
     let mut stats = WriteStats::default();
@@ -427,20 +470,33 @@ fn write_feeds_with(
     };
     for (&i, w) in picked.iter().zip(written) {
         match w {
-            Written::Changed => stats.changed.push(build.path(i)),
+            Written::Changed => stats.changed.push(build.path(i).to_string()),
             Written::Unchanged => stats.unchanged += 1,
         }
     }
-    let expected: BTreeSet<String> = (0..build.len()).map(|i| build.path(i)).collect();
-    for rel in existing_feed_files(dir) {
-        if !expected.contains(&rel) {
-            std::fs::remove_file(dir.join(&rel))?;
-            if let Some((parent, _)) = rel.rsplit_once('/') {
-                // Only succeeds when the directory is empty, which is what we want.
-                let _ = std::fs::remove_dir(dir.join(parent));
-            }
-            stats.removed.push(rel);
+    let expected: FxHashSet<&str> = build.paths.iter().map(String::as_str).collect();
+    let stale: Vec<String> = match before {
+        Some(before) => before
+            .filter(|rel| !expected.contains(rel))
+            .map(str::to_string)
+            .collect(),
+        None => existing_feed_files(dir)
+            .into_iter()
+            .filter(|rel| !expected.contains(rel.as_str()))
+            .collect(),
+    };
+    for rel in stale {
+        match std::fs::remove_file(dir.join(&rel)) {
+            Ok(()) => {}
+            // Removed by someone else meanwhile: what was wanted.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
         }
+        if let Some((parent, _)) = rel.rsplit_once('/') {
+            // Only succeeds when the directory is empty, which is what we want.
+            let _ = std::fs::remove_dir(dir.join(parent));
+        }
+        stats.removed.push(rel);
     }
     stats.changed.sort();
     Ok(stats)

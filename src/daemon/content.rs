@@ -60,7 +60,13 @@ pub struct ContentState {
     drafts: usize,
     /// Files whose latest parse failed.
     problems: BTreeSet<String>,
+    /// While many files are taken in at once (a start): `sorted` and `plan_index` are
+    /// built once at the end instead of item by item.
+    bulk: bool,
 }
+
+/// From how many changed files on they are parsed in parallel and sorted in at once.
+const BULK: usize = 256;
 
 /// Corpus order: newest first, ties broken by id.
 fn corpus_order(a: &Item, b: &Item) -> std::cmp::Ordering {
@@ -81,6 +87,7 @@ impl ContentState {
             duplicates: BTreeSet::new(),
             drafts: 0,
             problems: BTreeSet::new(),
+            bulk: false,
         }
     }
 
@@ -271,8 +278,27 @@ impl ContentState {
     /// Reads the changed files and records them, and forgets the files that are gone.
     fn apply(&mut self, changed: Vec<(String, PathBuf, Stamp)>, gone: Vec<String>) -> Changes {
         let mut changes = Changes::default();
-        for (rel, full, stamp) in changed {
-            let result = read_item(&rel, &full, &self.site);
+        self.bulk = changed.len() + gone.len() >= BULK;
+        let site = &self.site;
+        let read: Vec<_> = if self.bulk {
+            use rayon::prelude::*;
+            changed
+                .into_par_iter()
+                .map(|(rel, full, stamp)| {
+                    let result = read_item(&rel, &full, site);
+                    (rel, full, stamp, result)
+                })
+                .collect()
+        } else {
+            changed
+                .into_iter()
+                .map(|(rel, full, stamp)| {
+                    let result = read_item(&rel, &full, site);
+                    (rel, full, stamp, result)
+                })
+                .collect()
+        };
+        for (rel, full, stamp, result) in read {
             let revision = self.next_revision;
             self.next_revision += 1;
             let previous = self.files.remove(&rel).and_then(|e| e.good);
@@ -321,6 +347,10 @@ impl ContentState {
                 }
                 changes.removed.push(rel);
             }
+        }
+        if self.bulk {
+            self.bulk = false;
+            self.resort();
         }
         changes.parsed.sort();
         changes.parsed.dedup();
@@ -375,7 +405,28 @@ impl ContentState {
         }
     }
 
+    /// Builds `sorted` and `plan_index` from the files: each id's first file's item.
+    fn resort(&mut self) {
+        self.sorted.clear();
+        self.drafts = 0;
+        for paths in self.ids.values() {
+            let Some(item) = paths.first().and_then(|p| self.item_at(p)) else {
+                continue;
+            };
+            if item.draft {
+                self.drafts += 1;
+            } else {
+                self.sorted.push(item);
+            }
+        }
+        self.sorted.sort_unstable_by(|a, b| corpus_order(a, b));
+        self.plan_index.rebuild(&self.sorted);
+    }
+
     fn insert_sorted(&mut self, item: Arc<Item>) {
+        if self.bulk {
+            return;
+        }
         if item.draft {
             self.drafts += 1;
             return;
@@ -389,6 +440,9 @@ impl ContentState {
     }
 
     fn remove_sorted(&mut self, item: &Item) {
+        if self.bulk {
+            return;
+        }
         if item.draft {
             self.drafts = self.drafts.saturating_sub(1);
             return;

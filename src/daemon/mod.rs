@@ -137,7 +137,10 @@ const POLL_SLICES: u64 = 10;
 /// renders only the files that show it; and the client that pings WebSub hubs.
 struct FeedWriter {
     cache: HtmlCache,
-    fingerprints: HashMap<String, u64>,
+    /// Path → fingerprint of each file written; complete once a write succeeded after a
+    /// start or reload (`known`), so stale files are found here instead of on disk.
+    fingerprints: rustc_hash::FxHashMap<String, u64>,
+    known: bool,
     hubs: reqwest::Client,
 }
 
@@ -191,7 +194,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         },
         feeds: FeedWriter {
             cache: HtmlCache::default(),
-            fingerprints: HashMap::new(),
+            fingerprints: Default::default(),
+            known: false,
             hubs: crate::websub::client(),
         },
         pages: PageWriter::default(),
@@ -457,13 +461,32 @@ impl Daemon {
         let fingerprints: Vec<u64> = (0..plan.len()).map(|i| plan.fingerprint(i)).collect();
         let planned_at = started.elapsed();
         let known = &self.feeds.fingerprints;
-        let select = |i: usize| known.get(&plan.path(i)) != Some(&fingerprints[i]);
+        let select = |i: usize| known.get(plan.path(i)) != Some(&fingerprints[i]);
         let rendered = (0..plan.len()).filter(|&i| select(i)).count();
-        match build::write_feeds_where(&self.config.feeds.dir, &plan, &select) {
+        let mut before = known.keys().map(String::as_str);
+        let written = build::write_feeds_where(
+            &self.config.feeds.dir,
+            &plan,
+            &select,
+            self.feeds.known.then_some(&mut before as _),
+        );
+        match written {
             Ok(stats) => {
-                self.feeds.fingerprints = (0..plan.len())
-                    .map(|i| (plan.path(i), fingerprints[i]))
-                    .collect();
+                let map = &mut self.feeds.fingerprints;
+                for (i, &f) in fingerprints.iter().enumerate() {
+                    match map.get_mut(plan.path(i)) {
+                        Some(old) => *old = f,
+                        None => {
+                            map.insert(plan.path(i).to_string(), f);
+                        }
+                    }
+                }
+                if map.len() > plan.len() {
+                    let planned: rustc_hash::FxHashSet<&str> =
+                        (0..plan.len()).map(|i| plan.path(i)).collect();
+                    map.retain(|path, _| planned.contains(path.as_str()));
+                }
+                self.feeds.known = true;
                 let m = &self.metrics;
                 use std::sync::atomic::Ordering::Relaxed;
                 m.items.store(plan.published as u64, Relaxed);
@@ -1001,6 +1024,7 @@ impl Daemon {
             .reset(new.content.dir.clone(), SiteContext::from_config(&new));
         // New settings may change every file: render each once and compare it with the disk.
         self.feeds.fingerprints.clear();
+        self.feeds.known = false;
         self.pages.loaded = false;
         self.config = new.clone();
         self.load_archives();

@@ -212,16 +212,27 @@ pub fn plan<'a>(
 /// small numbers: the daemon keeps it beside its sorted items, so a change plans without
 /// visiting every item's strings (on a machine whose caches have gone cold between two
 /// changes, those visits were most of a change's cost).
+///
+/// Rows are kept oldest first, so a new newest item (the usual change) is appended and
+/// moves no row; each tag's and category's items are kept as lists beside them, so the
+/// feeds of a change are read from those lists instead of from a pass over every row.
 #[derive(Debug, Default, Clone)]
 pub struct PlanIndex {
-    /// One row per item, in corpus order.
+    /// One row per item, oldest first (the reverse of corpus order: corpus position `at`
+    /// is row `len - 1 - at`).
     rows: Vec<Row>,
+    /// Slug id → the rows of the items that have it, ascending, each row once.
+    members: Vec<Vec<u32>>,
     /// Term id → its kind, slug id and spelling.
     terms: Vec<Term>,
     term_ids: HashMap<(bool, String), u32>,
+    /// Term id → how many items have it.
+    term_counts: Vec<u32>,
     /// Slug id → (kind, slug).
     slugs: Vec<(bool, String)>,
     slug_ids: HashMap<(bool, String), u32>,
+    /// Slug id → its terms (the spellings of the slug).
+    slug_terms: Vec<Vec<u32>>,
     /// Term id → the rank of its spelling among all terms (names are the least spelling).
     ranks: Vec<u32>,
     /// Page path hash → how many items have it, and how many hashes more than one has.
@@ -260,14 +271,76 @@ impl Row {
 
 #[derive(Debug, Clone)]
 struct Term {
-    category: bool,
     slug: u32,
     spelling: String,
 }
 
 impl PlanIndex {
+    /// An index of `items` (in corpus order), built at once: what a start or a reload
+    /// does instead of inserting the items one by one.
+    pub fn rebuild(&mut self, items: &[Arc<Item>]) {
+        self.rows.clear();
+        self.rows.reserve(items.len());
+        for m in &mut self.members {
+            m.clear();
+        }
+        self.term_counts.iter_mut().for_each(|c| *c = 0);
+        self.pages.clear();
+        self.shared_pages = 0;
+        for item in items.iter().rev() {
+            let row = self.row(item);
+            let j = self.rows.len() as u32;
+            self.enter(&row, j);
+            self.rows.push(row);
+        }
+    }
+
     /// Records `item` at corpus position `at` (as `Vec::insert`).
     pub fn insert(&mut self, at: usize, item: &Item) {
+        let row = self.row(item);
+        let j = self.rows.len() - at.min(self.rows.len());
+        if j < self.rows.len() {
+            // Rows from `j` on move up by one (an older item: rare, and a pass over
+            // numbers).
+            for m in &mut self.members {
+                let from = m.partition_point(|&r| (r as usize) < j);
+                m[from..].iter_mut().for_each(|r| *r += 1);
+            }
+        }
+        self.enter(&row, j as u32);
+        self.rows.insert(j, row);
+    }
+
+    /// Forgets the item at corpus position `at` (as `Vec::remove`).
+    pub fn remove(&mut self, at: usize) {
+        let j = self.rows.len() - 1 - at;
+        let row = self.rows.remove(j);
+        for t in row.terms() {
+            self.term_counts[t as usize] -= 1;
+            let m = &mut self.members[self.terms[t as usize].slug as usize];
+            if let Ok(k) = m.binary_search(&(j as u32)) {
+                m.remove(k);
+            }
+        }
+        if j < self.rows.len() {
+            for m in &mut self.members {
+                let from = m.partition_point(|&r| (r as usize) <= j);
+                m[from..].iter_mut().for_each(|r| *r -= 1);
+            }
+        }
+        if let Some(n) = self.pages.get_mut(&row.page) {
+            *n -= 1;
+            if *n == 1 {
+                self.shared_pages -= 1;
+            }
+            if *n == 0 {
+                self.pages.remove(&row.page);
+            }
+        }
+    }
+
+    /// The row of `item`, its terms recorded.
+    fn row(&mut self, item: &Item) -> Row {
         let mut terms: Vec<u32> = item
             .tags
             .iter()
@@ -282,71 +355,144 @@ impl PlanIndex {
         let n = terms.len().min(INLINE_TERMS);
         inline[..n].copy_from_slice(&terms[..n]);
         let more = (terms.len() > INLINE_TERMS).then(|| terms[INLINE_TERMS..].into());
-        let page = crate::content::item::stable_hash(item.page_path().as_bytes());
-        let count = self.pages.entry(page).or_insert(0);
+        Row {
+            nanos,
+            inline,
+            len: n as u8,
+            more,
+            key: item.page_key(),
+            page: crate::content::item::stable_hash(item.page_path().as_bytes()),
+            id: crate::content::item::stable_hash(item.id.as_bytes()),
+            month: month_code(&item.date),
+        }
+    }
+
+    /// Counts `row` (to be row `j`) in its terms, slugs and page path.
+    fn enter(&mut self, row: &Row, j: u32) {
+        for t in row.terms() {
+            self.term_counts[t as usize] += 1;
+            let m = &mut self.members[self.terms[t as usize].slug as usize];
+            // An item with two spellings of one slug is listed once.
+            if let Err(k) = m.binary_search(&j) {
+                m.insert(k, j);
+            }
+        }
+        let count = self.pages.entry(row.page).or_insert(0);
         *count += 1;
         if *count == 2 {
             self.shared_pages += 1;
         }
-        self.rows.insert(
-            at,
-            Row {
-                nanos,
-                inline,
-                len: n as u8,
-                more,
-                key: item.page_key(),
-                page,
-                id: crate::content::item::stable_hash(item.id.as_bytes()),
-                month: month_code(&item.date),
-            },
-        );
+    }
+
+    fn at(&self, at: usize) -> &Row {
+        &self.rows[self.rows.len() - 1 - at]
     }
 
     /// [`Item::page_key`] of the item at corpus position `at`.
     pub fn key(&self, at: usize) -> u64 {
-        self.rows[at].key
+        self.at(at).key
     }
 
     /// A hash of the page path of the item at `at` (equal paths, equal hashes).
     pub fn page_hash(&self, at: usize) -> u64 {
-        self.rows[at].page
+        self.at(at).page
     }
 
     /// A hash of the id of the item at `at`.
     pub fn id_hash(&self, at: usize) -> u64 {
-        self.rows[at].id
+        self.at(at).id
     }
 
     /// [`month_code`] of the item at `at`.
     pub fn month(&self, at: usize) -> i32 {
-        self.rows[at].month
+        self.at(at).month
+    }
+
+    /// How many items lie after `now` (the first corpus position of a published one).
+    fn published_from(&self, now: i64) -> usize {
+        self.rows.len() - self.rows.partition_point(|r| r.nanos <= now)
+    }
+
+    /// Per slug id, the term that names it among the items from corpus position `start`
+    /// on: the least spelling that one of them has.
+    fn names_from(&self, start: usize) -> Vec<Option<u32>> {
+        // The scheduled items (a handful) are taken out of the counts.
+        let mut scheduled: rustc_hash::FxHashMap<u32, u32> = Default::default();
+        for row in &self.rows[self.rows.len() - start..] {
+            for t in row.terms() {
+                *scheduled.entry(t).or_default() += 1;
+            }
+        }
+        self.slug_terms
+            .iter()
+            .map(|terms| {
+                terms
+                    .iter()
+                    .copied()
+                    .filter(|t| {
+                        self.term_counts[*t as usize] > scheduled.get(t).copied().unwrap_or(0)
+                    })
+                    .min_by_key(|&t| self.ranks[t as usize])
+            })
+            .collect()
+    }
+
+    /// The corpus positions of the items from `start` on that have slug `slug`, newest
+    /// first, at most `limit`.
+    fn newest_of(&self, slug: usize, start: usize, limit: usize) -> Vec<usize> {
+        let n = self.rows.len();
+        let m = &self.members[slug];
+        let end = m.partition_point(|&j| (j as usize) < n - start);
+        m[..end]
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|&j| n - 1 - j as usize)
+            .collect()
     }
 
     /// The tags and categories of the items at `positions` (in that order), by slug: kind
     /// (category or not), slug, name (the least spelling) and positions; tags first, each
     /// kind by slug. Slugs without letters or digits are left out.
     pub fn terms_of(&self, positions: &[usize]) -> Vec<(bool, String, String, Vec<usize>)> {
-        let mut by_slug: Vec<(Vec<usize>, Option<u32>)> =
-            vec![(Vec::new(), None); self.slugs.len()];
-        for &at in positions {
-            for t in self.rows[at].terms() {
-                let term = &self.terms[t as usize];
-                if self.slugs[term.slug as usize].1.is_empty() {
-                    continue;
+        let n = self.rows.len();
+        let by_slug: Vec<(Vec<usize>, Option<u32>)> = match positions {
+            // Every item from some position on (the pages of a site without URL clashes):
+            // read from the lists.
+            [first, .., last] if *last == n - 1 && positions.len() == n - first => self
+                .names_from(*first)
+                .into_iter()
+                .enumerate()
+                .map(|(slug, name)| match name {
+                    Some(_) if !self.slugs[slug].1.is_empty() => {
+                        (self.newest_of(slug, *first, usize::MAX), name)
+                    }
+                    _ => (Vec::new(), None),
+                })
+                .collect(),
+            _ => {
+                let mut by_slug = vec![(Vec::new(), None); self.slugs.len()];
+                for &at in positions {
+                    for t in self.at(at).terms() {
+                        let term = &self.terms[t as usize];
+                        if self.slugs[term.slug as usize].1.is_empty() {
+                            continue;
+                        }
+                        let e: &mut (Vec<usize>, Option<u32>) = &mut by_slug[term.slug as usize];
+                        if e.1
+                            .is_none_or(|n| self.ranks[t as usize] < self.ranks[n as usize])
+                        {
+                            e.1 = Some(t);
+                        }
+                        // An item with two spellings of one slug is listed once.
+                        if e.0.last() != Some(&at) {
+                            e.0.push(at);
+                        }
+                    }
                 }
-                let e = &mut by_slug[term.slug as usize];
-                if e.1
-                    .is_none_or(|n| self.ranks[t as usize] < self.ranks[n as usize])
-                {
-                    e.1 = Some(t);
-                }
-                // An item with two spellings of one slug is listed once.
-                if e.0.last() != Some(&at) {
-                    e.0.push(at);
-                }
+                by_slug
             }
-        }
+        };
         self.named(by_slug)
             .into_iter()
             .map(|(category, slug, name, items)| (category, slug.to_string(), name, items))
@@ -378,20 +524,6 @@ impl PlanIndex {
         found
     }
 
-    /// Forgets the item at corpus position `at` (as `Vec::remove`).
-    pub fn remove(&mut self, at: usize) {
-        let row = self.rows.remove(at);
-        if let Some(n) = self.pages.get_mut(&row.page) {
-            *n -= 1;
-            if *n == 1 {
-                self.shared_pages -= 1;
-            }
-            if *n == 0 {
-                self.pages.remove(&row.page);
-            }
-        }
-    }
-
     /// Whether no two items have the same page path (then none of them needs a look).
     pub fn pages_unique(&self) -> bool {
         self.shared_pages == 0
@@ -407,15 +539,18 @@ impl PlanIndex {
                 let id = self.slugs.len() as u32;
                 self.slugs.push((category, slug.to_string()));
                 self.slug_ids.insert((category, slug.to_string()), id);
+                self.members.push(Vec::new());
+                self.slug_terms.push(Vec::new());
                 id
             }
         };
         let id = self.terms.len() as u32;
         self.terms.push(Term {
-            category,
             slug: slug_id,
             spelling: spelling.to_string(),
         });
+        self.term_counts.push(0);
+        self.slug_terms[slug_id as usize].push(id);
         self.term_ids.insert((category, spelling.to_string()), id);
         let mut order: Vec<u32> = (0..self.terms.len() as u32).collect();
         order.sort_by(|&a, &b| {
@@ -447,45 +582,49 @@ pub fn plan_indexed(
     meta: &FeedMeta,
 ) -> (Vec<FeedSpec>, Vec<Problem>) {
     debug_assert_eq!(items.len(), index.rows.len());
-    let now = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
-    let start = index.rows.partition_point(|r| r.nanos > now);
+    let start = index.published_from(now.timestamp_nanos_opt().unwrap_or(i64::MAX));
     let limit = meta.limit;
     let mut specs = vec![FeedSpec {
         kind: FeedKind::Site,
         items: (start..items.len()).take(limit).collect(),
     }];
     let mut warnings = Vec::new();
+    let names = index.names_from(start);
     // Per slug id: the items, and the term whose spelling names the feed.
     let mut feeds: Vec<(Vec<usize>, Option<u32>)> = vec![(Vec::new(), None); index.slugs.len()];
-    for (idx, row) in index.rows.iter().enumerate().skip(start) {
-        for t in row.terms() {
-            let term = &index.terms[t as usize];
-            if (term.category && !meta.per_category) || (!term.category && !meta.per_tag) {
-                continue;
-            }
-            if index.slugs[term.slug as usize].1.is_empty() {
-                warnings.push(Problem::warning(
-                    &items[idx].path,
-                    1,
-                    format!(
-                        "`{}` has no letters or digits, so it gets no feed",
-                        term.spelling
-                    ),
-                ));
-                continue;
-            }
-            let feed = &mut feeds[term.slug as usize];
-            if feed
-                .1
-                .is_none_or(|n| index.ranks[t as usize] < index.ranks[n as usize])
-            {
-                feed.1 = Some(t);
-            }
-            if feed.0.len() < limit {
-                feed.0.push(idx);
-            }
+    for (slug, (category, s)) in index.slugs.iter().enumerate() {
+        if (*category && !meta.per_category) || (!*category && !meta.per_tag) {
+            continue;
         }
+        if names[slug].is_none() {
+            continue;
+        }
+        if s.is_empty() {
+            for at in index.newest_of(slug, start, usize::MAX) {
+                for t in index.at(at).terms() {
+                    let term = &index.terms[t as usize];
+                    if term.slug as usize == slug {
+                        warnings.push((
+                            at,
+                            Problem::warning(
+                                &items[at].path,
+                                1,
+                                format!(
+                                    "`{}` has no letters or digits, so it gets no feed",
+                                    term.spelling
+                                ),
+                            ),
+                        ));
+                    }
+                }
+            }
+            continue;
+        }
+        feeds[slug] = (index.newest_of(slug, start, limit), names[slug]);
     }
+    // In corpus order, as a pass over the items gives them.
+    warnings.sort_by_key(|(at, _)| *at);
+    let warnings = warnings.into_iter().map(|(_, p)| p).collect();
     let found = index.named(feeds);
     specs.extend(
         found
@@ -554,14 +693,14 @@ pub struct History {
     pub current: Option<String>,
 }
 
-/// Renders one feed in one format, with the RFC 5005 links of `history`. `bodies[i]` is the
+/// Renders one feed in one format, with the RFC 5005 links of `history`. `body(i)` is the
 /// rendition of item `i`.
-pub fn render<B: std::ops::Deref<Target = Rendition>>(
+pub fn render<'r>(
     format: Format,
     meta: &FeedMeta,
     spec: &FeedSpec,
-    items: &[Arc<Item>],
-    bodies: &[B],
+    items: &'r [Arc<Item>],
+    body: &dyn Fn(usize) -> &'r Rendition,
     history: &History,
 ) -> Vec<u8> {
     render_view(
@@ -572,11 +711,7 @@ pub fn render<B: std::ops::Deref<Target = Rendition>>(
             title: meta.title_of(spec),
             self_url: meta.url(spec, format),
             updated: spec.items.iter().map(|&i| items[i].updated).max(),
-            entries: spec
-                .items
-                .iter()
-                .map(|&i| (&*items[i], &*bodies[i]))
-                .collect(),
+            entries: spec.items.iter().map(|&i| (&*items[i], body(i))).collect(),
             history: history.clone(),
         },
     )
@@ -590,7 +725,7 @@ pub fn render_archive(
     doc: &archive::ArchiveDoc,
     prev: Option<&archive::ArchiveDoc>,
     items: &[Arc<Item>],
-    bodies: &[Rendition],
+    bodies: &[Arc<Rendition>],
 ) -> Vec<u8> {
     let site = FeedSpec {
         kind: FeedKind::Site,
@@ -613,7 +748,7 @@ pub fn render_archive(
                 .items
                 .iter()
                 .zip(bodies)
-                .map(|(&i, b)| (&*items[i], b))
+                .map(|(&i, b)| (&*items[i], &**b))
                 .collect(),
             history: History {
                 prev_archive: prev.map(url),
@@ -829,9 +964,14 @@ mod tests {
                 index.insert(at, item);
             }
             if round % 2 == 0 {
-                // Take one out and put it back.
-                index.remove(7);
-                index.insert(7, &items[7]);
+                // Take some out and put them back, older ones first.
+                for at in [7, 0, 59, 31] {
+                    index.remove(at);
+                    index.insert(at, &items[at]);
+                }
+            } else {
+                // Or build it at once, as a start does.
+                index.rebuild(&items);
             }
             let now = DateTime::parse_from_rfc3339("2026-07-01T00:00:00+02:00").unwrap();
             let mut meta = FeedMeta::from_config(

@@ -322,7 +322,7 @@ pub struct PagePlan<'a> {
     lang: &'a Language,
     /// Each item as lists show it, made once for the index, tag and category pages (the
     /// entries `cache` has are taken from there).
-    entries: Vec<OnceLock<minijinja::Value>>,
+    entries: Slots,
     cache: &'a EntryCache,
     /// Published items with a page, newest first.
     listed: Vec<usize>,
@@ -333,17 +333,56 @@ pub struct PagePlan<'a> {
     archives: &'a [DigestArchive],
     /// Per archive and run: the corpus positions of the run's items still published.
     run_items: Vec<Vec<Vec<usize>>>,
+    /// The jobs after the item pages (which are `listed`, in that order, and not stored:
+    /// see [`PagePlan::job`]).
     jobs: Vec<Job>,
-    /// How many of `jobs` are pages (they come first; the sitemap lists them).
+    /// How many jobs are pages (they come first; the sitemap lists them).
     page_jobs: usize,
     /// Page URL clashes (errors naming both files).
     pub problems: Vec<Problem>,
     /// A hash of the settings and templates every page depends on.
     settings: u64,
-    /// Per corpus position: what identifies the item's file and its contents.
+    /// Per corpus position: what identifies the item's file and its contents (see
+    /// [`PagePlan::key`]; empty when `index` has them).
     keys: Vec<u64>,
+    index: Option<&'a crate::feed::PlanIndex>,
     /// Bodies already rendered in this build (for the archive documents).
     shared: Option<&'a crate::build::SharedBodies>,
+}
+
+/// One lazily made value per corpus position, in chunks allocated when first touched: a
+/// plan of 50,000 items makes the entries of the few dozen that its rendered pages list.
+struct Slots {
+    chunks: Vec<OnceLock<Box<[OnceLock<minijinja::Value>]>>>,
+}
+
+const SLOT_CHUNK: usize = 256;
+
+impl Slots {
+    fn new(n: usize) -> Slots {
+        Slots {
+            chunks: (0..n.div_ceil(SLOT_CHUNK))
+                .map(|_| OnceLock::new())
+                .collect(),
+        }
+    }
+
+    fn slot(&self, idx: usize) -> &OnceLock<minijinja::Value> {
+        &self.chunks[idx / SLOT_CHUNK]
+            .get_or_init(|| (0..SLOT_CHUNK).map(|_| OnceLock::new()).collect())[idx % SLOT_CHUNK]
+    }
+
+    /// The values made, by position.
+    fn made(&self) -> impl Iterator<Item = (usize, &minijinja::Value)> {
+        self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
+            chunk.get().into_iter().flat_map(move |slots| {
+                slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(move |(k, v)| Some((c * SLOT_CHUNK + k, v.get()?)))
+            })
+        })
+    }
 }
 
 /// The items of one month (or year) of a list: positions `from..to` of the list (newest
@@ -404,6 +443,17 @@ fn month_starts(
     starts
 }
 
+/// `v.partition_point(pred)`, searched from the front: a few steps when the point is near.
+fn gallop<T>(v: &[T], pred: impl Fn(&T) -> bool) -> usize {
+    let mut hi = 1;
+    while hi <= v.len() && pred(&v[hi - 1]) {
+        hi *= 2;
+    }
+    let lo = hi / 2;
+    let hi = hi.min(v.len());
+    lo + v[lo..hi].partition_point(pred)
+}
+
 /// The months of a list (newest first), when its newest-first pages do not show all of it:
 /// each month's page then shows every item of that month, and a new item changes the
 /// newest-first pages and its month's page, not the pages of every older item. With
@@ -428,17 +478,18 @@ fn months_of(
             code
         }
     };
+    // Each period begins in the list where the one before it ended: found by galloping
+    // from there, so a list costs a few steps per period, not a search of the whole list.
     let mut months: Vec<Month> = Vec::new();
-    for (k, &(code, first)) in starts.iter().enumerate() {
-        let code = period(code);
-        if k > 0 && period(starts[k - 1].0) == code {
-            continue;
+    let (mut k, mut from) = (0, 0);
+    while k < starts.len() && from < list.len() {
+        let code = period(starts[k].0);
+        let mut next = k + 1;
+        while next < starts.len() && period(starts[next].0) == code {
+            next += 1;
         }
-        // The period ends where the next one begins.
-        let next = starts[k + 1..].iter().find(|(c, _)| period(*c) != code);
-        let from = list.partition_point(|&i| i < first);
-        let to = match next {
-            Some(&(_, end)) => list.partition_point(|&i| i < end),
+        let to = match starts.get(next) {
+            Some(&(_, end)) => from + gallop(&list[from..], |&i| i < end),
             None => list.len(),
         };
         if to > from {
@@ -453,6 +504,7 @@ fn months_of(
                 to,
             });
         }
+        (k, from) = (next, to);
     }
     months
 }
@@ -503,7 +555,7 @@ fn terms_of<'i>(items: &'i [Arc<Item>], listed: &[usize]) -> Vec<Term> {
 /// Decides every page of `items` (a corpus's, newest first) as it stands at `now`.
 pub fn plan<'a>(
     items: &'a [Arc<Item>],
-    index: Option<&crate::feed::PlanIndex>,
+    index: Option<&'a crate::feed::PlanIndex>,
     now: DateTime<FixedOffset>,
     meta: &'a PageMeta,
     lang: &'a Language,
@@ -575,8 +627,7 @@ pub fn plan<'a>(
         .collect();
     // Item pages first: rendering one gives its lead from the same parse, and the list
     // pages after them find their entries made.
-    let mut jobs: Vec<Job> = listed.iter().map(|&i| Job::Item(i)).collect();
-    jobs.extend((1..=pages_of(listed.len(), meta)).map(Job::Index));
+    let mut jobs: Vec<Job> = (1..=pages_of(listed.len(), meta)).map(Job::Index).collect();
     for (t, term) in terms.iter().enumerate() {
         jobs.extend((1..=pages_of(term.items.len(), meta)).map(|n| Job::Term(t, n)));
     }
@@ -587,7 +638,7 @@ pub fn plan<'a>(
         jobs.push(Job::DigestIndex(d));
         jobs.extend((0..a.runs.len()).map(|r| Job::DigestRun(d, r)));
     }
-    let page_jobs = jobs.len();
+    let page_jobs = listed.len() + jobs.len();
     let parts = if page_jobs > sitemap_limit() {
         page_jobs.div_ceil(sitemap_limit())
     } else {
@@ -596,14 +647,14 @@ pub fn plan<'a>(
     jobs.extend((0..=parts).map(Job::Sitemap));
     jobs.push(Job::Stylesheet);
     let keys: Vec<u64> = match index {
-        Some(index) => (0..items.len()).map(|i| index.key(i)).collect(),
+        Some(_) => Vec::new(),
         None => items.iter().map(|it| it.page_key()).collect(),
     };
     PagePlan {
         items,
         meta,
         lang,
-        entries: (0..items.len()).map(|_| OnceLock::new()).collect(),
+        entries: Slots::new(items.len()),
         cache,
         listed,
         terms,
@@ -615,6 +666,7 @@ pub fn plan<'a>(
         problems,
         settings,
         keys,
+        index,
         shared: None,
     }
 }
@@ -755,13 +807,12 @@ impl<'a> PagePlan<'a> {
     pub fn made_entries(&self) -> MadeEntries {
         let entries: Vec<(u64, minijinja::Value)> = self
             .entries
-            .iter()
-            .enumerate()
-            .filter_map(|(i, slot)| Some((self.keys[i], slot.get()?.clone())))
+            .made()
+            .map(|(i, v)| (self.key(i), v.clone()))
             .collect();
         let same = self.cache.settings == self.settings;
         let keep = (!same || self.cache.entries.len() + entries.len() > self.listed.len())
-            .then(|| self.listed.iter().map(|&i| self.keys[i]).collect());
+            .then(|| self.listed.iter().map(|&i| self.key(i)).collect());
         MadeEntries {
             settings: self.settings,
             entries,
@@ -771,11 +822,27 @@ impl<'a> PagePlan<'a> {
 
     /// How many files.
     pub fn len(&self) -> usize {
-        self.jobs.len()
+        self.listed.len() + self.jobs.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.jobs.is_empty()
+        self.len() == 0
+    }
+
+    /// File `i`: the item pages first, in `listed` order, then the others.
+    fn job(&self, i: usize) -> Job {
+        match self.listed.get(i) {
+            Some(&idx) => Job::Item(idx),
+            None => self.jobs[i - self.listed.len()],
+        }
+    }
+
+    /// What identifies the file and contents of the item at corpus position `idx`.
+    fn key(&self, idx: usize) -> u64 {
+        match self.index {
+            Some(index) => index.key(idx),
+            None => self.keys[idx],
+        }
     }
 
     /// Takes item bodies from `shared` where it has them instead of rendering them again.
@@ -785,7 +852,7 @@ impl<'a> PagePlan<'a> {
 
     /// Whether page `i` belongs to the archive of digest `name`.
     pub fn is_archive_of(&self, i: usize, name: &str) -> bool {
-        match self.jobs[i] {
+        match self.job(i) {
             Job::DigestIndex(d) | Job::DigestRun(d, _) => self.archives[d].name == name,
             _ => false,
         }
@@ -798,7 +865,7 @@ impl<'a> PagePlan<'a> {
 
     /// The file of page `i` below `pages.dir`.
     pub fn path(&self, i: usize) -> String {
-        match self.jobs[i] {
+        match self.job(i) {
             Job::Sitemap(0) => "sitemap.xml".into(),
             Job::Sitemap(n) => format!("sitemap-{n}.xml"),
             Job::Stylesheet => "style.css".into(),
@@ -815,7 +882,7 @@ impl<'a> PagePlan<'a> {
 
     /// The URL path of page `i` relative to the pages (`""`, `tags/ozg/page/2/`).
     fn url_path(&self, i: usize) -> String {
-        match self.jobs[i] {
+        match self.job(i) {
             Job::Index(n) => list_path("", n),
             Job::Item(idx) => item_path(&self.items[idx]),
             Job::Term(t, n) => list_path(&self.term_prefix(t), n),
@@ -878,9 +945,9 @@ impl<'a> PagePlan<'a> {
         let mut h = rustc_hash::FxHasher::default();
         self.settings.hash(&mut h);
         let item = |h: &mut rustc_hash::FxHasher, idx: usize| {
-            self.keys[idx].hash(h);
+            self.key(idx).hash(h);
         };
-        match self.jobs[i] {
+        match self.job(i) {
             Job::Index(n) => {
                 (0u8, n, self.neighbours(0, Some(n), None)).hash(&mut h);
                 for &idx in self.page_slice(&self.listed, n) {
@@ -925,9 +992,9 @@ impl<'a> PagePlan<'a> {
             Job::Sitemap(n) => {
                 (5u8, n).hash(&mut h);
                 for j in self.sitemap_part(n) {
-                    match self.jobs[j] {
+                    match self.job(j) {
                         // The key covers `updated` (the item's file).
-                        Job::Item(idx) => self.keys[idx].hash(&mut h),
+                        Job::Item(idx) => self.key(idx).hash(&mut h),
                         Job::Term(t, n) => (&self.terms[t].slug, n).hash(&mut h),
                         Job::Month(l, m) => (l, self.months[l][m]).hash(&mut h),
                         Job::DigestIndex(d) => self.archives[d].name.hash(&mut h),
@@ -974,7 +1041,7 @@ impl<'a> PagePlan<'a> {
 
     /// The bytes of page `i`.
     pub fn render(&self, i: usize) -> anyhow::Result<Vec<u8>> {
-        let html = match self.jobs[i] {
+        let html = match self.job(i) {
             Job::Index(n) => self.render_list(i, None, &self.listed, n),
             Job::Term(t, n) => self.render_list(i, Some(t), &self.terms[t].items, n),
             Job::Month(l, m) => self.render_month(i, l, m),
@@ -1095,14 +1162,14 @@ impl<'a> PagePlan<'a> {
     /// The item as lists show it (`pages/entry.html`), rendered once per item: the index,
     /// tag, category and run pages then only put entries together.
     fn entry_value(&self, idx: usize) -> anyhow::Result<minijinja::Value> {
-        if let Some(v) = self.entries[idx].get() {
+        if let Some(v) = self.entries.slot(idx).get() {
             return Ok(v.clone());
         }
-        if let Some(v) = self.cache.get(self.keys[idx], self.settings) {
+        if let Some(v) = self.cache.get(self.key(idx), self.settings) {
             return Ok(v.clone());
         }
         let v = self.entry_html(&self.entry(idx))?;
-        let _ = self.entries[idx].set(v.clone());
+        let _ = self.entries.slot(idx).set(v.clone());
         Ok(v)
     }
 
@@ -1221,8 +1288,8 @@ impl<'a> PagePlan<'a> {
             .and_then(|s| s.take(idx))
             .unwrap_or_else(|| item.render());
         let entry = self.entry_with_lead(idx, body.summary);
-        if self.entries[idx].get().is_none() {
-            let _ = self.entries[idx].set(self.entry_html(&entry)?);
+        if self.entries.slot(idx).get().is_none() {
+            let _ = self.entries.slot(idx).set(self.entry_html(&entry)?);
         }
         let entry = minijinja::Value::from(minijinja::value::Serde(entry));
         #[derive(Serialize)]
@@ -1343,7 +1410,7 @@ impl<'a> PagePlan<'a> {
         for j in self.sitemap_part(n) {
             out.push_str("<url><loc>");
             out.push_str(&base);
-            match self.jobs[j] {
+            match self.job(j) {
                 Job::Item(idx) => {
                     let item = &self.items[idx];
                     push_escaped(&mut out, item.page_path());
@@ -1761,6 +1828,20 @@ mod tests {
     }
 
     /// Ten items a month from December 2025, four a page, at most two pages newest first.
+    #[test]
+    fn galloping_finds_what_a_binary_search_finds() {
+        for len in 0..70 {
+            let v: Vec<usize> = (0..len).map(|i| i * 3).collect();
+            for x in 0..len * 3 + 2 {
+                assert_eq!(
+                    gallop(&v, |&i| i < x),
+                    v.partition_point(|&i| i < x),
+                    "len {len}, x {x}"
+                );
+            }
+        }
+    }
+
     fn months_corpus(n: usize) -> (Config, Vec<Arc<Item>>) {
         corpus_with(n, "max_pages = 2\n", |i| match i / 10 {
             0 => format!("2025-12-{:02}T12:00:00+01:00", 1 + i % 10),
