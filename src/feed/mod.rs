@@ -221,6 +221,10 @@ pub struct PlanIndex {
     /// One row per item, oldest first (the reverse of corpus order: corpus position `at`
     /// is row `len - 1 - at`).
     rows: Vec<Row>,
+    /// Per row, its item's [`Item::page_key`] and [`month_code`], apart from the rows: the
+    /// pages read them for every item on every change, as contiguous as can be.
+    keys: Vec<u64>,
+    months: Vec<i32>,
     /// Slug id → the rows of the items that have it, ascending, each row once.
     members: Vec<Vec<u32>>,
     /// Term id → its kind, slug id and spelling.
@@ -249,13 +253,9 @@ struct Row {
     inline: [u32; INLINE_TERMS],
     len: u8,
     more: Option<Box<[u32]>>,
-    /// [`Item::page_key`].
-    key: u64,
     /// A hash of the item's page path, and of its id.
     page: u64,
     id: u64,
-    /// The year and month of its page path (`year * 12 + month - 1`).
-    month: i32,
 }
 
 const INLINE_TERMS: usize = 5;
@@ -281,6 +281,8 @@ impl PlanIndex {
     pub fn rebuild(&mut self, items: &[Arc<Item>]) {
         self.rows.clear();
         self.rows.reserve(items.len());
+        self.keys.clear();
+        self.months.clear();
         for m in &mut self.members {
             m.clear();
         }
@@ -292,6 +294,8 @@ impl PlanIndex {
             let j = self.rows.len() as u32;
             self.enter(&row, j);
             self.rows.push(row);
+            self.keys.push(item.page_key());
+            self.months.push(month_code(&item.date));
         }
     }
 
@@ -309,12 +313,16 @@ impl PlanIndex {
         }
         self.enter(&row, j as u32);
         self.rows.insert(j, row);
+        self.keys.insert(j, item.page_key());
+        self.months.insert(j, month_code(&item.date));
     }
 
     /// Forgets the item at corpus position `at` (as `Vec::remove`).
     pub fn remove(&mut self, at: usize) {
         let j = self.rows.len() - 1 - at;
         let row = self.rows.remove(j);
+        self.keys.remove(j);
+        self.months.remove(j);
         for t in row.terms() {
             self.term_counts[t as usize] -= 1;
             let m = &mut self.members[self.terms[t as usize].slug as usize];
@@ -360,10 +368,8 @@ impl PlanIndex {
             inline,
             len: n as u8,
             more,
-            key: item.page_key(),
             page: crate::content::item::stable_hash(item.page_path().as_bytes()),
             id: crate::content::item::stable_hash(item.id.as_bytes()),
-            month: month_code(&item.date),
         }
     }
 
@@ -390,7 +396,7 @@ impl PlanIndex {
 
     /// [`Item::page_key`] of the item at corpus position `at`.
     pub fn key(&self, at: usize) -> u64 {
-        self.at(at).key
+        self.keys[self.keys.len() - 1 - at]
     }
 
     /// A hash of the page path of the item at `at` (equal paths, equal hashes).
@@ -405,7 +411,7 @@ impl PlanIndex {
 
     /// [`month_code`] of the item at `at`.
     pub fn month(&self, at: usize) -> i32 {
-        self.at(at).month
+        self.months[self.months.len() - 1 - at]
     }
 
     /// How many items lie after `now` (the first corpus position of a published one).
