@@ -10,7 +10,6 @@
 //! Anything unexpected in the cache file (another version, a cut-off write, garbage) makes
 //! the whole cache count as empty.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, FixedOffset};
@@ -68,11 +67,7 @@ impl Stamp {
 /// The cache file as read: where each file's entry lies. Entries are decoded only when
 /// asked for, on the scan's threads.
 #[derive(Default)]
-pub struct ScanCache {
-    bytes: Vec<u8>,
-    /// Path relative to the content directory → the entry's byte range in `bytes`.
-    index: HashMap<String, (usize, usize)>,
-}
+pub struct ScanCache;
 
 /// What the site settings and herold's version make of a file: a cache written under other
 /// settings is not used.
@@ -89,33 +84,6 @@ fn settings_key(site: &SiteContext) -> u64 {
 }
 
 impl ScanCache {
-    /// Reads the cache at `path`; empty when it is missing, written under other settings, or
-    /// not readable.
-    pub fn load(path: &Path, site: &SiteContext) -> ScanCache {
-        let Ok(bytes) = std::fs::read(path) else {
-            return ScanCache::default();
-        };
-        match index(&bytes, settings_key(site)) {
-            Some(index) => ScanCache { bytes, index },
-            None => ScanCache::default(),
-        }
-    }
-
-    /// How many files the cache holds.
-    pub fn len(&self) -> usize {
-        self.index.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
-    }
-
-    /// The cached item for `rel`, when the file still has `stamp`.
-    pub fn get(&self, rel: &str, stamp: &Stamp) -> Option<Item> {
-        let &(start, end) = self.index.get(rel)?;
-        decode_entry(&self.bytes[start..end], rel, stamp)
-    }
-
     /// Writes `entries` to `path` atomically (a crash leaves the old cache or none).
     pub fn save(
         path: &Path,
@@ -302,23 +270,166 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Where each entry of a cache file lies; `None` for a file that is not a whole cache
-/// written under `key`.
-fn index(bytes: &[u8], key: u64) -> Option<HashMap<String, (usize, usize)>> {
-    let mut r = Reader(bytes.strip_prefix(MAGIC)?);
-    if r.u32()? != FORMAT || r.u64()? != key {
-        return None;
+/// The scan cache read beside a sorted list of files, a slice of the list at a time: the
+/// file is read once to check that it is whole (as [`ScanCache::load`] does), then again
+/// in step with the list, so that only the entries of the files being scanned are in
+/// memory, not the whole cache beside the whole corpus.
+#[derive(Default)]
+pub struct CacheStream {
+    reader: Option<std::io::BufReader<std::fs::File>>,
+    /// Entries not yet read.
+    left: u64,
+    count: usize,
+    /// The path and entry length of the next entry, read ahead.
+    pending: Option<(Vec<u8>, usize)>,
+}
+
+/// The cache entries of a slice of files: [`CacheStream::take`].
+#[derive(Default)]
+pub struct CacheChunk {
+    bytes: Vec<u8>,
+    at: Vec<Option<(usize, usize)>>,
+}
+
+impl CacheChunk {
+    /// The cached item of file `k` of the slice (at `rel`), when it still has `stamp`.
+    pub fn get(&self, k: usize, rel: &str, stamp: &Stamp) -> Option<Item> {
+        let (a, b) = (*self.at.get(k)?)?;
+        decode_entry(&self.bytes[a..b], rel, stamp)
     }
-    let count = usize::try_from(r.u64()?).ok()?;
-    let mut index = HashMap::with_capacity(count.min(bytes.len() / 64));
-    for _ in 0..count {
-        let path = r.str()?;
-        let len = r.u32()? as usize;
-        let start = bytes.len() - r.0.len();
-        r.take(len)?;
-        index.insert(path, (start, start + len));
+}
+
+impl CacheStream {
+    /// Opens the cache at `path`; empty when it is missing, written under other settings,
+    /// or not whole.
+    pub fn open(path: &Path, site: &SiteContext) -> CacheStream {
+        let key = settings_key(site);
+        let open = || -> Option<(std::io::BufReader<std::fs::File>, u64)> {
+            let mut r =
+                std::io::BufReader::with_capacity(256 << 10, std::fs::File::open(path).ok()?);
+            let count = read_header(&mut r, key)?;
+            Some((r, count))
+        };
+        let whole = || -> Option<()> {
+            let (mut r, count) = open()?;
+            let mut name = Vec::new();
+            for _ in 0..count {
+                let len = read_entry_header(&mut r, &mut name)?;
+                r.seek_relative(len as i64).ok()?;
+            }
+            // Every entry whole, and nothing after them.
+            let end = std::io::Seek::stream_position(&mut r).ok()?;
+            (end == r.get_ref().metadata().ok()?.len()).then_some(())
+        };
+        if whole().is_none() {
+            return CacheStream::default();
+        }
+        match open() {
+            Some((r, count)) => CacheStream {
+                reader: Some(r),
+                left: count,
+                count: usize::try_from(count).unwrap_or(usize::MAX),
+                pending: None,
+            },
+            None => CacheStream::default(),
+        }
     }
-    r.0.is_empty().then_some(index)
+
+    /// How many files the cache holds.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The entries of `files` (paths in sorted order, after those of earlier calls).
+    pub fn take(&mut self, files: &[String]) -> CacheChunk {
+        let mut chunk = CacheChunk {
+            bytes: Vec::new(),
+            at: vec![None; files.len()],
+        };
+        let mut name = Vec::new();
+        for (k, rel) in files.iter().enumerate() {
+            loop {
+                let Some(r) = self.reader.as_mut() else {
+                    return chunk;
+                };
+                if self.pending.is_none() {
+                    if self.left == 0 {
+                        return chunk;
+                    }
+                    match read_entry_header(r, &mut name) {
+                        Some(len) => self.pending = Some((std::mem::take(&mut name), len)),
+                        None => {
+                            // Changed under us since it was checked: what is left is not used.
+                            self.reader = None;
+                            return chunk;
+                        }
+                    }
+                }
+                let (path, len) = self.pending.as_ref().expect("read ahead");
+                let len = *len;
+                match path.as_slice().cmp(rel.as_bytes()) {
+                    std::cmp::Ordering::Less => {
+                        self.pending = None;
+                        self.left -= 1;
+                        if r.seek_relative(len as i64).is_err() {
+                            self.reader = None;
+                        }
+                    }
+                    std::cmp::Ordering::Equal => {
+                        self.pending = None;
+                        self.left -= 1;
+                        let start = chunk.bytes.len();
+                        chunk.bytes.resize(start + len, 0);
+                        if std::io::Read::read_exact(r, &mut chunk.bytes[start..]).is_err() {
+                            chunk.bytes.truncate(start);
+                            self.reader = None;
+                            return chunk;
+                        }
+                        chunk.at[k] = Some((start, start + len));
+                        break;
+                    }
+                    std::cmp::Ordering::Greater => break,
+                }
+            }
+        }
+        chunk
+    }
+}
+
+/// Reads the magic, format and settings key of a cache file and gives its entry count.
+fn read_header(r: &mut impl std::io::Read, key: u64) -> Option<u64> {
+    let mut head = [0u8; 12 + 4 + 8 + 8];
+    r.read_exact(&mut head).ok()?;
+    let mut h = Reader(head.strip_prefix(MAGIC)?);
+    (h.u32()? == FORMAT && h.u64()? == key).then_some(())?;
+    h.u64()
+}
+
+/// Reads an entry's path into `name` and gives the length of the entry after it.
+fn read_entry_header(r: &mut impl std::io::Read, name: &mut Vec<u8>) -> Option<usize> {
+    let mut len: u64 = 0;
+    let mut b = [0u8; 1];
+    for shift in (0..64).step_by(7) {
+        r.read_exact(&mut b).ok()?;
+        len |= u64::from(b[0] & 0x7f) << shift;
+        if b[0] < 0x80 {
+            break;
+        }
+        if shift == 63 {
+            return None;
+        }
+    }
+    let len = usize::try_from(len).ok().filter(|&n| n <= 1 << 16)?;
+    name.resize(len, 0);
+    r.read_exact(name).ok()?;
+    std::str::from_utf8(name).ok()?;
+    let mut n = [0u8; 4];
+    r.read_exact(&mut n).ok()?;
+    Some(u32::from_le_bytes(n) as usize)
 }
 
 fn decode_entry(bytes: &[u8], path: &str, want: &Stamp) -> Option<Item> {
@@ -393,29 +504,41 @@ mod tests {
         };
         let path = dir.path().join("data/scan-cache");
         ScanCache::save(&path, &site(), &[(stamp, &item), (stamp, &other)]).unwrap();
-        let cache = ScanCache::load(&path, &site());
+        let mut cache = CacheStream::open(&path, &site());
         assert_eq!(cache.len(), 2);
-        assert_eq!(cache.get("2026/a.md", &stamp), Some(item.clone()));
+        // Read in step with a sorted list of files: one before, between and after them.
+        let files = ["0.md", "2026/a.md", "a.md", "b.md", "c.md"].map(String::from);
+        let first = cache.take(&files[..2]);
+        assert_eq!(first.get(0, "0.md", &stamp), None);
+        assert_eq!(first.get(1, "2026/a.md", &stamp), Some(item.clone()));
+        let rest = cache.take(&files[2..]);
         let mut b = other.clone();
         b.body = String::new();
-        assert_eq!(cache.get("b.md", &stamp), Some(b));
+        assert_eq!(rest.get(1, "b.md", &stamp), Some(b));
         let moved = Stamp { ino: 9, ..stamp };
-        assert_eq!(cache.get("b.md", &moved), None, "another inode");
-        assert_eq!(cache.get("c.md", &stamp), None);
+        assert_eq!(rest.get(1, "b.md", &moved), None, "another inode");
+        assert_eq!(rest.get(0, "a.md", &stamp), None);
+        assert_eq!(rest.get(2, "c.md", &stamp), None);
 
         let other_site = SiteContext {
             default_author: "Andere".into(),
             ..site()
         };
-        assert!(ScanCache::load(&path, &other_site).is_empty());
+        assert!(CacheStream::open(&path, &other_site).is_empty());
         let bytes = std::fs::read(&path).unwrap();
         for cut in [0, 12, 40, bytes.len() - 1] {
             std::fs::write(&path, &bytes[..cut]).unwrap();
-            assert!(ScanCache::load(&path, &site()).is_empty(), "{cut}");
+            let mut cache = CacheStream::open(&path, &site());
+            assert!(cache.is_empty(), "{cut}");
+            let b = "b.md".to_string();
+            assert_eq!(
+                cache.take(std::slice::from_ref(&b)).get(0, &b, &stamp),
+                None
+            );
         }
         let mut longer = bytes.clone();
         longer.push(0);
         std::fs::write(&path, &longer).unwrap();
-        assert!(ScanCache::load(&path, &site()).is_empty());
+        assert!(CacheStream::open(&path, &site()).is_empty());
     }
 }

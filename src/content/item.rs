@@ -83,8 +83,9 @@ pub struct Item {
     /// Empty when [`Item::source`] is set: a scan of thousands of files keeps no bodies in
     /// memory, and reads a body again when it renders it.
     pub body: String,
-    /// Where the body is when it is not kept: the file, and the body's byte offset in it.
-    pub source: Option<(std::path::PathBuf, usize)>,
+    /// Where the body is when it is not kept: the content directory (shared by every item;
+    /// the file is `path` below it), and the body's byte offset in the file.
+    pub source: Option<(std::sync::Arc<std::path::Path>, usize)>,
     /// The body's byte offset in the file it was parsed from.
     pub body_offset: Option<usize>,
     /// Whether the id derives from the file name (renaming the file would change it).
@@ -127,8 +128,8 @@ impl Item {
     /// any more gives an empty body; the next scan reports it).
     pub fn body_text(&self) -> std::borrow::Cow<'_, str> {
         match &self.source {
-            Some((path, offset)) if self.body.is_empty() => {
-                let mut bytes = std::fs::read(path).unwrap_or_default();
+            Some((dir, offset)) if self.body.is_empty() => {
+                let mut bytes = std::fs::read(dir.join(&self.path)).unwrap_or_default();
                 bytes.drain(..(*offset).min(bytes.len()));
                 std::borrow::Cow::Owned(if simdutf8::basic::from_utf8(&bytes).is_ok() {
                     // SAFETY: just checked to be UTF-8.
@@ -167,10 +168,11 @@ impl Item {
         })
     }
 
-    /// Drops the body from memory; [`Item::body_text`] reads it from `file` when needed.
-    pub fn forget_body(&mut self, file: &std::path::Path) {
+    /// Drops the body from memory; [`Item::body_text`] reads it from its file below the
+    /// content directory `dir` when needed.
+    pub fn forget_body(&mut self, dir: &std::sync::Arc<std::path::Path>) {
         if let Some(offset) = self.body_offset {
-            self.source = Some((file.to_path_buf(), offset));
+            self.source = Some((dir.clone(), offset));
             self.body = String::new();
         }
     }

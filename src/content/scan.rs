@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::cache::{ScanCache, Stamp};
+use super::cache::{CacheStream, ScanCache, Stamp};
 use super::{Corpus, Item, Problem, SiteContext, is_content_file, parse_item};
 
 /// Every content file under `dir`, as (`/`-separated path relative to `dir`, full path), sorted.
@@ -110,23 +110,22 @@ struct Directories(std::collections::HashMap<String, std::fs::File>);
 const OPEN_DIRECTORIES: usize = 128;
 
 impl Directories {
-    fn open(files: &[(String, PathBuf)]) -> Directories {
-        let mut counts: std::collections::HashMap<&str, (usize, &Path)> =
-            std::collections::HashMap::new();
-        for (rel, full) in files {
+    /// Opens the directories of `files` (paths relative to `root`) that hold the most.
+    fn open(root: &Path, files: &[String]) -> Directories {
+        let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for rel in files {
             let parent = rel.rsplit_once('/').map_or("", |(d, _)| d);
-            if let Some(dir) = full.parent() {
-                counts.entry(parent).or_insert((0, dir)).0 += 1;
-            }
+            *counts.entry(parent).or_insert(0) += 1;
         }
         // The directories with the most files; one with a single file gains nothing.
-        let mut by_size: Vec<(&str, (usize, &Path))> =
-            counts.into_iter().filter(|(_, (n, _))| *n > 1).collect();
-        by_size.sort_unstable_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(b.0)));
+        let mut by_size: Vec<(&str, usize)> = counts.into_iter().filter(|(_, n)| *n > 1).collect();
+        by_size.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         let map = by_size
             .into_iter()
             .take(OPEN_DIRECTORIES)
-            .filter_map(|(rel, (_, dir))| Some((rel.to_string(), std::fs::File::open(dir).ok()?)))
+            .filter_map(|(rel, _)| {
+                Some((rel.to_string(), std::fs::File::open(root.join(rel)).ok()?))
+            })
             .collect();
         Directories(map)
     }
@@ -213,6 +212,9 @@ pub trait Progress: Sync {
 /// No progress shown.
 impl Progress for () {}
 
+/// How many files a scan takes from the cache and reads at a time.
+const SCAN_SLICE: usize = 4096;
+
 /// Reads every content file under `dir` in parallel and forms the corpus.
 pub fn scan(dir: &Path, site: &SiteContext, progress: &dyn Progress) -> std::io::Result<Corpus> {
     scan_cached(dir, site, progress, None)
@@ -228,37 +230,48 @@ pub fn scan_cached(
     cache: Option<&Path>,
 ) -> std::io::Result<Corpus> {
     let start_ns = crate::clock::unix_nanos();
-    let files = list_files(dir)?;
+    // Relative paths only: a full path per file would be held by the whole scan.
+    let files: Vec<String> = list_files(dir)?.into_iter().map(|(rel, _)| rel).collect();
     progress.start(files.len());
-    let dirs = Directories::open(&files);
-    let loaded = cache.map(|p| ScanCache::load(p, site)).unwrap_or_default();
+    let dirs = Directories::open(dir, &files);
+    let root: Arc<Path> = Arc::from(dir);
+    // The cache is read a slice of files at a time, in step with the sorted list.
+    let mut stream = cache
+        .map(|p| CacheStream::open(p, site))
+        .unwrap_or_default();
+    let cached_files = stream.len();
     let misses = std::sync::atomic::AtomicUsize::new(0);
     type Scanned = (Option<Stamp>, Result<Arc<Item>, Problem>);
-    let results: Vec<Scanned> = files
-        .par_iter()
-        .map_init(Vec::new, |buf, (rel, full)| {
-            let stamp = cache.and_then(|_| dirs.stat(rel, full).ok());
-            let cached = stamp.and_then(|s| loaded.get(rel, &s));
-            let r = match cached {
-                Some(item) => Ok(item),
-                None => {
-                    misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    dirs.read(rel, full, buf)
-                        .map_err(|e| Problem::error(rel, 1, format!("cannot read: {e}")))
-                        .and_then(|len| parse_item(rel, &buf[..len], site))
-                }
-            };
-            // A build keeps no bodies: it reads the few it renders again.
-            let r = r.map(|mut item| {
-                item.forget_body(full);
-                Arc::new(item)
-            });
-            progress.file_done();
-            (stamp, r)
-        })
-        .collect();
-    let cached_files = loaded.len();
-    drop(loaded);
+    let mut results: Vec<Scanned> = Vec::with_capacity(files.len());
+    for slice in files.chunks(SCAN_SLICE) {
+        let cached = stream.take(slice);
+        results.par_extend(
+            slice
+                .par_iter()
+                .enumerate()
+                .map_init(Vec::new, |buf, (k, rel)| {
+                    let full = &dir.join(rel);
+                    let stamp = cache.and_then(|_| dirs.stat(rel, full).ok());
+                    let r = match stamp.and_then(|s| cached.get(k, rel, &s)) {
+                        Some(item) => Ok(item),
+                        None => {
+                            misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            dirs.read(rel, full, buf)
+                                .map_err(|e| Problem::error(rel, 1, format!("cannot read: {e}")))
+                                .and_then(|len| parse_item(rel, &buf[..len], site))
+                        }
+                    };
+                    // A build keeps no bodies: it reads the few it renders again.
+                    let r = r.map(|mut item| {
+                        item.forget_body(&root);
+                        Arc::new(item)
+                    });
+                    progress.file_done();
+                    (stamp, r)
+                }),
+        );
+    }
+    drop(stream);
     if let Some(path) = cache {
         let misses = misses.into_inner();
         tracing::debug!(
@@ -312,7 +325,8 @@ mod tests {
         }
         let files = list_files(dir.path()).unwrap();
         assert_eq!(files.len(), 1097 + 9);
-        let dirs = Directories::open(&files);
+        let rels: Vec<String> = files.into_iter().map(|(rel, _)| rel).collect();
+        let dirs = Directories::open(dir.path(), &rels);
         assert_eq!(
             dirs.0.len(),
             3,
