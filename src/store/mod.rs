@@ -341,6 +341,17 @@ impl Store {
         hash_address(&self.address_key, email)
     }
 
+    /// For a bulk write (an import): SQLite keeps up to `mib` MiB of the database in its
+    /// own page cache instead of the default 2 MiB, so the indexes of a large list are not
+    /// read back from the operating system for every row. PostgreSQL needs nothing.
+    pub fn cache_for_bulk(&self, mib: u32) {
+        if let Db::Sqlite(c) = &self.db
+            && let Err(e) = c.pragma_update(None, "cache_size", -i64::from(mib) * 1024)
+        {
+            tracing::debug!("cache size for a bulk write: {e}");
+        }
+    }
+
     /// After an erasure: SQLite moves the write-ahead log into the database file and
     /// truncates it, so the page images of erased rows leave the WAL too (best effort: a
     /// reader holding an old snapshot may keep the WAL until its next checkpoint).
