@@ -355,6 +355,12 @@ fn build(cli: &Cli, config: &Config, strict: bool) -> anyhow::Result<ExitCode> {
         ms = started.elapsed().as_millis() as u64,
         "build finished"
     );
+    // The process ends here: the operating system takes the memory back at once, instead
+    // of every item, body and feed plan being freed one by one (at 50,000 items, a
+    // noticeable part of a build).
+    std::mem::forget(rendered);
+    std::mem::forget(cache);
+    std::mem::forget(corpus);
     Ok(ExitCode::SUCCESS)
 }
 
