@@ -449,6 +449,18 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
 /// Reads one content file. `path` is relative to the content directory and names the file
 /// in problems. A file either gives an item or one problem; it never panics.
 pub fn parse_item(path: &str, bytes: &[u8], site: &SiteContext) -> Result<Item, Problem> {
+    parse_item_in(path, bytes, site, None)
+}
+
+/// [`parse_item`] for a file at `path` below the content directory `dir`, when given: the
+/// body is not copied out of `bytes` but read from the file again when it is rendered (a
+/// build renders a few hundred of thousands).
+pub fn parse_item_in(
+    path: &str,
+    bytes: &[u8],
+    site: &SiteContext,
+    dir: Option<&std::sync::Arc<std::path::Path>>,
+) -> Result<Item, Problem> {
     let problem = |line: usize, message: String| Problem::error(path, line, message);
     let text = front::decode(bytes).map_err(|e| problem(e.line, e.message))?;
     let mut split = front::split(text).map_err(|e| problem(e.line, e.message))?;
@@ -569,11 +581,14 @@ pub fn parse_item(path: &str, bytes: &[u8], site: &SiteContext) -> Result<Item, 
         None => None,
     };
 
-    let body = split.body.to_string();
     // Where the body starts in the file's bytes (it is a slice of them), to read it again.
     let body_offset = (split.body.as_ptr() as usize)
         .checked_sub(bytes.as_ptr() as usize)
         .filter(|&o| bytes.get(o..) == Some(split.body.as_bytes()));
+    let (body, source) = match (dir, body_offset) {
+        (Some(dir), Some(offset)) => (String::new(), Some((dir.clone(), offset))),
+        _ => (split.body.to_string(), None),
+    };
     let summary = fm.summary.as_deref().map(plain).filter(|s| !s.is_empty());
 
     let mut tags: Vec<String> = Vec::with_capacity(fm.tags.len());
@@ -602,7 +617,7 @@ pub fn parse_item(path: &str, bytes: &[u8], site: &SiteContext) -> Result<Item, 
         revision: 0,
         content_hash: stable_hash(bytes),
         derived: Derived::default(),
-        source: None,
+        source,
         body_offset,
         author: fm
             .author

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use super::cache::{CacheStream, ScanCache, Stamp};
+use super::item::parse_item_in;
 use super::{Corpus, Item, Problem, SiteContext, is_content_file, parse_item};
 
 /// Every content file under `dir`, as (`/`-separated path relative to `dir`, full path), sorted.
@@ -258,7 +259,7 @@ pub fn scan_cached(
                             misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             dirs.read(rel, full, buf)
                                 .map_err(|e| Problem::error(rel, 1, format!("cannot read: {e}")))
-                                .and_then(|len| parse_item(rel, &buf[..len], site))
+                                .and_then(|len| parse_item_in(rel, &buf[..len], site, Some(&root)))
                         }
                     };
                     // A build keeps no bodies: it reads the few it renders again.
