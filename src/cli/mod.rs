@@ -298,7 +298,8 @@ pub fn now(config: &Config) -> chrono::DateTime<chrono::FixedOffset> {
 
 fn build(cli: &Cli, config: &Config, strict: bool) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
-    let corpus = read_corpus(config)?;
+    // The scan cache is written beside the feeds; the build ends when it is there too.
+    let (corpus, cache_written) = read_corpus_saving(config)?;
     let scanned = started.elapsed();
     report(cli, &corpus.problems, false);
     let errors = corpus.errors();
@@ -361,6 +362,7 @@ fn build(cli: &Cli, config: &Config, strict: bool) -> anyhow::Result<ExitCode> {
     std::mem::forget(rendered);
     std::mem::forget(cache);
     std::mem::forget(corpus);
+    drop(cache_written);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -484,21 +486,34 @@ pub fn scan_cache_path(config: &Config) -> Option<std::path::PathBuf> {
 
 /// Scans the content directory, with a progress bar on a terminal.
 pub fn read_corpus(config: &Config) -> anyhow::Result<Corpus> {
-    read_corpus_with(config, scan_cache_path(config).as_deref())
+    read_corpus_saving(config).map(|(corpus, _)| corpus)
+}
+
+/// [`read_corpus`], the scan cache still being written while the caller goes on (until the
+/// [`scan::PendingSave`] is dropped).
+fn read_corpus_saving(config: &Config) -> anyhow::Result<(Corpus, scan::PendingSave)> {
+    scan_corpus(config, scan_cache_path(config).as_deref())
 }
 
 /// [`read_corpus`] with the scan cache at `cache`, or none.
 fn read_corpus_with(config: &Config, cache: Option<&Path>) -> anyhow::Result<Corpus> {
+    scan_corpus(config, cache).map(|(corpus, _)| corpus)
+}
+
+fn scan_corpus(
+    config: &Config,
+    cache: Option<&Path>,
+) -> anyhow::Result<(Corpus, scan::PendingSave)> {
     let site = SiteContext::from_config(config);
     let bar = TerminalProgress::new();
-    let corpus = scan::scan_cached(&config.content.dir, &site, &bar, cache).with_context(|| {
+    let scanned = scan::scan_cached(&config.content.dir, &site, &bar, cache).with_context(|| {
         format!(
             "cannot read the content directory {}",
             config.content.dir.display()
         )
     })?;
     bar.finish();
-    Ok(corpus)
+    Ok(scanned)
 }
 
 /// Prints problems: as `PATH:LINE: reason` lines in text mode (for editors and quickfix

@@ -152,8 +152,16 @@ impl Directories {
         }
     }
 
-    /// Reads the file at `rel` (full path `full`) into `buf` and gives its length.
-    fn read(&self, rel: &str, full: &Path, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    /// Reads the file at `rel` (full path `full`) into `buf` and gives its length; with the
+    /// `size` its stamp gave, it stops there (no last read to learn of the end: the stamp
+    /// the scan records is the one of those bytes).
+    fn read(
+        &self,
+        rel: &str,
+        full: &Path,
+        buf: &mut Vec<u8>,
+        size: Option<u64>,
+    ) -> std::io::Result<usize> {
         use std::io::Read;
         use std::os::fd::{AsRawFd, FromRawFd};
         let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
@@ -180,6 +188,9 @@ impl Directories {
         // per file for nothing.
         let mut filled = 0;
         loop {
+            if size == Some(filled as u64) {
+                return Ok(filled);
+            }
             if filled == buf.len() {
                 buf.resize((buf.len() * 2).max(64 << 10), 0);
             }
@@ -218,18 +229,33 @@ const SCAN_SLICE: usize = 4096;
 
 /// Reads every content file under `dir` in parallel and forms the corpus.
 pub fn scan(dir: &Path, site: &SiteContext, progress: &dyn Progress) -> std::io::Result<Corpus> {
-    scan_cached(dir, site, progress, None)
+    scan_cached(dir, site, progress, None).map(|(corpus, _)| corpus)
+}
+
+/// The scan cache being written on a thread of its own, while the caller goes on with the
+/// corpus; dropping this waits for the write to end.
+#[must_use]
+#[derive(Default)]
+pub struct PendingSave(Option<std::thread::JoinHandle<()>>);
+
+impl Drop for PendingSave {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 /// [`scan`], taking unchanged files from the scan cache at `cache` and writing it anew
-/// when something changed (see [`super::cache`]). A cache that cannot be written is left
-/// as it was: the scan's result does not depend on it.
+/// when something changed (see [`super::cache`]), on a thread of its own that the
+/// [`PendingSave`] waits for. A cache that cannot be written is left as it was: the scan's
+/// result does not depend on it.
 pub fn scan_cached(
     dir: &Path,
     site: &SiteContext,
     progress: &dyn Progress,
     cache: Option<&Path>,
-) -> std::io::Result<Corpus> {
+) -> std::io::Result<(Corpus, PendingSave)> {
     let start_ns = crate::clock::unix_nanos();
     // Relative paths only: a full path per file would be held by the whole scan.
     let files: Vec<String> = list_files(dir)?.into_iter().map(|(rel, _)| rel).collect();
@@ -257,7 +283,7 @@ pub fn scan_cached(
                         Some(item) => Ok(item),
                         None => {
                             misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            dirs.read(rel, full, buf)
+                            dirs.read(rel, full, buf, stamp.map(|s| s.size))
                                 .map_err(|e| Problem::error(rel, 1, format!("cannot read: {e}")))
                                 .and_then(|len| parse_item_in(rel, &buf[..len], site, Some(&root)))
                         }
@@ -273,6 +299,7 @@ pub fn scan_cached(
         );
     }
     drop(stream);
+    let mut pending = PendingSave::default();
     if let Some(path) = cache {
         let misses = misses.into_inner();
         tracing::debug!(
@@ -283,16 +310,28 @@ pub fn scan_cached(
         );
         // Rewritten when a file was read, or the cache holds files that are gone.
         if misses > 0 || cached_files != results.len() {
-            let keep: Vec<(Stamp, &Item)> = results
+            let keep: Vec<(Stamp, Arc<Item>)> = results
                 .iter()
                 .filter_map(|(stamp, r)| match (stamp, r) {
-                    (Some(s), Ok(item)) if s.settled(start_ns) => Some((*s, item.as_ref())),
+                    (Some(s), Ok(item)) if s.settled(start_ns) => Some((*s, item.clone())),
                     _ => None,
                 })
                 .collect();
-            if let Err(e) = ScanCache::save(path, site, &keep) {
-                tracing::debug!(cache = %path.display(), "cannot write the scan cache: {e}");
-            }
+            let (path, site) = (path.to_path_buf(), site.clone());
+            let save = move || {
+                let keep: Vec<(Stamp, &Item)> = keep.iter().map(|(s, i)| (*s, &**i)).collect();
+                if let Err(e) = ScanCache::save(&path, &site, &keep) {
+                    tracing::debug!(cache = %path.display(), "cannot write the scan cache: {e}");
+                }
+            };
+            pending = match std::thread::Builder::new()
+                .name("scan-cache".into())
+                .spawn(save)
+            {
+                Ok(h) => PendingSave(Some(h)),
+                // No thread to be had: the cache stays as it was.
+                Err(_) => PendingSave(None),
+            };
         }
     }
     let results: Vec<Result<Arc<Item>, Problem>> = results.into_iter().map(|(_, r)| r).collect();
@@ -300,7 +339,7 @@ pub fn scan_cached(
     for p in &mut corpus.problems {
         p.path = display_path(dir, &p.path);
     }
-    Ok(corpus)
+    Ok((corpus, pending))
 }
 
 #[cfg(test)]
