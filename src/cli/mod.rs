@@ -506,12 +506,13 @@ fn scan_corpus(
 ) -> anyhow::Result<(Corpus, scan::PendingSave)> {
     let site = SiteContext::from_config(config);
     let bar = TerminalProgress::new();
-    let scanned = scan::scan_cached(&config.content.dir, &site, &bar, cache).with_context(|| {
-        format!(
-            "cannot read the content directory {}",
-            config.content.dir.display()
-        )
-    })?;
+    let scanned =
+        scan::scan_cached(&config.content.dir, &site, &bar, cache).with_context(|| {
+            format!(
+                "cannot read the content directory {}",
+                config.content.dir.display()
+            )
+        })?;
     bar.finish();
     Ok(scanned)
 }
