@@ -292,6 +292,11 @@ pub struct CacheChunk {
 }
 
 impl CacheChunk {
+    /// Whether the cache has an entry for file `k` of the slice.
+    pub fn has(&self, k: usize) -> bool {
+        self.at.get(k).is_some_and(Option::is_some)
+    }
+
     /// The cached item of file `k` of the slice (at `rel`), when it still has `stamp`.
     pub fn get(&self, k: usize, rel: &str, stamp: &Stamp) -> Option<Item> {
         let (a, b) = (*self.at.get(k)?)?;

@@ -162,10 +162,15 @@ impl Directories {
         buf: &mut Vec<u8>,
         size: Option<u64>,
     ) -> std::io::Result<usize> {
-        use std::io::Read;
+        let file = self.open_file(rel, full)?;
+        read_into(&file, buf, size)
+    }
+
+    /// Opens the file at `rel` (full path `full`) for reading.
+    fn open_file(&self, rel: &str, full: &Path) -> std::io::Result<std::fs::File> {
         use std::os::fd::{AsRawFd, FromRawFd};
         let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
-        let file = match (self.0.get(parent), std::ffi::CString::new(name)) {
+        match (self.0.get(parent), std::ffi::CString::new(name)) {
             (Some(d), Ok(name)) => {
                 // SAFETY: `name` is a valid C string and `d` an open directory; the new
                 // descriptor is owned by the `File` alone.
@@ -179,10 +184,19 @@ impl Directories {
                 if fd < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                unsafe { std::fs::File::from_raw_fd(fd) }
+                Ok(unsafe { std::fs::File::from_raw_fd(fd) })
             }
-            _ => std::fs::File::open(full)?,
-        };
+            _ => std::fs::File::open(full),
+        }
+    }
+}
+
+/// Reads `file` into `buf` and gives its length; with the `size` its stamp gave, it stops
+/// there (no last read to learn of the end: the stamp the scan records is the one of those
+/// bytes).
+fn read_into(file: &std::fs::File, buf: &mut Vec<u8>, size: Option<u64>) -> std::io::Result<usize> {
+    use std::io::Read;
+    {
         // Plain reads into the thread's buffer (zeroed once, grown when a file fills it):
         // `read_to_end` would ask for the file's size and position first, two system calls
         // per file for nothing.
@@ -194,7 +208,7 @@ impl Directories {
             if filled == buf.len() {
                 buf.resize((buf.len() * 2).max(64 << 10), 0);
             }
-            match (&file).read(&mut buf[filled..]) {
+            match { file }.read(&mut buf[filled..]) {
                 Ok(0) => return Ok(filled),
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -278,14 +292,29 @@ pub fn scan_cached(
                 .enumerate()
                 .map_init(Vec::new, |buf, (k, rel)| {
                     let full = &dir.join(rel);
-                    let stamp = cache.and_then(|_| dirs.stat(rel, full).ok());
-                    let r = match stamp.and_then(|s| cached.get(k, rel, &s)) {
+                    let (mut stamp, mut hit, mut file) = (None, None, None);
+                    if cache.is_some() {
+                        if cached.has(k) {
+                            stamp = dirs.stat(rel, full).ok();
+                            hit = stamp.and_then(|s| cached.get(k, rel, &s));
+                        } else if let Ok(f) = dirs.open_file(rel, full) {
+                            // Not in the cache (a first build): opened, then stat'ed by its
+                            // descriptor, one lookup of its name instead of two.
+                            stamp = f.metadata().ok().map(|m| Stamp::of(&m));
+                            file = Some(f);
+                        }
+                    }
+                    let r = match hit {
                         Some(item) => Ok(item),
                         None => {
                             misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            dirs.read(rel, full, buf, stamp.map(|s| s.size))
-                                .map_err(|e| Problem::error(rel, 1, format!("cannot read: {e}")))
-                                .and_then(|len| parse_item_in(rel, &buf[..len], site, Some(&root)))
+                            let size = stamp.map(|s| s.size);
+                            match &file {
+                                Some(f) => read_into(f, buf, size),
+                                None => dirs.read(rel, full, buf, size),
+                            }
+                            .map_err(|e| Problem::error(rel, 1, format!("cannot read: {e}")))
+                            .and_then(|len| parse_item_in(rel, &buf[..len], site, Some(&root)))
                         }
                     };
                     // A build keeps no bodies: it reads the few it renders again.
