@@ -28,3 +28,15 @@ pub mod templates;
 pub mod token;
 pub mod web;
 pub mod websub;
+
+/// A small seeded random source for the tests that compare two ways of doing one thing on
+/// many generated inputs: `next(n)` gives a number below `n`, the same sequence every run.
+#[cfg(test)]
+pub(crate) fn test_rng(mut state: u64) -> impl FnMut(u64) -> u64 {
+    move |n| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    }
+}

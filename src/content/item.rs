@@ -980,13 +980,7 @@ mod tests {
             "title = \"\u{7f}\"",
             "title = \"a\" # \u{1}",
         ];
-        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
+        let mut next = crate::test_rng(0x9e37_79b9_7f4a_7c15_u64);
         let (mut plain, mut total) = (0, 0);
         for round in 0..4000 {
             let n = 1 + next(7);

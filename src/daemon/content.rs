@@ -280,23 +280,15 @@ impl ContentState {
         let mut changes = Changes::default();
         self.bulk = changed.len() + gone.len() >= BULK;
         let site = &self.site;
+        let parse = |(rel, full, stamp): (String, PathBuf, Stamp)| {
+            let result = read_item(&rel, &full, site);
+            (rel, full, stamp, result)
+        };
         let read: Vec<_> = if self.bulk {
             use rayon::prelude::*;
-            changed
-                .into_par_iter()
-                .map(|(rel, full, stamp)| {
-                    let result = read_item(&rel, &full, site);
-                    (rel, full, stamp, result)
-                })
-                .collect()
+            changed.into_par_iter().map(parse).collect()
         } else {
-            changed
-                .into_iter()
-                .map(|(rel, full, stamp)| {
-                    let result = read_item(&rel, &full, site);
-                    (rel, full, stamp, result)
-                })
-                .collect()
+            changed.into_iter().map(parse).collect()
         };
         for (rel, full, stamp, result) in read {
             let revision = self.next_revision;
@@ -640,13 +632,7 @@ mod tests {
     fn the_incremental_corpus_equals_a_full_assembly_after_any_changes() {
         let dir = tempfile::tempdir().unwrap();
         let mut state = ContentState::new(dir.path().to_path_buf(), site());
-        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
+        let mut next = crate::test_rng(0x9e37_79b9_7f4a_7c15_u64);
         for step in 0..400 {
             let name = format!("{}.md", next(12));
             let path = dir.path().join(&name);

@@ -927,13 +927,7 @@ mod tests {
             "🚀",
             "Straße & Verkehr",
         ];
-        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
+        let mut next = crate::test_rng(0x2545_f491_4f6c_dd1d_u64);
         for round in 0..40 {
             let mut items: Vec<Arc<Item>> = (0..60)
                 .map(|i| {
