@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -125,8 +125,6 @@ pub struct Manifest {
     /// Lines in the file (it grows by appended lines between rewrites).
     lines: usize,
 }
-
-type FxHashSet<T> = std::collections::HashSet<T, rustc_hash::FxBuildHasher>;
 
 impl Manifest {
     /// How many pages.
@@ -432,13 +430,7 @@ fn month_starts(
     while pos < listed.len() {
         let code = code_of(listed[pos]);
         starts.push((code, listed[pos]));
-        let (mut lo, mut step) = (pos, 1);
-        while lo + step < listed.len() && code_of(listed[lo + step]) == code {
-            lo += step;
-            step *= 2;
-        }
-        let hi = (lo + step).min(listed.len());
-        pos = lo + 1 + listed[lo + 1..hi].partition_point(|&idx| code_of(idx) == code);
+        pos += 1 + gallop(&listed[pos + 1..], |&idx| code_of(idx) == code);
     }
     starts
 }
