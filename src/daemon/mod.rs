@@ -137,10 +137,10 @@ const POLL_SLICES: u64 = 10;
 /// renders only the files that show it; and the client that pings WebSub hubs.
 struct FeedWriter {
     cache: HtmlCache,
-    /// Path → fingerprint of each file written; complete once a write succeeded after a
-    /// start or reload (`known`), so stale files are found here instead of on disk.
+    /// Path → fingerprint of each file written: empty after a start or reload, complete
+    /// once a write has succeeded (every plan has the site feed), so stale files are then
+    /// found here instead of on disk.
     fingerprints: rustc_hash::FxHashMap<String, u64>,
-    known: bool,
     hubs: reqwest::Client,
 }
 
@@ -195,7 +195,6 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         feeds: FeedWriter {
             cache: HtmlCache::default(),
             fingerprints: Default::default(),
-            known: false,
             hubs: crate::websub::client(),
         },
         pages: PageWriter::default(),
@@ -468,7 +467,7 @@ impl Daemon {
             &self.config.feeds.dir,
             &plan,
             &select,
-            self.feeds.known.then_some(&mut before as _),
+            (!known.is_empty()).then_some(&mut before as _),
         );
         match written {
             Ok(stats) => {
@@ -486,7 +485,6 @@ impl Daemon {
                         (0..plan.len()).map(|i| plan.path(i)).collect();
                     map.retain(|path, _| planned.contains(path.as_str()));
                 }
-                self.feeds.known = true;
                 let m = &self.metrics;
                 use std::sync::atomic::Ordering::Relaxed;
                 m.items.store(plan.published as u64, Relaxed);
@@ -1024,7 +1022,6 @@ impl Daemon {
             .reset(new.content.dir.clone(), SiteContext::from_config(&new));
         // New settings may change every file: render each once and compare it with the disk.
         self.feeds.fingerprints.clear();
-        self.feeds.known = false;
         self.pages.loaded = false;
         self.config = new.clone();
         self.load_archives();

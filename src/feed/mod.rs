@@ -289,13 +289,9 @@ impl PlanIndex {
         self.term_counts.iter_mut().for_each(|c| *c = 0);
         self.pages.clear();
         self.shared_pages = 0;
+        // Oldest first, each the newest so far: appended, nothing moves.
         for item in items.iter().rev() {
-            let row = self.row(item);
-            let j = self.rows.len() as u32;
-            self.enter(&row, j);
-            self.rows.push(row);
-            self.keys.push(item.page_key());
-            self.months.push(month_code(&item.date));
+            self.insert(0, item);
         }
     }
 
