@@ -299,7 +299,7 @@ pub fn now(config: &Config) -> chrono::DateTime<chrono::FixedOffset> {
 fn build(cli: &Cli, config: &Config, strict: bool) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     // The scan cache is written beside the feeds; the build ends when it is there too.
-    let (corpus, cache_written) = read_corpus_saving(config)?;
+    let (corpus, cache_written) = read_corpus_with(config, scan_cache_path(config).as_deref())?;
     let scanned = started.elapsed();
     report(cli, &corpus.problems, false);
     let errors = corpus.errors();
@@ -422,7 +422,7 @@ fn check(cli: &Cli, config: &Config, deny_warnings: bool) -> anyhow::Result<Exit
         }
     };
     // `check` reads every file itself and writes nothing (it runs in editors' pipelines).
-    let mut corpus = read_corpus_with(config, None)?;
+    let (mut corpus, _) = read_corpus_with(config, None)?;
     for item in &corpus.items {
         if item.id_from_file_name {
             corpus.problems.push(Problem::warning(
@@ -486,21 +486,12 @@ pub fn scan_cache_path(config: &Config) -> Option<std::path::PathBuf> {
 
 /// Scans the content directory, with a progress bar on a terminal.
 pub fn read_corpus(config: &Config) -> anyhow::Result<Corpus> {
-    read_corpus_saving(config).map(|(corpus, _)| corpus)
+    read_corpus_with(config, scan_cache_path(config).as_deref()).map(|(corpus, _)| corpus)
 }
 
-/// [`read_corpus`], the scan cache still being written while the caller goes on (until the
-/// [`scan::PendingSave`] is dropped).
-fn read_corpus_saving(config: &Config) -> anyhow::Result<(Corpus, scan::PendingSave)> {
-    scan_corpus(config, scan_cache_path(config).as_deref())
-}
-
-/// [`read_corpus`] with the scan cache at `cache`, or none.
-fn read_corpus_with(config: &Config, cache: Option<&Path>) -> anyhow::Result<Corpus> {
-    scan_corpus(config, cache).map(|(corpus, _)| corpus)
-}
-
-fn scan_corpus(
+/// [`read_corpus`] with the scan cache at `cache`, or none; the cache may still be being
+/// written while the caller goes on, until the [`scan::PendingSave`] is dropped.
+fn read_corpus_with(
     config: &Config,
     cache: Option<&Path>,
 ) -> anyhow::Result<(Corpus, scan::PendingSave)> {

@@ -64,11 +64,6 @@ impl Stamp {
     }
 }
 
-/// The cache file as read: where each file's entry lies. Entries are decoded only when
-/// asked for, on the scan's threads.
-#[derive(Default)]
-pub struct ScanCache;
-
 /// What the site settings and herold's version make of a file: a cache written under other
 /// settings is not used.
 fn settings_key(site: &SiteContext) -> u64 {
@@ -83,44 +78,36 @@ fn settings_key(site: &SiteContext) -> u64 {
     super::item::stable_hash(text.as_bytes())
 }
 
-impl ScanCache {
-    /// Writes `entries` to `path` atomically (a crash leaves the old cache or none).
-    pub fn save(
-        path: &Path,
-        site: &SiteContext,
-        entries: &[(Stamp, &Item)],
-    ) -> std::io::Result<()> {
-        use std::io::Write;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = PathBuf::from(format!("{}.{}.tmp", path.display(), std::process::id()));
-        let result = (|| {
-            // Entry by entry into the file: the cache is never whole in memory beside the
-            // corpus it describes.
-            let mut out =
-                std::io::BufWriter::with_capacity(256 << 10, std::fs::File::create(&tmp)?);
-            let mut w = Writer(Vec::with_capacity(4096));
-            w.0.extend_from_slice(MAGIC);
-            w.u32(FORMAT);
-            w.u64(settings_key(site));
-            w.u64(entries.len() as u64);
-            for (stamp, item) in entries {
-                out.write_all(&w.0)?;
-                w.0.clear();
-                encode(&mut w, stamp, item);
-            }
-            out.write_all(&w.0)?;
-            out.into_inner().map_err(|e| e.into_error())?;
-            std::fs::rename(&tmp, path)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+/// Writes `entries` to `path` atomically (a crash leaves the old cache or none).
+pub fn save(path: &Path, site: &SiteContext, entries: &[(Stamp, &Item)]) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
     }
+    let tmp = PathBuf::from(format!("{}.{}.tmp", path.display(), std::process::id()));
+    let result = (|| {
+        // Entry by entry into the file: the cache is never whole in memory beside the
+        // corpus it describes.
+        let mut out = std::io::BufWriter::with_capacity(256 << 10, std::fs::File::create(&tmp)?);
+        let mut w = Writer(Vec::with_capacity(4096));
+        w.0.extend_from_slice(MAGIC);
+        w.u32(FORMAT);
+        w.u64(settings_key(site));
+        w.u64(entries.len() as u64);
+        for (stamp, item) in entries {
+            out.write_all(&w.0)?;
+            w.0.clear();
+            encode(&mut w, stamp, item);
+        }
+        out.write_all(&w.0)?;
+        out.into_inner().map_err(|e| e.into_error())?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
-
 struct Writer(Vec<u8>);
 
 impl Writer {
@@ -203,6 +190,19 @@ fn encode(w: &mut Writer, stamp: &Stamp, item: &Item) {
     w.0[len_at..start].copy_from_slice(&len.to_le_bytes());
 }
 
+/// A length as the cache writes it (seven bits a byte, low first), from `next` byte by byte.
+fn varint(mut next: impl FnMut() -> Option<u8>) -> Option<u64> {
+    let mut v: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let b = next()?;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
@@ -227,15 +227,7 @@ impl<'a> Reader<'a> {
         Some(i128::from_le_bytes(self.take(16)?.try_into().ok()?))
     }
     fn len(&mut self) -> Option<usize> {
-        let mut v: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let b = self.u8()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return usize::try_from(v).ok();
-            }
-        }
-        None
+        usize::try_from(varint(|| self.u8())?).ok()
     }
     fn str(&mut self) -> Option<String> {
         let n = self.len()?;
@@ -271,9 +263,10 @@ impl<'a> Reader<'a> {
 }
 
 /// The scan cache read beside a sorted list of files, a slice of the list at a time: the
-/// file is read once to check that it is whole (as [`ScanCache::load`] does), then again
-/// in step with the list, so that only the entries of the files being scanned are in
-/// memory, not the whole cache beside the whole corpus.
+/// file is read once to check that it is whole (anything else counts as an empty cache),
+/// then again in step with the list, so that only the entries of the files being scanned
+/// are in memory, not the whole cache beside the whole corpus. Entries are decoded on the
+/// scan's threads ([`CacheChunk::get`]).
 #[derive(Default)]
 pub struct CacheStream {
     reader: Option<std::io::BufReader<std::fs::File>>,
@@ -416,18 +409,10 @@ fn read_header(r: &mut impl std::io::Read, key: u64) -> Option<u64> {
 
 /// Reads an entry's path into `name` and gives the length of the entry after it.
 fn read_entry_header(r: &mut impl std::io::Read, name: &mut Vec<u8>) -> Option<usize> {
-    let mut len: u64 = 0;
-    let mut b = [0u8; 1];
-    for shift in (0..64).step_by(7) {
-        r.read_exact(&mut b).ok()?;
-        len |= u64::from(b[0] & 0x7f) << shift;
-        if b[0] < 0x80 {
-            break;
-        }
-        if shift == 63 {
-            return None;
-        }
-    }
+    let len = varint(|| {
+        let mut b = [0u8; 1];
+        r.read_exact(&mut b).ok().map(|()| b[0])
+    })?;
     let len = usize::try_from(len).ok().filter(|&n| n <= 1 << 16)?;
     name.resize(len, 0);
     r.read_exact(name).ok()?;
@@ -508,7 +493,7 @@ mod tests {
             ctime_ns: 1 << 70,
         };
         let path = dir.path().join("data/scan-cache");
-        ScanCache::save(&path, &site(), &[(stamp, &item), (stamp, &other)]).unwrap();
+        save(&path, &site(), &[(stamp, &item), (stamp, &other)]).unwrap();
         let mut cache = CacheStream::open(&path, &site());
         assert_eq!(cache.len(), 2);
         // Read in step with a sorted list of files: one before, between and after them.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use super::cache::{CacheStream, ScanCache, Stamp};
+use super::cache::{CacheStream, Stamp};
 use super::item::parse_item_in;
 use super::{Corpus, Item, Problem, SiteContext, is_content_file, parse_item};
 
@@ -349,7 +349,7 @@ pub fn scan_cached(
             let (path, site) = (path.to_path_buf(), site.clone());
             let save = move || {
                 let keep: Vec<(Stamp, &Item)> = keep.iter().map(|(s, i)| (*s, &**i)).collect();
-                if let Err(e) = ScanCache::save(&path, &site, &keep) {
+                if let Err(e) = super::cache::save(&path, &site, &keep) {
                     tracing::debug!(cache = %path.display(), "cannot write the scan cache: {e}");
                 }
             };
